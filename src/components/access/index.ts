@@ -1,0 +1,1 @@
+export { ROLES, authorize, can, scopeOf, type Permission, type Principal, type Role } from './permissions.js';

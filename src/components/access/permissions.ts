@@ -1,0 +1,89 @@
+// Role-based access control with ownership. Handlers never ask "is admin"; use cases ask
+// "may this principal do X to this resource", and the answer follows the contract's rule:
+// an operation the role never allows is FORBIDDEN, a resource the principal may not see is NOT_FOUND.
+import { forbidden, notFound } from '../../platform/errors.js';
+
+export const ROLES = ['user', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+/** Who is calling: resolved per request from a verified token and the user's current state. */
+export interface Principal {
+  readonly userId: string;
+  readonly role: Role;
+}
+
+export type Permission =
+  | 'users:list'
+  | 'users:create'
+  | 'users:read'
+  | 'users:update'
+  | 'users:delete'
+  | 'users:assign-role'
+  | 'accounts:create'
+  | 'accounts:create-for-others'
+  | 'accounts:list'
+  | 'accounts:list-system'
+  | 'accounts:read'
+  | 'accounts:deposit'
+  | 'accounts:withdraw'
+  | 'transfers:create'
+  | 'transfers:read';
+
+/** `own`: only resources the principal owns; `any`: every resource. Absent: never. */
+type Scope = 'own' | 'any';
+
+const GRANTS: Readonly<Record<Role, Partial<Readonly<Record<Permission, Scope>>>>> = {
+  user: {
+    'users:read': 'own',
+    'users:update': 'own',
+    'accounts:create': 'own',
+    'accounts:list': 'own',
+    'accounts:read': 'own',
+    'accounts:withdraw': 'own',
+    'transfers:create': 'own',
+    'transfers:read': 'own',
+  },
+  admin: {
+    'users:list': 'any',
+    'users:create': 'any',
+    'users:read': 'any',
+    'users:update': 'any',
+    'users:delete': 'any',
+    'users:assign-role': 'any',
+    'accounts:create': 'any',
+    'accounts:create-for-others': 'any',
+    'accounts:list': 'any',
+    'accounts:list-system': 'any',
+    'accounts:read': 'any',
+    'accounts:deposit': 'any',
+    'accounts:withdraw': 'any',
+    'transfers:create': 'any',
+    'transfers:read': 'any',
+  },
+};
+
+export function scopeOf(principal: Principal, permission: Permission): Scope | undefined {
+  return GRANTS[principal.role][permission];
+}
+
+/** True when the principal may perform `permission` on a resource owned by any of `ownerIds`. */
+export function can(principal: Principal, permission: Permission, ownerIds?: readonly (string | null)[]): boolean {
+  const scope = scopeOf(principal, permission);
+  if (scope === undefined) return false;
+  if (scope === 'any' || ownerIds === undefined) return true;
+  return ownerIds.includes(principal.userId);
+}
+
+/**
+ * Throws FORBIDDEN when the role never allows `permission`, NOT_FOUND when it does but not on this
+ * resource (so that others' resources are indistinguishable from absent ones).
+ */
+export function authorize(
+  principal: Principal,
+  permission: Permission,
+  ownerIds?: readonly (string | null)[],
+  resourceName = 'Resource',
+): void {
+  if (scopeOf(principal, permission) === undefined) throw forbidden();
+  if (!can(principal, permission, ownerIds)) throw notFound(resourceName);
+}

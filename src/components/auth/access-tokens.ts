@@ -1,0 +1,81 @@
+// Access tokens: short-lived EdDSA JWTs. Verifying a signature costs more than a whole bare HTTP
+// request, so a token is verified once and the verified claims are remembered (keyed by the whole
+// token, bounded, until it expires). Revocation does not depend on this cache: every request still
+// compares the claims with the user's current state.
+import { errors as joseErrors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
+import { LRUCache } from 'lru-cache';
+import { invalidAccessToken } from './auth.errors.js';
+import { SIGNING_ALGORITHM, type SigningKeys } from './signing-keys.js';
+
+export const ISSUER = 'bastion';
+
+export interface AccessClaims {
+  readonly userId: string;
+  /** The user's token version when the token was issued. */
+  readonly tokenVersion: number;
+  /** The login (refresh-token family) this token belongs to. */
+  readonly sessionId: string;
+  readonly expiresAtMs: number;
+}
+
+export interface AccessTokens {
+  issue(subject: { userId: string; tokenVersion: number; role: string; sessionId: string }): Promise<string>;
+  /** Resolves the verified claims, or throws UNAUTHENTICATED. */
+  verify(token: string): Promise<AccessClaims>;
+  readonly ttlSeconds: number;
+}
+
+export function createAccessTokens(options: {
+  keys: SigningKeys;
+  ttlSeconds: number;
+  cacheEntries?: number;
+}): AccessTokens {
+  const { keys, ttlSeconds } = options;
+  const verified = new LRUCache<string, AccessClaims>({ max: options.cacheEntries ?? 50_000 });
+
+  const resolveKey = async (header: JWTHeaderParameters) => {
+    const key = header.kid === undefined ? undefined : await keys.verificationKey(header.kid);
+    if (!key) throw new joseErrors.JWKSNoMatchingKey();
+    return key;
+  };
+
+  return {
+    ttlSeconds,
+    async issue(subject) {
+      const { kid, privateKey } = keys.signingKey();
+      return new SignJWT({ ver: subject.tokenVersion, sid: subject.sessionId, role: subject.role })
+        .setProtectedHeader({ alg: SIGNING_ALGORITHM, kid, typ: 'JWT' })
+        .setSubject(subject.userId)
+        .setIssuer(ISSUER)
+        .setIssuedAt()
+        .setExpirationTime(`${ttlSeconds}s`)
+        .sign(privateKey);
+    },
+    async verify(token) {
+      const now = Date.now();
+      const cached = verified.get(token);
+      if (cached) {
+        if (cached.expiresAtMs > now) return cached;
+        verified.delete(token);
+        throw invalidAccessToken();
+      }
+      let claims: AccessClaims;
+      try {
+        const { payload } = await jwtVerify(token, resolveKey, { algorithms: [SIGNING_ALGORITHM], issuer: ISSUER });
+        if (
+          typeof payload.sub !== 'string' ||
+          typeof payload.ver !== 'number' ||
+          typeof payload.sid !== 'string' ||
+          typeof payload.exp !== 'number'
+        ) {
+          throw invalidAccessToken();
+        }
+        claims = { userId: payload.sub, tokenVersion: payload.ver, sessionId: payload.sid, expiresAtMs: payload.exp * 1000 };
+      } catch {
+        throw invalidAccessToken();
+      }
+      verified.set(token, claims, { ttl: Math.max(1, claims.expiresAtMs - now) });
+      return claims;
+    },
+  };
+}

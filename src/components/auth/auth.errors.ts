@@ -1,0 +1,11 @@
+import { DomainError, unauthenticated } from '../../platform/errors.js';
+
+export const invalidCredentials = (): DomainError =>
+  new DomainError('INVALID_CREDENTIALS', 'The email or password is not correct');
+export const invalidRefreshToken = (): DomainError =>
+  new DomainError('INVALID_REFRESH_TOKEN', 'The refresh token is unknown, expired or revoked');
+export const tokenReused = (): DomainError =>
+  new DomainError('TOKEN_REUSED', 'This refresh token was already used; every token of this login has been revoked');
+export const tooManyLoginAttempts = (retryAfterSeconds: number): DomainError =>
+  new DomainError('RATE_LIMITED', 'Too many failed login attempts for this email; retry later', { retryAfterSeconds });
+export const invalidAccessToken = (): DomainError => unauthenticated('The access token is missing, invalid or expired');

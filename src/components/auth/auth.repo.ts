@@ -1,0 +1,220 @@
+// All SQL of the auth component: signing keys, server secrets and refresh-token families.
+import { sql, type Generated } from 'kysely';
+import type { Executor } from '../../platform/db/index.js';
+
+export interface SigningKeysTable {
+  kid: string;
+  algorithm: string;
+  public_jwk: Record<string, unknown>;
+  private_jwk: Record<string, unknown>;
+  created_at: Generated<Date>;
+  retired_at: Date | null;
+}
+
+export interface AuthSecretsTable {
+  name: string;
+  secret: Uint8Array;
+  created_at: Generated<Date>;
+}
+
+export interface RefreshTokensTable {
+  id: string;
+  family_id: string;
+  user_id: string;
+  token_hash: Uint8Array;
+  parent_id: string | null;
+  created_at: Generated<Date>;
+  expires_at: Date;
+  rotated_at: Date | null;
+  revoked_at: Date | null;
+}
+
+declare module '../../platform/db/tables.js' {
+  interface Tables {
+    signing_keys: SigningKeysTable;
+    auth_secrets: AuthSecretsTable;
+    refresh_tokens: RefreshTokensTable;
+  }
+}
+
+// ---- signing keys ----
+
+/** Keys that may still verify a token: unretired, or retired less than `graceSeconds` ago. */
+export interface SigningKeyRow {
+  kid: string;
+  public_jwk: Record<string, unknown>;
+  private_jwk: Record<string, unknown>;
+  retired_at: Date | null;
+}
+
+export async function listVerifyingKeys(executor: Executor, graceSeconds: number): Promise<SigningKeyRow[]> {
+  return executor
+    .selectFrom('signing_keys')
+    .select(['kid', 'public_jwk', 'private_jwk', 'retired_at'])
+    .where((eb) =>
+      eb.or([
+        eb('retired_at', 'is', null),
+        eb('retired_at', '>', sql<Date>`now() - make_interval(secs => ${graceSeconds})`),
+      ]),
+    )
+    .orderBy('created_at', 'desc')
+    .execute();
+}
+
+export async function insertSigningKey(
+  executor: Executor,
+  key: { kid: string; algorithm: string; public_jwk: Record<string, unknown>; private_jwk: Record<string, unknown> },
+): Promise<void> {
+  // JSON is passed as text and cast, so both drivers (pg and PGlite) store the same jsonb.
+  await executor
+    .insertInto('signing_keys')
+    .values({
+      kid: key.kid,
+      algorithm: key.algorithm,
+      public_jwk: sql<Record<string, unknown>>`${JSON.stringify(key.public_jwk)}::jsonb`,
+      private_jwk: sql<Record<string, unknown>>`${JSON.stringify(key.private_jwk)}::jsonb`,
+    })
+    .execute();
+}
+
+export async function retireSigningKeysExcept(executor: Executor, kid: string): Promise<void> {
+  await executor
+    .updateTable('signing_keys')
+    .set({ retired_at: sql<Date>`now()` })
+    .where('kid', '!=', kid)
+    .where('retired_at', 'is', null)
+    .execute();
+}
+
+// ---- secrets ----
+
+export async function findSecret(executor: Executor, name: string): Promise<Uint8Array | undefined> {
+  const row = await executor.selectFrom('auth_secrets').select('secret').where('name', '=', name).executeTakeFirst();
+  return row?.secret;
+}
+
+export async function insertSecretIfAbsent(executor: Executor, name: string, secret: Uint8Array): Promise<void> {
+  await executor
+    .insertInto('auth_secrets')
+    .values({ name, secret })
+    .onConflict((oc) => oc.column('name').doNothing())
+    .execute();
+}
+
+// ---- refresh tokens ----
+
+export async function insertRefreshToken(
+  executor: Executor,
+  token: { id: string; familyId: string; userId: string; tokenHash: Uint8Array; ttlSeconds: number },
+): Promise<void> {
+  await executor
+    .insertInto('refresh_tokens')
+    .values({
+      id: token.id,
+      family_id: token.familyId,
+      user_id: token.userId,
+      token_hash: token.tokenHash,
+      parent_id: null,
+      expires_at: sql<Date>`now() + make_interval(secs => ${token.ttlSeconds})`,
+    })
+    .execute();
+}
+
+export interface RotatedToken {
+  readonly id: string;
+  readonly familyId: string;
+  readonly userId: string;
+}
+
+/**
+ * Spends the presented token and inserts its successor in ONE statement: of any number of
+ * concurrent rotations of one token exactly one matches `rotated_at is null` (the row lock
+ * serialises them, and the loser re-reads the spent row), and parent_id is unique besides.
+ */
+export async function rotateRefreshToken(
+  executor: Executor,
+  input: { presentedHash: Uint8Array; successorId: string; successorHash: Uint8Array; ttlSeconds: number },
+): Promise<RotatedToken | undefined> {
+  const result = await sql<{ id: string; family_id: string; user_id: string }>`
+    with spent as (
+      update refresh_tokens set rotated_at = now()
+      where token_hash = ${input.presentedHash}
+        and rotated_at is null and revoked_at is null and expires_at > now()
+      returning id, family_id, user_id
+    )
+    insert into refresh_tokens (id, family_id, user_id, token_hash, parent_id, expires_at)
+    select ${input.successorId}::uuid, family_id, user_id, ${input.successorHash}, id,
+           now() + make_interval(secs => ${input.ttlSeconds})
+    from spent
+    returning id, family_id, user_id`.execute(executor);
+  const row = result.rows[0];
+  return row ? { id: row.id, familyId: row.family_id, userId: row.user_id } : undefined;
+}
+
+export interface PresentedToken {
+  readonly familyId: string;
+  readonly userId: string;
+  readonly revoked: boolean;
+  readonly expired: boolean;
+  /** Seconds since this token was spent by a rotation, or null if it never was. */
+  readonly secondsSinceRotation: number | null;
+  readonly successorHash: Uint8Array | null;
+  readonly successorRevoked: boolean;
+}
+
+export async function findPresentedToken(executor: Executor, tokenHash: Uint8Array): Promise<PresentedToken | undefined> {
+  const result = await sql<{
+    family_id: string;
+    user_id: string;
+    revoked: boolean;
+    expired: boolean;
+    seconds_since_rotation: number | null;
+    successor_hash: Uint8Array | null;
+    successor_revoked: boolean | null;
+  }>`
+    select t.family_id, t.user_id,
+           t.revoked_at is not null as revoked,
+           t.expires_at <= now() as expired,
+           extract(epoch from now() - t.rotated_at)::float8 as seconds_since_rotation,
+           s.token_hash as successor_hash,
+           s.revoked_at is not null as successor_revoked
+    from refresh_tokens t
+    left join refresh_tokens s on s.parent_id = t.id
+    where t.token_hash = ${tokenHash}`.execute(executor);
+  const row = result.rows[0];
+  if (!row) return undefined;
+  return {
+    familyId: row.family_id,
+    userId: row.user_id,
+    revoked: row.revoked,
+    expired: row.expired,
+    secondsSinceRotation: row.seconds_since_rotation,
+    successorHash: row.successor_hash,
+    successorRevoked: row.successor_revoked === true,
+  };
+}
+
+export async function revokeFamily(executor: Executor, familyId: string): Promise<void> {
+  await executor
+    .updateTable('refresh_tokens')
+    .set({ revoked_at: sql<Date>`now()` })
+    .where('family_id', '=', familyId)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+export async function revokeFamilyOfToken(executor: Executor, tokenHash: Uint8Array): Promise<void> {
+  await sql`
+    update refresh_tokens set revoked_at = now()
+    where revoked_at is null
+      and family_id = (select family_id from refresh_tokens where token_hash = ${tokenHash})`.execute(executor);
+}
+
+export async function revokeAllOfUser(executor: Executor, userId: string): Promise<void> {
+  await executor
+    .updateTable('refresh_tokens')
+    .set({ revoked_at: sql<Date>`now()` })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .execute();
+}

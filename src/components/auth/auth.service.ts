@@ -1,0 +1,173 @@
+// Auth use cases: login, refresh-token rotation (grace window, reuse detection, family revocation),
+// logout, logout-all, password change, and resolving a bearer token to a Principal.
+import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Principal } from '../access/index.js';
+import type { Database } from '../../platform/db/index.js';
+import { newId } from '../../platform/ids.js';
+import type { Logger } from '../../platform/logger.js';
+import { toUser, type User, type UserState, type UsersService } from '../users/index.js';
+import type { AccessTokens } from './access-tokens.js';
+import { invalidAccessToken, invalidCredentials, invalidRefreshToken, tokenReused, tooManyLoginAttempts } from './auth.errors.js';
+import * as repo from './auth.repo.js';
+import { throttleKey, type LoginThrottle } from './login-throttle.js';
+
+export interface TokenPair {
+  readonly accessToken: string;
+  readonly refreshToken: string;
+  readonly tokenType: 'Bearer';
+  readonly expiresIn: number;
+}
+
+export interface LoginResult extends TokenPair {
+  readonly user: User;
+}
+
+export interface AuthService {
+  login(input: { email: string; password: string; clientIp: string }): Promise<LoginResult>;
+  refresh(refreshToken: string): Promise<TokenPair>;
+  logout(refreshToken: string): Promise<void>;
+  logoutAll(principal: Principal): Promise<void>;
+  changePassword(principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<LoginResult>;
+  /** Resolves a bearer token to the caller, checking the user's current state; throws UNAUTHENTICATED. */
+  authenticate(accessToken: string): Promise<Principal>;
+}
+
+export interface AuthServiceDeps {
+  readonly database: Database;
+  readonly users: UsersService;
+  readonly accessTokens: AccessTokens;
+  readonly loginThrottle: LoginThrottle;
+  readonly refreshTokenTtlSeconds: number;
+  readonly refreshReuseGraceSeconds: number;
+  readonly logger: Logger;
+}
+
+const SUCCESSOR_SECRET_NAME = 'refresh-successor-v1';
+
+const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest();
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
+  a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
+
+/**
+ * Loads (creating once) the secret that derives each refresh token's successor. Deriving instead of
+ * storing lets a racing tab receive the very same successor again within the grace window, on any
+ * instance, while the database keeps nothing but hashes.
+ */
+export async function loadSuccessorSecret(database: Database): Promise<Buffer> {
+  const existing = await repo.findSecret(database.db, SUCCESSOR_SECRET_NAME);
+  if (existing) return Buffer.from(existing);
+  await repo.insertSecretIfAbsent(database.db, SUCCESSOR_SECRET_NAME, randomBytes(32));
+  const created = await repo.findSecret(database.db, SUCCESSOR_SECRET_NAME);
+  if (!created) throw new Error('auth: could not create the refresh successor secret');
+  return Buffer.from(created);
+}
+
+export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer): AuthService {
+  const { database, users, accessTokens, loginThrottle } = deps;
+  const db = database.db;
+  const successorOf = (token: string): string =>
+    createHmac('sha256', successorSecret).update(token).digest('base64url');
+
+  const issueAccess = (state: UserState, sessionId: string) =>
+    accessTokens.issue({ userId: state.id, tokenVersion: state.tokenVersion, role: state.role, sessionId });
+
+  /** Starts a new refresh-token family (a login) for the user. */
+  const startSession = async (state: UserState): Promise<LoginResult> => {
+    const refreshToken = randomBytes(32).toString('base64url');
+    const familyId = newId();
+    await repo.insertRefreshToken(db, {
+      id: newId(),
+      familyId,
+      userId: state.id,
+      tokenHash: sha256(refreshToken),
+      ttlSeconds: deps.refreshTokenTtlSeconds,
+    });
+    return {
+      accessToken: await issueAccess(state, familyId),
+      refreshToken,
+      tokenType: 'Bearer',
+      expiresIn: accessTokens.ttlSeconds,
+      user: toUser(state),
+    };
+  };
+
+  const pairFor = async (userId: string, familyId: string, refreshToken: string): Promise<TokenPair> => {
+    const state = await users.getState(userId);
+    if (!state) throw invalidRefreshToken();
+    return {
+      accessToken: await issueAccess(state, familyId),
+      refreshToken,
+      tokenType: 'Bearer',
+      expiresIn: accessTokens.ttlSeconds,
+    };
+  };
+
+  return {
+    async login({ email, password, clientIp }) {
+      const key = throttleKey(email, clientIp);
+      const wait = await loginThrottle.retryAfterSeconds(key);
+      if (wait > 0) throw tooManyLoginAttempts(wait);
+      const state = await users.verifyCredentials(email, password);
+      if (!state) {
+        await loginThrottle.recordFailure(key);
+        throw invalidCredentials();
+      }
+      await loginThrottle.reset(key);
+      return startSession(state);
+    },
+
+    async refresh(refreshToken) {
+      const presentedHash = sha256(refreshToken);
+      const successor = successorOf(refreshToken);
+      const successorHash = sha256(successor);
+      const rotated = await repo.rotateRefreshToken(db, {
+        presentedHash,
+        successorId: newId(),
+        successorHash,
+        ttlSeconds: deps.refreshTokenTtlSeconds,
+      });
+      if (rotated) return pairFor(rotated.userId, rotated.familyId, successor);
+
+      const presented = await repo.findPresentedToken(db, presentedHash);
+      if (!presented) throw invalidRefreshToken();
+      if (presented.secondsSinceRotation !== null) {
+        const withinGrace = presented.secondsSinceRotation <= deps.refreshReuseGraceSeconds;
+        if (!withinGrace) {
+          await repo.revokeFamily(db, presented.familyId);
+          deps.logger.warn({ userId: presented.userId, familyId: presented.familyId }, 'auth: refresh token reuse, family revoked');
+          throw tokenReused();
+        }
+        // Two tabs racing: hand out the successor the first rotation created, not a second one.
+        if (presented.revoked || presented.successorRevoked || !presented.successorHash) throw invalidRefreshToken();
+        if (!sameBytes(presented.successorHash, successorHash)) throw invalidRefreshToken();
+        return pairFor(presented.userId, presented.familyId, successor);
+      }
+      throw invalidRefreshToken(); // revoked or expired, never rotated
+    },
+
+    async logout(refreshToken) {
+      await repo.revokeFamilyOfToken(db, sha256(refreshToken));
+    },
+
+    async logoutAll(principal) {
+      await users.revokeAccessTokens(principal.userId, (tx, userId) => repo.revokeAllOfUser(tx, userId));
+    },
+
+    async changePassword(principal, input) {
+      const state = await users.changePassword(
+        principal.userId,
+        input.currentPassword,
+        input.newPassword,
+        (tx, userId) => repo.revokeAllOfUser(tx, userId),
+      );
+      return startSession(state);
+    },
+
+    async authenticate(accessToken) {
+      const claims = await accessTokens.verify(accessToken);
+      const state = await users.getState(claims.userId);
+      if (!state || state.tokenVersion !== claims.tokenVersion) throw invalidAccessToken();
+      return { userId: state.id, role: state.role };
+    },
+  };
+}

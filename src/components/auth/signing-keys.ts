@@ -1,0 +1,130 @@
+// Access-token signing keys: Ed25519, generated on first start and kept in the database so every
+// instance signs and verifies with the same set. The newest unretired key signs; `keys rotate`
+// adds a new one and retires the others, which keep verifying until their tokens have expired.
+// Instances reload the set periodically and when they meet an unknown `kid`.
+import { randomUUID } from 'node:crypto';
+import { exportJWK, generateKeyPair, importJWK, type JWK, type CryptoKey as JoseKey } from 'jose';
+import type { Database } from '../../platform/db/index.js';
+import type { Logger } from '../../platform/logger.js';
+import * as repo from './auth.repo.js';
+
+export const SIGNING_ALGORITHM = 'EdDSA';
+const KEY_BOOTSTRAP_LOCK = 0x6b65_7973; // "keys"
+const UNKNOWN_KID_RELOAD_INTERVAL_MS = 5_000;
+
+export interface PublicJwk {
+  kty: string;
+  crv: string;
+  x: string;
+  kid: string;
+  alg: string;
+  use: string;
+}
+
+interface LoadedKey {
+  readonly kid: string;
+  readonly publicKey: JoseKey | Uint8Array;
+  readonly publicJwk: PublicJwk;
+}
+
+export interface SigningKeys {
+  signingKey(): { kid: string; privateKey: JoseKey | Uint8Array };
+  verificationKey(kid: string): Promise<JoseKey | Uint8Array | undefined>;
+  jwks(): { keys: PublicJwk[] };
+  reload(): Promise<void>;
+  stop(): void;
+}
+
+async function generateKey() {
+  const { publicKey, privateKey } = await generateKeyPair(SIGNING_ALGORITHM, { crv: 'Ed25519', extractable: true });
+  const kid = randomUUID();
+  const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: SIGNING_ALGORITHM, use: 'sig' };
+  const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: SIGNING_ALGORITHM };
+  return { kid, algorithm: SIGNING_ALGORITHM, public_jwk: publicJwk, private_jwk: privateJwk };
+}
+
+/** Adds a new signing key and retires the others (CLI `keys rotate`). Returns the new kid. */
+export async function rotateSigningKey(database: Database): Promise<string> {
+  const key = await generateKey();
+  await database.transaction(async (tx) => {
+    await repo.insertSigningKey(tx, key);
+    await repo.retireSigningKeysExcept(tx, key.kid);
+  });
+  return key.kid;
+}
+
+export async function loadSigningKeys(options: {
+  database: Database;
+  logger: Logger;
+  /** How long a retired key keeps verifying: the access-token lifetime plus the reload interval. */
+  retiredKeyGraceSeconds: number;
+  reloadIntervalMs?: number;
+}): Promise<SigningKeys> {
+  const { database, logger } = options;
+  let signing: { kid: string; privateKey: JoseKey | Uint8Array } | undefined;
+  let verifying = new Map<string, LoadedKey>();
+  let lastUnknownKidReload = 0;
+
+  const reload = async (): Promise<void> => {
+    let rows = await repo.listVerifyingKeys(database.db, options.retiredKeyGraceSeconds);
+    if (!rows.some((row) => row.retired_at === null)) {
+      // First start (or every key retired by hand): create one, once, even with several instances.
+      await database.withAdvisoryLock(KEY_BOOTSTRAP_LOCK, async () => {
+        const again = await repo.listVerifyingKeys(database.db, options.retiredKeyGraceSeconds);
+        if (!again.some((row) => row.retired_at === null)) {
+          const key = await generateKey();
+          await repo.insertSigningKey(database.db, key);
+          logger.info({ kid: key.kid }, 'auth: generated the first access-token signing key');
+        }
+      });
+      rows = await repo.listVerifyingKeys(database.db, options.retiredKeyGraceSeconds);
+    }
+    const next = new Map<string, LoadedKey>();
+    for (const row of rows) {
+      next.set(row.kid, {
+        kid: row.kid,
+        publicKey: await importJWK(row.public_jwk as JWK, SIGNING_ALGORITHM),
+        publicJwk: toPublicJwk(row.kid, row.public_jwk),
+      });
+    }
+    const newest = rows.find((row) => row.retired_at === null);
+    if (!newest) throw new Error('no active signing key after bootstrap');
+    if (signing?.kid !== newest.kid) {
+      signing = { kid: newest.kid, privateKey: await importJWK(newest.private_jwk as JWK, SIGNING_ALGORITHM) };
+    }
+    verifying = next;
+  };
+
+  await reload();
+  const timer = setInterval(() => {
+    reload().catch((error: unknown) => logger.warn({ err: error }, 'auth: reloading signing keys failed'));
+  }, options.reloadIntervalMs ?? 60_000);
+  timer.unref();
+
+  return {
+    signingKey() {
+      if (!signing) throw new Error('signing keys not loaded');
+      return signing;
+    },
+    async verificationKey(kid) {
+      const known = verifying.get(kid);
+      if (known) return known.publicKey;
+      // A key rotated on another instance: reload, but not more than once per interval, so that
+      // tokens with made-up kids cannot turn into a database flood.
+      const now = Date.now();
+      if (now - lastUnknownKidReload < UNKNOWN_KID_RELOAD_INTERVAL_MS) return undefined;
+      lastUnknownKidReload = now;
+      await reload();
+      return verifying.get(kid)?.publicKey;
+    },
+    jwks: () => ({ keys: [...verifying.values()].map((key) => key.publicJwk) }),
+    reload,
+    stop: () => clearInterval(timer),
+  };
+}
+
+/** Only the public members of a stored JWK, so a private component can never be published. */
+function toPublicJwk(kid: string, jwk: Record<string, unknown>): PublicJwk {
+  const text = (name: string) => (typeof jwk[name] === 'string' ? (jwk[name] as string) : '');
+  return { kty: text('kty'), crv: text('crv'), x: text('x'), kid, alg: SIGNING_ALGORITHM, use: 'sig' };
+}

@@ -1,0 +1,12 @@
+// The users component's public surface.
+export { createPasswordHasher, OWASP_ARGON2ID, type PasswordHasher } from './passwords.js';
+export {
+  createUsersService,
+  toUser,
+  type AlsoInTransaction,
+  type Page,
+  type User,
+  type UserState,
+  type UsersService,
+} from './users.service.js';
+export { usersRoutes } from './http.js';

@@ -1,0 +1,169 @@
+// All SQL of the users component.
+import { sql } from 'kysely';
+import type { Role } from '../access/index.js';
+import { sqlState, UNIQUE_VIOLATION, type Executor } from '../../platform/db/index.js';
+import { emailTaken } from './users.errors.js';
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  name: string;
+  role: Role;
+  password_hash: string;
+  token_version: number;
+  created_at: Date;
+  updated_at: Date;
+  deleted_at: Date | null;
+}
+
+declare module '../../platform/db/tables.js' {
+  interface Tables {
+    users: UsersTable;
+  }
+}
+
+export type UserRow = Omit<UsersTable, 'password_hash' | 'deleted_at'>;
+const USER_COLUMNS = ['id', 'email', 'name', 'role', 'token_version', 'created_at', 'updated_at'] as const;
+
+function rethrowUnique(error: unknown): never {
+  if (sqlState(error) === UNIQUE_VIOLATION) throw emailTaken();
+  throw error;
+}
+
+export async function insertUser(
+  executor: Executor,
+  user: Omit<UsersTable, 'deleted_at' | 'token_version'>,
+): Promise<UserRow> {
+  try {
+    return await executor
+      .insertInto('users')
+      .values({ ...user, token_version: 0, deleted_at: null })
+      .returning(USER_COLUMNS)
+      .executeTakeFirstOrThrow();
+  } catch (error) {
+    rethrowUnique(error);
+  }
+}
+
+export async function findLiveUserById(executor: Executor, id: string): Promise<UserRow | undefined> {
+  return executor
+    .selectFrom('users')
+    .select(USER_COLUMNS)
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst();
+}
+
+export async function findCredentialsByEmail(
+  executor: Executor,
+  email: string,
+): Promise<(UserRow & { password_hash: string }) | undefined> {
+  return executor
+    .selectFrom('users')
+    .select([...USER_COLUMNS, 'password_hash'])
+    .where(sql<string>`lower(email)`, '=', email.toLowerCase())
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst();
+}
+
+export async function findPasswordHash(executor: Executor, id: string): Promise<string | undefined> {
+  const row = await executor
+    .selectFrom('users')
+    .select('password_hash')
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst();
+  return row?.password_hash;
+}
+
+export async function listLiveUsers(
+  executor: Executor,
+  page: { limit: number; offset: number },
+): Promise<{ rows: UserRow[]; total: number }> {
+  const [rows, count] = await Promise.all([
+    executor
+      .selectFrom('users')
+      .select(USER_COLUMNS)
+      .where('deleted_at', 'is', null)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(page.limit)
+      .offset(page.offset)
+      .execute(),
+    executor
+      .selectFrom('users')
+      .select(sql<number>`count(*)::int`.as('total'))
+      .where('deleted_at', 'is', null)
+      .executeTakeFirstOrThrow(),
+  ]);
+  return { rows, total: count.total };
+}
+
+export async function updateUser(
+  executor: Executor,
+  id: string,
+  patch: { name?: string; email?: string; role?: Role; updated_at: Date },
+): Promise<UserRow | undefined> {
+  try {
+    return await executor
+      .updateTable('users')
+      .set(patch)
+      .where('id', '=', id)
+      .where('deleted_at', 'is', null)
+      .returning(USER_COLUMNS)
+      .executeTakeFirst();
+  } catch (error) {
+    rethrowUnique(error);
+  }
+}
+
+/** Sets a new password hash; with `revokeTokens` also moves the token version on. */
+export async function setPasswordHash(
+  executor: Executor,
+  id: string,
+  passwordHash: string,
+  options: { revokeTokens: boolean; now: Date },
+): Promise<UserRow | undefined> {
+  return executor
+    .updateTable('users')
+    .set((eb) => ({
+      password_hash: passwordHash,
+      updated_at: options.now,
+      ...(options.revokeTokens ? { token_version: eb('token_version', '+', 1) } : {}),
+    }))
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .returning(USER_COLUMNS)
+    .executeTakeFirst();
+}
+
+export async function bumpTokenVersion(executor: Executor, id: string): Promise<UserRow | undefined> {
+  return executor
+    .updateTable('users')
+    .set((eb) => ({ token_version: eb('token_version', '+', 1) }))
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .returning(USER_COLUMNS)
+    .executeTakeFirst();
+}
+
+export async function softDeleteUser(executor: Executor, id: string, now: Date): Promise<boolean> {
+  const result = await executor
+    .updateTable('users')
+    .set((eb) => ({ deleted_at: now, updated_at: now, token_version: eb('token_version', '+', 1) }))
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .executeTakeFirst();
+  return result.numUpdatedRows > 0n;
+}
+
+export async function liveAdminExists(executor: Executor): Promise<boolean> {
+  const row = await executor
+    .selectFrom('users')
+    .select('id')
+    .where('role', '=', 'admin')
+    .where('deleted_at', 'is', null)
+    .limit(1)
+    .executeTakeFirst();
+  return row !== undefined;
+}

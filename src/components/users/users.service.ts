@@ -1,0 +1,216 @@
+// Users use cases: registration, admin management, reads through the principal cache, credentials.
+// Every decision about who may do what goes through access.authorize().
+import { authorize, can, type Principal, type Role } from '../access/index.js';
+import type { ReadThroughCache } from '../../platform/cache.js';
+import type { Database, Tx } from '../../platform/db/index.js';
+import { DomainError, forbidden, notFound } from '../../platform/errors.js';
+import { newId } from '../../platform/ids.js';
+import type { Logger } from '../../platform/logger.js';
+import type { PasswordHasher } from './passwords.js';
+import * as repo from './users.repo.js';
+import { invalidCurrentPassword } from './users.errors.js';
+
+export interface User {
+  readonly id: string;
+  readonly email: string;
+  readonly name: string;
+  readonly role: Role;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+/** A user as authentication sees it: the public fields plus the current token version. */
+export interface UserState extends User {
+  readonly tokenVersion: number;
+}
+
+export interface Page<T> {
+  readonly data: T[];
+  readonly meta: { readonly page: number; readonly limit: number; readonly total: number; readonly totalPages: number };
+}
+
+/** Work another component does in the same transaction as a user change (e.g. revoke sessions). */
+export type AlsoInTransaction = (tx: Tx, userId: string) => Promise<void>;
+
+export interface UsersService {
+  register(input: { email: string; name: string; password: string }): Promise<User>;
+  create(principal: Principal, input: { email: string; name: string; password: string; role?: Role }): Promise<User>;
+  list(principal: Principal, query: { page: number; limit: number }): Promise<Page<User>>;
+  get(principal: Principal, id: string): Promise<User>;
+  update(principal: Principal, id: string, patch: { name?: string; email?: string; role?: Role }): Promise<User>;
+  delete(principal: Principal, id: string): Promise<void>;
+  /** The user's current state, from cache (invalidated by every write), or null if absent/deleted. */
+  getState(id: string): Promise<UserState | null>;
+  /** Checks an email/password pair in about the same time whether or not the email exists. */
+  verifyCredentials(email: string, password: string): Promise<UserState | null>;
+  changePassword(userId: string, currentPassword: string, newPassword: string, also?: AlsoInTransaction): Promise<UserState>;
+  /** Ends every access token issued so far (logout-all). */
+  revokeAccessTokens(userId: string, also?: AlsoInTransaction): Promise<void>;
+  /** Registers work that must happen (or veto with a DomainError) inside every user deletion. */
+  onDelete(hook: AlsoInTransaction): void;
+  ensureAdmin(email: string, password: string): Promise<'created' | 'exists'>;
+}
+
+export interface UsersServiceDeps {
+  readonly database: Database;
+  readonly passwords: PasswordHasher;
+  readonly stateCache: ReadThroughCache<UserState>;
+  readonly logger: Logger;
+  readonly now?: () => Date;
+}
+
+export function toUserState(row: repo.UserRow): UserState {
+  return {
+    id: row.id,
+    email: row.email,
+    name: row.name,
+    role: row.role,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+    tokenVersion: row.token_version,
+  };
+}
+
+export function toUser(state: UserState): User {
+  const { tokenVersion: _tokenVersion, ...user } = state;
+  return user;
+}
+
+export function createUsersService(deps: UsersServiceDeps): UsersService {
+  const { database, passwords, stateCache } = deps;
+  const db = database.db;
+  const now = deps.now ?? (() => new Date());
+  const deletionHooks: AlsoInTransaction[] = [];
+
+  const loadState = async (id: string): Promise<UserState | null> => {
+    const row = await repo.findLiveUserById(db, id);
+    return row ? toUserState(row) : null;
+  };
+  const getState = (id: string) => stateCache.get(id, loadState);
+  /** Drop the cached state after a write; called after commit so a reader cannot re-cache the old row. */
+  const forget = (id: string) => stateCache.delete(id);
+
+  const insert = async (input: { email: string; name: string; password: string; role: Role }): Promise<User> => {
+    const passwordHash = await passwords.hash(input.password);
+    const at = now();
+    const row = await repo.insertUser(db, {
+      id: newId(),
+      email: input.email,
+      name: input.name,
+      role: input.role,
+      password_hash: passwordHash,
+      created_at: at,
+      updated_at: at,
+    });
+    return toUser(toUserState(row));
+  };
+
+  return {
+    register: (input) => insert({ ...input, role: 'user' }),
+
+    async create(principal, input) {
+      authorize(principal, 'users:create');
+      if (input.role !== undefined && !can(principal, 'users:assign-role')) throw forbidden('Only admins may set a role');
+      return insert({ ...input, role: input.role ?? 'user' });
+    },
+
+    async list(principal, query) {
+      authorize(principal, 'users:list');
+      const { rows, total } = await repo.listLiveUsers(db, {
+        limit: query.limit,
+        offset: (query.page - 1) * query.limit,
+      });
+      return {
+        data: rows.map((row) => toUser(toUserState(row))),
+        meta: { page: query.page, limit: query.limit, total, totalPages: Math.ceil(total / query.limit) },
+      };
+    },
+
+    async get(principal, id) {
+      authorize(principal, 'users:read', [id], 'User');
+      const state = await getState(id);
+      if (!state) throw notFound('User');
+      return toUser(state);
+    },
+
+    async update(principal, id, patch) {
+      if (patch.role !== undefined && !can(principal, 'users:assign-role')) {
+        throw forbidden('Only admins may change a role');
+      }
+      authorize(principal, 'users:update', [id], 'User');
+      const row = await repo.updateUser(db, id, { ...patch, updated_at: now() });
+      forget(id);
+      if (!row) throw notFound('User');
+      return toUser(toUserState(row));
+    },
+
+    async delete(principal, id) {
+      authorize(principal, 'users:delete', [id], 'User');
+      await database.transaction(async (tx) => {
+        if (!(await repo.findLiveUserById(tx, id))) throw notFound('User');
+        for (const hook of deletionHooks) await hook(tx, id);
+        if (!(await repo.softDeleteUser(tx, id, now()))) throw notFound('User');
+      });
+      forget(id);
+    },
+
+    getState,
+
+    async verifyCredentials(email, password) {
+      const row = await repo.findCredentialsByEmail(db, email);
+      if (!row) {
+        await passwords.verifyAgainstDummy(password);
+        return null;
+      }
+      const check = await passwords.verify(row.password_hash, password);
+      if (!check.ok) return null;
+      if (check.needsRehash) {
+        // Upgrade bcrypt or outdated argon2 parameters transparently; tokens stay valid.
+        const upgraded = await passwords.hash(password);
+        await repo.setPasswordHash(db, row.id, upgraded, { revokeTokens: false, now: row.updated_at });
+        deps.logger.info({ userId: row.id }, 'users: password hash upgraded to current argon2id parameters');
+      }
+      return toUserState(row);
+    },
+
+    async changePassword(userId, currentPassword, newPassword, also) {
+      const storedHash = await repo.findPasswordHash(db, userId);
+      if (storedHash === undefined) throw notFound('User');
+      const check = await passwords.verify(storedHash, currentPassword);
+      if (!check.ok) throw invalidCurrentPassword();
+      const newHash = await passwords.hash(newPassword);
+      const row = await database.transaction(async (tx) => {
+        const updated = await repo.setPasswordHash(tx, userId, newHash, { revokeTokens: true, now: now() });
+        if (!updated) throw notFound('User');
+        if (also) await also(tx, userId);
+        return updated;
+      });
+      forget(userId);
+      return toUserState(row);
+    },
+
+    async revokeAccessTokens(userId, also) {
+      await database.transaction(async (tx) => {
+        if (!(await repo.bumpTokenVersion(tx, userId))) throw notFound('User');
+        if (also) await also(tx, userId);
+      });
+      forget(userId);
+    },
+
+    onDelete(hook) {
+      deletionHooks.push(hook);
+    },
+
+    async ensureAdmin(email, password) {
+      if (await repo.liveAdminExists(db)) return 'exists';
+      try {
+        await insert({ email: email.trim().toLowerCase(), name: 'Administrator', password, role: 'admin' });
+        return 'created';
+      } catch (error) {
+        // Another instance starting at the same moment created it first.
+        if (error instanceof DomainError && error.code === 'EMAIL_TAKEN') return 'exists';
+        throw error;
+      }
+    },
+  };
+}

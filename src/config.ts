@@ -1,0 +1,134 @@
+// The one place environment variables are read: parsed once at start, typed, frozen.
+// A bad value stops the process with one line per bad variable, each starting with the variable's name.
+import os from 'node:os';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  readonly port: number;
+  readonly host: string;
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly redisUrl: string | undefined;
+  readonly bootstrapAdmin: { readonly email: string; readonly password: string } | undefined;
+  readonly allowedOrigins: readonly string[];
+  readonly rateLimitMax: number;
+  readonly rateLimitWindowMs: number;
+  readonly accessTokenTtlSeconds: number;
+  readonly refreshTokenTtlSeconds: number;
+  readonly refreshReuseGraceSeconds: number;
+  readonly trustProxy: boolean | string | number;
+  readonly logLevel: LogLevel;
+  readonly databasePoolSize: number;
+  readonly passwordHashConcurrency: number;
+  readonly principalCacheTtlMs: number;
+  readonly shutdownTimeoutMs: number;
+  readonly loginMaxFailures: number;
+  readonly loginFailureWindowSeconds: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(problems.join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/** Parses and validates the environment; throws ConfigError listing every bad variable at once. */
+export function loadConfig(env: Env = process.env): Config {
+  const problems: string[] = [];
+  const read = (name: string): string | undefined => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+  const integer = (name: string, fallback: number, min: number, max: number): number => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    if (!/^-?\d+$/.test(raw)) {
+      problems.push(`${name}: must be an integer, got "${raw}"`);
+      return fallback;
+    }
+    const value = Number(raw);
+    if (value < min || value > max) {
+      problems.push(`${name}: must be between ${min} and ${max}, got ${value}`);
+      return fallback;
+    }
+    return value;
+  };
+
+  const databaseUrl = read('DATABASE_URL');
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push('DATABASE_URL: must be a postgres:// or postgresql:// URL');
+  }
+  const redisUrl = read('REDIS_URL');
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
+    problems.push('REDIS_URL: must be a redis:// or rediss:// URL');
+  }
+
+  const adminEmail = read('BOOTSTRAP_ADMIN_EMAIL');
+  const adminPassword = env['BOOTSTRAP_ADMIN_PASSWORD'];
+  let bootstrapAdmin: Config['bootstrapAdmin'];
+  if (adminEmail !== undefined || adminPassword !== undefined) {
+    if (adminEmail === undefined || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(adminEmail)) {
+      problems.push('BOOTSTRAP_ADMIN_EMAIL: must be an email address when BOOTSTRAP_ADMIN_PASSWORD is set');
+    }
+    if (adminPassword === undefined || adminPassword.length < 8 || adminPassword.length > 128) {
+      problems.push('BOOTSTRAP_ADMIN_PASSWORD: must be 8-128 characters when BOOTSTRAP_ADMIN_EMAIL is set');
+    }
+    if (adminEmail !== undefined && adminPassword !== undefined) {
+      bootstrapAdmin = { email: adminEmail.toLowerCase(), password: adminPassword };
+    }
+  }
+
+  const allowedOrigins = (read('ALLOWED_ORIGINS') ?? '')
+    .split(',')
+    .map((origin) => origin.trim())
+    .filter((origin) => origin !== '');
+  for (const origin of allowedOrigins) {
+    if (origin !== '*' && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      problems.push(`ALLOWED_ORIGINS: "${origin}" is not an origin like https://app.example.com`);
+    }
+  }
+
+  const logLevelRaw = read('LOG_LEVEL') ?? 'info';
+  if (!LOG_LEVELS.includes(logLevelRaw as LogLevel)) {
+    problems.push(`LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`);
+  }
+
+  const config: Config = {
+    port: integer('PORT', 3000, 0, 65535),
+    host: read('HOST') ?? '0.0.0.0',
+    databaseUrl,
+    dataDir: read('DATA_DIR') ?? './data',
+    redisUrl,
+    bootstrapAdmin,
+    allowedOrigins,
+    rateLimitMax: integer('RATE_LIMIT_MAX', 100, 1, 1_000_000_000),
+    rateLimitWindowMs: integer('RATE_LIMIT_WINDOW_MS', 900_000, 1, 86_400_000 * 7),
+    accessTokenTtlSeconds: integer('ACCESS_TOKEN_TTL', 900, 1, 86_400),
+    refreshTokenTtlSeconds: integer('REFRESH_TOKEN_TTL', 2_592_000, 60, 31_536_000),
+    refreshReuseGraceSeconds: integer('REFRESH_REUSE_GRACE_SECONDS', 10, 0, 3_600),
+    trustProxy: parseTrustProxy(read('TRUST_PROXY')),
+    logLevel: LOG_LEVELS.includes(logLevelRaw as LogLevel) ? (logLevelRaw as LogLevel) : 'info',
+    databasePoolSize: integer('DATABASE_POOL_SIZE', 10, 1, 1_000),
+    passwordHashConcurrency: integer('PASSWORD_HASH_CONCURRENCY', Math.max(1, os.availableParallelism() - 1), 1, 256),
+    principalCacheTtlMs: integer('PRINCIPAL_CACHE_TTL_MS', 1_000, 0, 1_000),
+    shutdownTimeoutMs: integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    loginMaxFailures: integer('LOGIN_MAX_FAILURES', 5, 1, 1_000),
+    loginFailureWindowSeconds: integer('LOGIN_FAILURE_WINDOW_SECONDS', 900, 1, 86_400),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}
+
+/** fastify `trustProxy` syntax: true/false, a hop count, or a comma-separated list of addresses/CIDRs. */
+function parseTrustProxy(raw: string | undefined): boolean | string | number {
+  if (raw === undefined || raw === 'false') return false;
+  if (raw === 'true') return true;
+  if (/^\d+$/.test(raw)) return Number(raw);
+  return raw;
+}

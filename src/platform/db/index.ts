@@ -1,0 +1,134 @@
+// The database: PostgreSQL through `pg` when DATABASE_URL is set, embedded PGlite otherwise. Both
+// are driven through one Kysely instance, so every query and migration runs unchanged on either.
+import { mkdir } from 'node:fs/promises';
+import { PGlite } from '@electric-sql/pglite';
+import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
+import pg from 'pg';
+import type { Logger } from '../logger.js';
+import { Mutex, PGliteDialect } from './pglite-dialect.js';
+import type { Tables } from './tables.js';
+
+export type { Tables };
+/** What repos run queries on: the database itself or an open transaction. */
+export type Executor = Kysely<Tables>;
+export type Tx = Transaction<Tables>;
+
+export interface ExclusiveSession {
+  /** Runs a multi-statement SQL script (no parameters). */
+  execScript(script: string): Promise<void>;
+  query<Row>(text: string, params?: readonly unknown[]): Promise<Row[]>;
+}
+
+export interface Database {
+  readonly kind: 'postgres' | 'pglite';
+  readonly db: Kysely<Tables>;
+  /** Runs `work` in one transaction; it commits when `work` resolves and rolls back when it throws. */
+  transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
+  /** Runs `work` holding a cluster-wide advisory lock on one session (migrations, key bootstrap). */
+  withAdvisoryLock<T>(lockKey: number, work: (session: ExclusiveSession) => Promise<T>): Promise<T>;
+  ping(timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface DatabaseOptions {
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly poolSize: number;
+  readonly logger: Logger;
+}
+
+// int8 (count(*), sums) arrives as a string from pg; parse to number where safe, else keep exact.
+pg.types.setTypeParser(20, (value: string) => {
+  const parsed = Number(value);
+  return Number.isSafeInteger(parsed) ? parsed : BigInt(value);
+});
+
+export async function openDatabase(options: DatabaseOptions): Promise<Database> {
+  return options.databaseUrl ? openPostgres(options.databaseUrl, options) : openPglite(options.dataDir);
+}
+
+function withTimeout<T>(promise: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${timeoutMs} ms`)), timeoutMs);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function openPostgres(connectionString: string, options: DatabaseOptions): Database {
+  const pool = new pg.Pool({
+    connectionString,
+    max: options.poolSize,
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: 5_000,
+    application_name: 'bastion',
+  });
+  // An idle client losing its connection must not crash the process; the pool replaces it.
+  pool.on('error', (error) => options.logger.warn({ err: error }, 'database: idle connection error'));
+  const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
+  return {
+    kind: 'postgres',
+    db,
+    transaction: (work) => db.transaction().execute(work),
+    async withAdvisoryLock(lockKey, work) {
+      const client = await pool.connect();
+      try {
+        await client.query('select pg_advisory_lock($1)', [lockKey]);
+        try {
+          return await work({
+            execScript: async (script) => {
+              await client.query(script);
+            },
+            query: async <Row>(text: string, params: readonly unknown[] = []) =>
+              (await client.query(text, [...params])).rows as Row[],
+          });
+        } finally {
+          await client.query('select pg_advisory_unlock($1)', [lockKey]);
+        }
+      } finally {
+        client.release();
+      }
+    },
+    ping: (timeoutMs) => withTimeout(sql`select 1`.execute(db).then(() => undefined), timeoutMs, 'database ping'),
+    close: () => db.destroy(),
+  };
+}
+
+async function openPglite(dataDir: string): Promise<Database> {
+  const inMemory = dataDir === 'memory://' || dataDir.startsWith('memory://');
+  if (!inMemory) await mkdir(dataDir, { recursive: true });
+  const pglite = await PGlite.create(inMemory ? undefined : dataDir);
+  const dialect = new PGliteDialect(pglite);
+  const db = new Kysely<Tables>({ dialect });
+  const advisoryLock = new Mutex();
+  return {
+    kind: 'pglite',
+    db,
+    transaction: (work) => db.transaction().execute(work),
+    // One process owns a PGlite data directory, so a process-wide mutex is the advisory lock. It
+    // is not the connection mutex: work under the lock may still query through `db`.
+    async withAdvisoryLock(_lockKey, work) {
+      const release = await advisoryLock.lock();
+      try {
+        return await work({
+          execScript: (script) => dialect.driver.exclusive(async (instance) => void (await instance.exec(script))),
+          query: <Row>(text: string, params: readonly unknown[] = []) =>
+            dialect.driver.exclusive(async (instance) => (await instance.query<Row>(text, [...params])).rows),
+        });
+      } finally {
+        release();
+      }
+    },
+    ping: (timeoutMs) => withTimeout(sql`select 1`.execute(db).then(() => undefined), timeoutMs, 'database ping'),
+    close: () => db.destroy(),
+  };
+}
+
+/** Postgres SQLSTATE of a driver error, if it is one. */
+export function sqlState(error: unknown): string | undefined {
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') {
+    return error.code;
+  }
+  return undefined;
+}
+export const UNIQUE_VIOLATION = '23505';

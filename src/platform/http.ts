@@ -1,0 +1,94 @@
+// Shared pieces of the HTTP adapters: the error body schema, common params/queries, the principal
+// on the request, and the email normalisation the contract asks for on every body that takes one.
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type, type TSchema } from 'typebox';
+import { scopeOf, type Permission, type Principal } from '../components/access/index.js';
+import { forbidden, unauthenticated } from './errors.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** onRequest hook that resolves the bearer token to `request.principal` or answers 401. */
+    authenticate: (request: FastifyRequest) => Promise<void>;
+  }
+  interface FastifyRequest {
+    principal: Principal | undefined;
+  }
+}
+
+export const ErrorBody = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: 'Stable SNAKE_CASE error code' }),
+      message: Type.String(),
+      requestId: Type.String(),
+      errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }))),
+    }),
+  },
+  { $id: 'ErrorBody', description: 'Every error has this shape' },
+);
+
+const ERROR_DESCRIPTIONS: Record<number, string> = {
+  400: 'Validation failed or malformed JSON',
+  401: 'Missing, invalid or expired credentials',
+  403: 'Authenticated but not allowed',
+  404: 'Not found (also: exists but not visible to the caller)',
+  409: 'Conflict',
+  413: 'Body larger than 1 MiB',
+  415: 'Body is not application/json',
+  422: 'Business rule violated',
+  429: 'Rate limited (see Retry-After)',
+  503: 'Not ready or busy',
+};
+
+/** Response schemas for the given error statuses (they document the shape in OpenAPI). */
+export function errorResponses(...statuses: number[]): Record<number, TSchema> {
+  return Object.fromEntries(
+    statuses.map((status) => [status, Type.Ref('ErrorBody', { description: ERROR_DESCRIPTIONS[status] ?? 'Error' })]),
+  );
+}
+
+export const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
+
+export const PageQuery = Type.Object(
+  {
+    page: Type.Integer({ minimum: 1, default: 1 }),
+    limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
+  },
+  { additionalProperties: false },
+);
+
+export const PageMeta = Type.Object({
+  page: Type.Integer(),
+  limit: Type.Integer(),
+  total: Type.Integer(),
+  totalPages: Type.Integer(),
+});
+
+export const Email = Type.String({ format: 'email', maxLength: 254, description: 'Trimmed and lower-cased' });
+
+/** The caller, set by `authenticate`; a route that reads it without that preHandler is a bug. */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw unauthenticated();
+  return request.principal;
+}
+
+/**
+ * preValidation hook for operations a role may never perform: answers 403 before the body is even
+ * validated. The use case checks again (with ownership), for the transports that skip HTTP.
+ */
+export function requirePermission(permission: Permission) {
+  return async (request: FastifyRequest): Promise<void> => {
+    if (scopeOf(principalOf(request), permission) === undefined) throw forbidden();
+  };
+}
+
+/** preValidation hook: trims and lower-cases `email` in a JSON body before the schema sees it. */
+export async function normalizeEmail(request: FastifyRequest, _reply: FastifyReply): Promise<void> {
+  const body = request.body;
+  if (typeof body === 'object' && body !== null && !Array.isArray(body) && 'email' in body) {
+    const record = body as Record<string, unknown>;
+    if (typeof record['email'] === 'string') record['email'] = record['email'].trim().toLowerCase();
+  }
+}
+
+export const bearerSecurity = [{ bearerAuth: [] }];

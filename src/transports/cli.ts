@@ -1,0 +1,156 @@
+// The command line: each command parses its arguments, calls the same code the service runs, and
+// returns an exit code. Configuration errors print one line per bad variable and exit 1.
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { createApplication } from '../app.js';
+import { rotateSigningKey } from '../components/auth/index.js';
+import { createPasswordHasher, createUsersService, type UserState } from '../components/users/index.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { createLocalCache } from '../platform/cache.js';
+import { openDatabase, type Database } from '../platform/db/index.js';
+import { migrate } from '../platform/db/migrate.js';
+import { DomainError } from '../platform/errors.js';
+import { createLogger } from '../platform/logger.js';
+
+const USAGE = `usage: bastion <command>
+  serve                      start the HTTP service (default)
+  migrate                    apply pending database migrations and exit
+  create-admin --email E [--name N]
+                             create an admin; the password is read from stdin or ADMIN_PASSWORD
+  keys rotate                add a new access-token signing key and retire the old ones`;
+
+export async function runCli(argv: readonly string[]): Promise<number> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      for (const problem of error.problems) process.stderr.write(`${problem}\n`);
+      return 1;
+    }
+    throw error;
+  }
+  const [command = 'serve', ...rest] = argv;
+  switch (command) {
+    case 'serve':
+      return serve(config);
+    case 'migrate':
+      return withDatabase(config, async (database) => {
+        const { applied } = await migrate(database);
+        process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
+        return 0;
+      });
+    case 'create-admin':
+      return createAdmin(config, rest);
+    case 'keys':
+      if (rest[0] !== 'rotate') break;
+      return withDatabase(config, async (database) => {
+        await migrate(database);
+        const kid = await rotateSigningKey(database);
+        process.stdout.write(`new signing key ${kid}; older keys verify until their tokens expire\n`);
+        return 0;
+      });
+    case 'help':
+    case '--help':
+      process.stdout.write(`${USAGE}\n`);
+      return 0;
+  }
+  process.stderr.write(`${USAGE}\n`);
+  return 2;
+}
+
+async function withDatabase(config: Config, work: (database: Database) => Promise<number>): Promise<number> {
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  const database = await openDatabase({
+    databaseUrl: config.databaseUrl,
+    dataDir: config.dataDir,
+    poolSize: 2,
+    logger,
+  });
+  try {
+    return await work(database);
+  } finally {
+    await database.close();
+  }
+}
+
+async function readPassword(): Promise<string> {
+  const fromEnv = process.env['ADMIN_PASSWORD'];
+  if (fromEnv) return fromEnv;
+  const lines = createInterface({ input: process.stdin });
+  for await (const line of lines) return line;
+  return '';
+}
+
+async function createAdmin(config: Config, args: readonly string[]): Promise<number> {
+  const { values } = parseArgs({ args: [...args], options: { email: { type: 'string' }, name: { type: 'string' } } });
+  const email = values.email?.trim().toLowerCase();
+  if (!email) {
+    process.stderr.write('create-admin: --email is required\n');
+    return 2;
+  }
+  const password = await readPassword();
+  if (password.length < 8 || password.length > 128) {
+    process.stderr.write('create-admin: the password must be 8-128 characters (stdin or ADMIN_PASSWORD)\n');
+    return 2;
+  }
+  return withDatabase(config, async (database) => {
+    await migrate(database);
+    const logger = createLogger('warn');
+    const users = createUsersService({
+      database,
+      logger,
+      passwords: await createPasswordHasher({ concurrency: 1 }),
+      stateCache: createLocalCache<UserState>({ maxEntries: 1, ttlMs: 0 }),
+    });
+    try {
+      const user = await users.create(
+        { userId: 'cli', role: 'admin' },
+        { email, name: values.name ?? 'Administrator', password, role: 'admin' },
+      );
+      process.stdout.write(`created admin ${user.id} <${user.email}>\n`);
+      return 0;
+    } catch (error) {
+      if (error instanceof DomainError) {
+        process.stderr.write(`create-admin: ${error.code}: ${error.message}\n`);
+        return 1;
+      }
+      throw error;
+    }
+  });
+}
+
+async function serve(config: Config): Promise<number> {
+  const application = await createApplication(config);
+  const { http, logger } = application;
+  await http.listen({ port: config.port, host: config.host });
+
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'shutdown: draining in-flight requests');
+      const deadline = setTimeout(() => {
+        logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown: timed out, closing connections');
+        http.server.closeAllConnections();
+        resolve(1);
+      }, config.shutdownTimeoutMs);
+      deadline.unref();
+      application
+        .close()
+        .then(() => {
+          clearTimeout(deadline);
+          logger.info('shutdown: complete');
+          logger.flush();
+          resolve(0);
+        })
+        .catch((error: unknown) => {
+          logger.error({ err: error }, 'shutdown: failed');
+          resolve(1);
+        });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}

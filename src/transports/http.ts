@@ -1,0 +1,311 @@
+// The HTTP transport: builds the Fastify app (it never listens; main does), wires the components'
+// route plugins, and holds the ONE error mapper that turns every failure into the contract's body.
+import compress from '@fastify/compress';
+import cors from '@fastify/cors';
+import helmet from '@fastify/helmet';
+import rateLimit from '@fastify/rate-limit';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import { Ajv, type ErrorObject } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import secureJson from 'secure-json-parse';
+import type { Config } from '../config.js';
+import type { AuthService, SigningKeys } from '../components/auth/index.js';
+import { authRoutes, jwksRoutes } from '../components/auth/index.js';
+import { healthRoutes, type ReadinessCheck } from '../components/health/http.js';
+import { usersRoutes, type UsersService } from '../components/users/index.js';
+import { DomainError, type FieldError } from '../platform/errors.js';
+import { ErrorBody } from '../platform/http.js';
+import { newId } from '../platform/ids.js';
+import type { Logger } from '../platform/logger.js';
+
+export interface HttpDependencies {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly users: UsersService;
+  readonly auth: AuthService;
+  readonly signingKeys: SigningKeys;
+  readonly readiness: Record<string, ReadinessCheck>;
+  /** Set when shutdown begins: readiness turns 503 so load balancers stop sending traffic. */
+  readonly isShuttingDown: () => boolean;
+}
+
+export const BODY_LIMIT_BYTES = 1024 * 1024;
+
+/** Domain error code -> HTTP status. Codes missing here are bugs and answer 500. */
+const STATUS_BY_CODE: Readonly<Record<string, number>> = {
+  VALIDATION_FAILED: 400,
+  INVALID_JSON: 400,
+  UNAUTHENTICATED: 401,
+  INVALID_CREDENTIALS: 401,
+  INVALID_REFRESH_TOKEN: 401,
+  TOKEN_REUSED: 401,
+  FORBIDDEN: 403,
+  INVALID_CURRENT_PASSWORD: 403,
+  NOT_FOUND: 404,
+  ROUTE_NOT_FOUND: 404,
+  EMAIL_TAKEN: 409,
+  ACCOUNT_NOT_EMPTY: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  RATE_LIMITED: 429,
+  SERVICE_BUSY: 503,
+};
+
+/** Fastify's own errors -> the contract's codes. */
+const FASTIFY_ERRORS: Readonly<Record<string, { status: number; code: string; message: string }>> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: {
+    status: 415,
+    code: 'UNSUPPORTED_MEDIA_TYPE',
+    message: 'Request bodies must be application/json',
+  },
+  FST_ERR_CTP_INVALID_TYPE: { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Request bodies must be application/json' },
+  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'PAYLOAD_TOO_LARGE', message: 'Request body is larger than 1 MiB' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'INVALID_JSON', message: 'Request body is empty' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'INVALID_JSON', message: 'Content-Length does not match the body' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'INVALID_JSON', message: 'Request body is not valid JSON' },
+};
+
+const GENERIC_BY_STATUS: Readonly<Record<number, string>> = {
+  400: 'BAD_REQUEST',
+  404: 'ROUTE_NOT_FOUND',
+  405: 'METHOD_NOT_ALLOWED',
+  406: 'NOT_ACCEPTABLE',
+  408: 'REQUEST_TIMEOUT',
+  413: 'PAYLOAD_TOO_LARGE',
+  414: 'URI_TOO_LONG',
+  415: 'UNSUPPORTED_MEDIA_TYPE',
+  429: 'RATE_LIMITED',
+  431: 'HEADERS_TOO_LARGE',
+  503: 'SERVICE_UNAVAILABLE',
+};
+
+const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
+
+interface ErrorPayload {
+  readonly status: number;
+  readonly code: string;
+  readonly message: string;
+  readonly errors?: readonly FieldError[];
+  readonly retryAfterSeconds?: number;
+}
+
+function fieldErrorsFromAjv(errors: readonly ErrorObject[], context: string | undefined): FieldError[] {
+  return errors.map((error) => {
+    const segments = error.instancePath.split('/').filter(Boolean);
+    let message = error.message ?? 'is invalid';
+    if (error.keyword === 'required' && typeof error.params['missingProperty'] === 'string') {
+      segments.push(error.params['missingProperty']);
+      message = 'is required';
+    } else if (error.keyword === 'additionalProperties' && typeof error.params['additionalProperty'] === 'string') {
+      segments.push(error.params['additionalProperty']);
+      message = 'is not allowed';
+    }
+    return { path: segments.length > 0 ? segments.join('.') : (context ?? 'body'), message };
+  });
+}
+
+/** Maps any thrown value to the contract's error; never leaks driver text, SQL or stack traces. */
+export function toErrorPayload(error: unknown): ErrorPayload {
+  if (error instanceof DomainError) {
+    const status = STATUS_BY_CODE[error.code];
+    if (status === undefined) return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal server error' };
+    return {
+      status,
+      code: error.code,
+      message: error.message,
+      ...(error.details.fieldErrors ? { errors: error.details.fieldErrors } : {}),
+      ...(error.details.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.details.retryAfterSeconds } : {}),
+    };
+  }
+  const fastifyError = error as Partial<FastifyError> & { validationContext?: string };
+  if (Array.isArray(fastifyError.validation)) {
+    return {
+      status: 400,
+      code: 'VALIDATION_FAILED',
+      message: 'Request validation failed',
+      errors: fieldErrorsFromAjv(fastifyError.validation as ErrorObject[], fastifyError.validationContext),
+    };
+  }
+  const known = fastifyError.code ? FASTIFY_ERRORS[fastifyError.code] : undefined;
+  if (known) return known;
+  const status = fastifyError.statusCode;
+  if (typeof status === 'number' && status >= 400 && status < 500) {
+    return { status, code: GENERIC_BY_STATUS[status] ?? 'BAD_REQUEST', message: 'The request could not be processed' };
+  }
+  return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal server error' };
+}
+
+function sendError(request: FastifyRequest, reply: FastifyReply, payload: ErrorPayload) {
+  if (payload.retryAfterSeconds !== undefined) void reply.header('retry-after', String(payload.retryAfterSeconds));
+  return reply
+    .code(payload.status)
+    .header('x-request-id', request.id)
+    .type('application/json; charset=utf-8')
+    .send({
+      error: {
+        code: payload.code,
+        message: payload.message,
+        requestId: request.id,
+        ...(payload.errors ? { errors: payload.errors } : {}),
+      },
+    });
+}
+
+/**
+ * Two validators: bodies are never coerced ("10" is not an integer) and unknown fields are errors,
+ * while query strings and path params are parsed as their declared types.
+ */
+function createValidators() {
+  const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+  const common = { allErrors: true, removeAdditional: false, strict: false, useDefaults: true } as const;
+  const bodyAjv = addFormats(new Ajv({ ...common, coerceTypes: false }));
+  const queryAjv = addFormats(new Ajv({ ...common, coerceTypes: 'array' }));
+  return ({ schema, httpPart }: { schema: object; httpPart?: string }) => {
+    const ajv = httpPart === 'body' ? bodyAjv : queryAjv;
+    return ajv.compile(schema);
+  };
+}
+
+export async function buildServer(deps: HttpDependencies): Promise<FastifyInstance> {
+  const { config } = deps;
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    // One line per request, written by the onResponse hook below (with duration and user id).
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT_BYTES,
+    trustProxy:
+      typeof config.trustProxy === 'number'
+        ? (_address: string, hop: number) => hop < (config.trustProxy as number)
+        : config.trustProxy,
+    genReqId: (raw) => {
+      const header = raw.headers['x-request-id'];
+      return typeof header === 'string' && REQUEST_ID_PATTERN.test(header) ? header : newId();
+    },
+    requestTimeout: 30_000,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.setValidatorCompiler(createValidators());
+
+  // JSON is the only body type (415 for anything else, text/plain included).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(
+    /^application\/([\w.+-]+\+)?json$/i,
+    { parseAs: 'string', bodyLimit: BODY_LIMIT_BYTES },
+    (_request, body, done) => {
+      const text = typeof body === 'string' ? body : body.toString('utf8');
+      if (text.trim() === '') return done(null, undefined);
+      try {
+        done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }));
+      } catch {
+        done(new DomainError('INVALID_JSON', 'Request body is not valid JSON'), undefined);
+      }
+    },
+  );
+
+  app.decorateRequest('principal', undefined);
+  app.decorate('authenticate', async (request: FastifyRequest) => {
+    const header = request.headers.authorization;
+    const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!match?.[1]) throw new DomainError('UNAUTHENTICATED', 'Authentication required: send Authorization: Bearer <token>');
+    request.principal = await deps.auth.authenticate(match[1]);
+  });
+
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        url: request.url,
+        statusCode: reply.statusCode,
+        durationMs: Math.round(reply.elapsedTime * 100) / 100,
+        userId: request.principal?.userId,
+      },
+      'request completed',
+    );
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const payload = toErrorPayload(error);
+    if (payload.status >= 500 && payload.code === 'INTERNAL_ERROR') {
+      request.log.error({ err: error }, 'unhandled error');
+    }
+    return sendError(request, reply, payload);
+  });
+  app.setNotFoundHandler((request, reply) =>
+    sendError(request, reply, {
+      status: 404,
+      code: 'ROUTE_NOT_FOUND',
+      message: `Route ${request.method} ${request.url.split('?')[0]} not found`,
+    }),
+  );
+
+  await app.register(helmet, { global: true });
+  await app.register(cors, {
+    origin: config.allowedOrigins.includes('*') ? '*' : config.allowedOrigins.length > 0 ? [...config.allowedOrigins] : false,
+    methods: ['GET', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],
+    allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id'],
+    exposedHeaders: [
+      'X-Request-Id',
+      'Retry-After',
+      'RateLimit-Limit',
+      'RateLimit-Remaining',
+      'RateLimit-Reset',
+      'Idempotent-Replayed',
+    ],
+    maxAge: 600,
+  });
+  await app.register(compress, { threshold: 1024 });
+
+  app.addSchema(ErrorBody);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Bastion API',
+        version: '1.0.0',
+        description: 'Users and auth, accounts and transfers. Errors always have the ErrorBody shape.',
+      },
+      components: {
+        securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } },
+      },
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, index) => String(json.$id ?? `def-${index}`) },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } });
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  await app.register(healthRoutes, { checks: deps.readiness, isShuttingDown: deps.isShuttingDown });
+  await app.register(jwksRoutes, { keys: deps.signingKeys });
+
+  await app.register(rateLimit, { global: false });
+  await app.register(
+    async (api) => {
+      // Per-client limit on every /api/ route, checked before authentication or body parsing.
+      api.addHook(
+        'onRequest',
+        api.rateLimit({
+          max: config.rateLimitMax,
+          timeWindow: config.rateLimitWindowMs,
+          keyGenerator: (request) => request.ip,
+          enableDraftSpec: true,
+          errorResponseBuilder: (_request, context) =>
+            new DomainError('RATE_LIMITED', 'Too many requests; retry later', {
+              retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
+            }),
+        }),
+      );
+      await api.register(authRoutes, { auth: deps.auth, users: deps.users });
+      await api.register(usersRoutes, { users: deps.users });
+    },
+    { prefix: '/api/v1' },
+  );
+
+  return app;
+}

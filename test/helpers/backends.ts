@@ -1,0 +1,83 @@
+// The databases a suite runs against: PGlite always; PostgreSQL when reachable. In CI (CI=true or
+// BASTION_REQUIRE_SERVICES=1) an unreachable PostgreSQL fails the suite instead of skipping it.
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+
+export interface TestDatabase {
+  /** DATABASE_URL for the server under test (undefined: PGlite). */
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  drop(): Promise<void>;
+}
+
+export interface Backend {
+  readonly name: 'pglite' | 'postgres';
+  /** undefined when usable, else why the suite is skipped. */
+  skipReason(): Promise<string | undefined>;
+  createDatabase(): Promise<TestDatabase>;
+}
+
+export const servicesRequired = (): boolean =>
+  ['1', 'true'].includes((process.env['CI'] ?? '').toLowerCase()) || process.env['BASTION_REQUIRE_SERVICES'] === '1';
+
+export const ADMIN_POSTGRES_URL = process.env['TEST_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+let postgresProbe: Promise<string | undefined> | undefined;
+
+/** undefined if PostgreSQL answers; throws in CI when it does not; else the reason to skip. */
+export function postgresSkipReason(): Promise<string | undefined> {
+  postgresProbe ??= (async () => {
+    const client = new pg.Client({ connectionString: ADMIN_POSTGRES_URL, connectionTimeoutMillis: 3_000 });
+    try {
+      await client.connect();
+      await client.query('select 1');
+      return undefined;
+    } catch (error) {
+      const reason = `PostgreSQL unreachable at ${ADMIN_POSTGRES_URL} (${(error as Error).message})`;
+      if (servicesRequired()) throw new Error(`${reason}; CI requires it`);
+      process.stdout.write(`# SKIP postgres suites: ${reason}. Set BASTION_REQUIRE_SERVICES=1 to fail instead.\n`);
+      return reason;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  })();
+  return postgresProbe;
+}
+
+export const pgliteBackend: Backend = {
+  name: 'pglite',
+  skipReason: async () => undefined,
+  createDatabase: async () => ({ databaseUrl: undefined, dataDir: 'memory://', drop: async () => undefined }),
+};
+
+export const postgresBackend: Backend = {
+  name: 'postgres',
+  skipReason: postgresSkipReason,
+  async createDatabase() {
+    const name = `bastion_test_${randomBytes(6).toString('hex')}`;
+    const admin = new pg.Client({ connectionString: ADMIN_POSTGRES_URL });
+    await admin.connect();
+    try {
+      await admin.query(`create database ${name}`);
+    } finally {
+      await admin.end();
+    }
+    const url = new URL(ADMIN_POSTGRES_URL);
+    url.pathname = `/${name}`;
+    return {
+      databaseUrl: url.toString(),
+      dataDir: 'memory://',
+      async drop() {
+        const client = new pg.Client({ connectionString: ADMIN_POSTGRES_URL });
+        await client.connect();
+        try {
+          await client.query(`drop database if exists ${name} with (force)`);
+        } finally {
+          await client.end();
+        }
+      },
+    };
+  },
+};
+
+export const backends: readonly Backend[] = [pgliteBackend, postgresBackend];
