@@ -1,6 +1,7 @@
 // Cache-aside with single-flight: concurrent misses on one key share one load. Misses are cached
-// too (negative caching). A write deletes the key; a delete during an in-flight load discards that
-// load's result, so a stale read can never be stored after the write that invalidated it.
+// too (negative caching). A write deletes the key; a load that was in flight when the key was
+// deleted may still answer the readers that started before the write, but is never stored, so no
+// reader that starts after the write can see the old value.
 import { LRUCache } from 'lru-cache';
 
 interface Entry<V> {
@@ -21,35 +22,57 @@ export interface ReadThroughCache<V> {
 
 export function createLocalCache<V>(options: { maxEntries: number; ttlMs: number }): ReadThroughCache<V> {
   const stats: CacheStats = { hits: 0, misses: 0 };
-  const lru = new LRUCache<string, Entry<V>, (key: string) => Promise<V | null>>({
-    max: options.maxEntries,
-    ttl: Math.max(1, options.ttlMs),
-    fetchMethod: async (key, _stale, { context }) => ({ value: await context(key) }),
-  });
+  const lru = new LRUCache<string, Entry<V>>({ max: options.maxEntries, ttl: Math.max(1, options.ttlMs) });
+  const inFlight = new Map<string, Promise<V | null>>();
+  // Bumped by every delete; a load stores its result only if the key's generation did not move.
+  const generations = new Map<string, number>();
+  let clears = 0;
+
   return {
     async get(key, load) {
-      if (options.ttlMs === 0) {
-        stats.misses++;
-        return load(key);
-      }
-      const cached = lru.get(key);
-      if (cached) {
-        stats.hits++;
-        return cached.value;
+      if (options.ttlMs > 0) {
+        const cached = lru.get(key);
+        if (cached) {
+          stats.hits++;
+          return cached.value;
+        }
       }
       stats.misses++;
-      const entry = await lru.fetch(key, { context: load });
-      // No entry: a write deleted the key while this load ran (lru-cache aborts the fetch and
-      // resolves undefined), so its result may be stale: read again.
-      return entry ? entry.value : load(key);
+      const pending = inFlight.get(key);
+      if (pending) return pending;
+      const generation = generations.get(key) ?? 0;
+      const clearsAtStart = clears;
+      const loading = load(key).then(
+        (value) => {
+          if (inFlight.get(key) === loading) inFlight.delete(key);
+          const unchanged = (generations.get(key) ?? 0) === generation && clears === clearsAtStart;
+          if (unchanged && options.ttlMs > 0) lru.set(key, { value });
+          return value;
+        },
+        (error: unknown) => {
+          if (inFlight.get(key) === loading) inFlight.delete(key);
+          throw error;
+        },
+      );
+      inFlight.set(key, loading);
+      return loading;
     },
     delete(key) {
       lru.delete(key);
+      inFlight.delete(key);
+      generations.set(key, (generations.get(key) ?? 0) + 1);
+      // Generations only matter while a load may be in flight; keep the map from growing forever.
+      if (generations.size > options.maxEntries) {
+        generations.clear();
+        clears++;
+      }
     },
     clear() {
       lru.clear();
+      inFlight.clear();
+      generations.clear();
+      clears++;
     },
     stats,
   };
 }
-
