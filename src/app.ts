@@ -12,6 +12,7 @@ import {
   revokeSessionsOfUser,
   type AuthService,
 } from './components/auth/index.js';
+import { createLedgerService, type LedgerService } from './components/ledger/index.js';
 import { createPasswordHasher, createUsersService, type UserState, type UsersService } from './components/users/index.js';
 import { createLocalCache } from './platform/cache.js';
 import { openDatabase, type Database } from './platform/db/index.js';
@@ -25,6 +26,7 @@ export interface Application {
   readonly database: Database;
   readonly users: UsersService;
   readonly auth: AuthService;
+  readonly ledger: LedgerService;
   readonly http: FastifyInstance;
   /** Marks the service as shutting down (readiness 503), then closes HTTP, timers and pools. */
   close(): Promise<void>;
@@ -74,6 +76,16 @@ export async function createApplication(config: Config, options: ApplicationOpti
       },
       await loadSuccessorSecret(database),
     );
+    const ledger = createLedgerService({
+      database,
+      users,
+      logger,
+      idempotencyKeyTtlSeconds: config.idempotencyKeyTtlSeconds,
+      pendingSweepIntervalMs: config.pendingSweepIntervalMs,
+    });
+    // A user with money cannot be deleted (the ledger vetoes); otherwise their accounts close and
+    // their sessions end, in the same transaction as the delete.
+    users.onDelete((tx, userId) => ledger.closeAccountsOfDeletedUser(tx, userId));
     users.onDelete((tx, userId) => revokeSessionsOfUser(tx, userId));
 
     if (config.bootstrapAdmin) {
@@ -87,10 +99,13 @@ export async function createApplication(config: Config, options: ApplicationOpti
       logger,
       users,
       auth,
+      ledger,
       signingKeys,
       readiness: { database: async () => (await database.ping(1_000), 'ok') },
       isShuttingDown: () => shuttingDown,
     });
+
+    ledger.startBackgroundWork();
 
     return {
       config,
@@ -98,12 +113,14 @@ export async function createApplication(config: Config, options: ApplicationOpti
       database,
       users,
       auth,
+      ledger,
       http,
       async close() {
         shuttingDown = true;
         try {
           await http.close();
         } finally {
+          ledger.stopBackgroundWork();
           signingKeys.stop();
           await database.close();
         }

@@ -25,6 +25,8 @@ export interface Config {
   readonly shutdownTimeoutMs: number;
   readonly loginMaxFailures: number;
   readonly loginFailureWindowSeconds: number;
+  readonly idempotencyKeyTtlSeconds: number;
+  readonly pendingSweepIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -120,6 +122,8 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     loginMaxFailures: integer('LOGIN_MAX_FAILURES', 5, 1, 1_000),
     loginFailureWindowSeconds: integer('LOGIN_FAILURE_WINDOW_SECONDS', 900, 1, 86_400),
+    idempotencyKeyTtlSeconds: integer('IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 86_400, 31_536_000),
+    pendingSweepIntervalMs: integer('PENDING_SWEEP_INTERVAL_MS', 1_000, 50, 3_600_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

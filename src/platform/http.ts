@@ -92,3 +92,8 @@ export async function normalizeEmail(request: FastifyRequest, _reply: FastifyRep
 }
 
 export const bearerSecurity = [{ bearerAuth: [] }];
+
+/** preValidation hook for routes whose body is optional: no body at all counts as `{}`. */
+export async function emptyBodyAsObject(request: FastifyRequest): Promise<void> {
+  if (request.body === undefined || request.body === null) request.body = {};
+}

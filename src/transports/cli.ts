@@ -4,6 +4,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createApplication } from '../app.js';
 import { rotateSigningKey } from '../components/auth/index.js';
+import { checkLedger } from '../components/ledger/index.js';
 import { createPasswordHasher, createUsersService, type UserState } from '../components/users/index.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLocalCache } from '../platform/cache.js';
@@ -17,7 +18,8 @@ const USAGE = `usage: bastion <command>
   migrate                    apply pending database migrations and exit
   create-admin --email E [--name N]
                              create an admin; the password is read from stdin or ADMIN_PASSWORD
-  keys rotate                add a new access-token signing key and retire the old ones`;
+  keys rotate                add a new access-token signing key and retire the old ones
+  ledger check               verify the ledger's invariants on the live database (exit 1 on a violation)`;
 
 export async function runCli(argv: readonly string[]): Promise<number> {
   let config: Config;
@@ -49,6 +51,13 @@ export async function runCli(argv: readonly string[]): Promise<number> {
         const kid = await rotateSigningKey(database);
         process.stdout.write(`new signing key ${kid}; older keys verify until their tokens expire\n`);
         return 0;
+      });
+    case 'ledger':
+      if (rest[0] !== 'check') break;
+      return withDatabase(config, async (database) => {
+        const report = await checkLedger(database.db);
+        process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+        return report.ok ? 0 : 1;
       });
     case 'help':
     case '--help':

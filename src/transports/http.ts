@@ -7,16 +7,18 @@ import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import { Ajv, type ErrorObject } from 'ajv';
+import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import type { Config } from '../config.js';
 import type { AuthService, SigningKeys } from '../components/auth/index.js';
 import { authRoutes, jwksRoutes } from '../components/auth/index.js';
 import { healthRoutes, type ReadinessCheck } from '../components/health/http.js';
+import { ledgerRoutes, type LedgerService } from '../components/ledger/index.js';
 import { usersRoutes, type UsersService } from '../components/users/index.js';
-import { DomainError, type FieldError } from '../platform/errors.js';
+import { DomainError } from '../platform/errors.js';
+import { sendError, toErrorPayload } from './http-errors.js';
 import { ErrorBody } from '../platform/http.js';
 import { newId } from '../platform/ids.js';
 import type { Logger } from '../platform/logger.js';
@@ -26,6 +28,7 @@ export interface HttpDependencies {
   readonly logger: Logger;
   readonly users: UsersService;
   readonly auth: AuthService;
+  readonly ledger: LedgerService;
   readonly signingKeys: SigningKeys;
   readonly readiness: Record<string, ReadinessCheck>;
   /** Set when shutdown begins: readiness turns 503 so load balancers stop sending traffic. */
@@ -33,126 +36,7 @@ export interface HttpDependencies {
 }
 
 export const BODY_LIMIT_BYTES = 1024 * 1024;
-
-/** Domain error code -> HTTP status. Codes missing here are bugs and answer 500. */
-const STATUS_BY_CODE: Readonly<Record<string, number>> = {
-  VALIDATION_FAILED: 400,
-  INVALID_JSON: 400,
-  UNAUTHENTICATED: 401,
-  INVALID_CREDENTIALS: 401,
-  INVALID_REFRESH_TOKEN: 401,
-  TOKEN_REUSED: 401,
-  FORBIDDEN: 403,
-  INVALID_CURRENT_PASSWORD: 403,
-  NOT_FOUND: 404,
-  ROUTE_NOT_FOUND: 404,
-  EMAIL_TAKEN: 409,
-  ACCOUNT_NOT_EMPTY: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
-  RATE_LIMITED: 429,
-  SERVICE_BUSY: 503,
-};
-
-/** Fastify's own errors -> the contract's codes. */
-const FASTIFY_ERRORS: Readonly<Record<string, { status: number; code: string; message: string }>> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: {
-    status: 415,
-    code: 'UNSUPPORTED_MEDIA_TYPE',
-    message: 'Request bodies must be application/json',
-  },
-  FST_ERR_CTP_INVALID_TYPE: { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', message: 'Request bodies must be application/json' },
-  FST_ERR_CTP_BODY_TOO_LARGE: { status: 413, code: 'PAYLOAD_TOO_LARGE', message: 'Request body is larger than 1 MiB' },
-  FST_ERR_CTP_EMPTY_JSON_BODY: { status: 400, code: 'INVALID_JSON', message: 'Request body is empty' },
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { status: 400, code: 'INVALID_JSON', message: 'Content-Length does not match the body' },
-  FST_ERR_CTP_INVALID_JSON_BODY: { status: 400, code: 'INVALID_JSON', message: 'Request body is not valid JSON' },
-};
-
-const GENERIC_BY_STATUS: Readonly<Record<number, string>> = {
-  400: 'BAD_REQUEST',
-  404: 'ROUTE_NOT_FOUND',
-  405: 'METHOD_NOT_ALLOWED',
-  406: 'NOT_ACCEPTABLE',
-  408: 'REQUEST_TIMEOUT',
-  413: 'PAYLOAD_TOO_LARGE',
-  414: 'URI_TOO_LONG',
-  415: 'UNSUPPORTED_MEDIA_TYPE',
-  429: 'RATE_LIMITED',
-  431: 'HEADERS_TOO_LARGE',
-  503: 'SERVICE_UNAVAILABLE',
-};
-
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
-
-interface ErrorPayload {
-  readonly status: number;
-  readonly code: string;
-  readonly message: string;
-  readonly errors?: readonly FieldError[];
-  readonly retryAfterSeconds?: number;
-}
-
-function fieldErrorsFromAjv(errors: readonly ErrorObject[], context: string | undefined): FieldError[] {
-  return errors.map((error) => {
-    const segments = error.instancePath.split('/').filter(Boolean);
-    let message = error.message ?? 'is invalid';
-    if (error.keyword === 'required' && typeof error.params['missingProperty'] === 'string') {
-      segments.push(error.params['missingProperty']);
-      message = 'is required';
-    } else if (error.keyword === 'additionalProperties' && typeof error.params['additionalProperty'] === 'string') {
-      segments.push(error.params['additionalProperty']);
-      message = 'is not allowed';
-    }
-    return { path: segments.length > 0 ? segments.join('.') : (context ?? 'body'), message };
-  });
-}
-
-/** Maps any thrown value to the contract's error; never leaks driver text, SQL or stack traces. */
-export function toErrorPayload(error: unknown): ErrorPayload {
-  if (error instanceof DomainError) {
-    const status = STATUS_BY_CODE[error.code];
-    if (status === undefined) return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal server error' };
-    return {
-      status,
-      code: error.code,
-      message: error.message,
-      ...(error.details.fieldErrors ? { errors: error.details.fieldErrors } : {}),
-      ...(error.details.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.details.retryAfterSeconds } : {}),
-    };
-  }
-  const fastifyError = error as Partial<FastifyError> & { validationContext?: string };
-  if (Array.isArray(fastifyError.validation)) {
-    return {
-      status: 400,
-      code: 'VALIDATION_FAILED',
-      message: 'Request validation failed',
-      errors: fieldErrorsFromAjv(fastifyError.validation as ErrorObject[], fastifyError.validationContext),
-    };
-  }
-  const known = fastifyError.code ? FASTIFY_ERRORS[fastifyError.code] : undefined;
-  if (known) return known;
-  const status = fastifyError.statusCode;
-  if (typeof status === 'number' && status >= 400 && status < 500) {
-    return { status, code: GENERIC_BY_STATUS[status] ?? 'BAD_REQUEST', message: 'The request could not be processed' };
-  }
-  return { status: 500, code: 'INTERNAL_ERROR', message: 'Internal server error' };
-}
-
-function sendError(request: FastifyRequest, reply: FastifyReply, payload: ErrorPayload) {
-  if (payload.retryAfterSeconds !== undefined) void reply.header('retry-after', String(payload.retryAfterSeconds));
-  return reply
-    .code(payload.status)
-    .header('x-request-id', request.id)
-    .type('application/json; charset=utf-8')
-    .send({
-      error: {
-        code: payload.code,
-        message: payload.message,
-        requestId: request.id,
-        ...(payload.errors ? { errors: payload.errors } : {}),
-      },
-    });
-}
 
 /**
  * Two validators: bodies are never coerced ("10" is not an integer) and unknown fields are errors,
@@ -303,6 +187,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
       );
       await api.register(authRoutes, { auth: deps.auth, users: deps.users });
       await api.register(usersRoutes, { users: deps.users });
+      await api.register(ledgerRoutes, { ledger: deps.ledger });
     },
     { prefix: '/api/v1' },
   );

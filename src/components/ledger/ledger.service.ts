@@ -1,0 +1,428 @@
+// Ledger use cases: accounts, money movements (transfers, deposits, withdrawals, two-phase), history,
+// idempotency, and the background work that expires pending transfers and old idempotency keys.
+import { randomInt } from 'node:crypto';
+import { authorize, can, scopeOf, type Principal } from '../access/index.js';
+import type { Database, Tx } from '../../platform/db/index.js';
+import { sqlState } from '../../platform/db/index.js';
+import { DomainError, notFound, validationFailed } from '../../platform/errors.js';
+import { newId } from '../../platform/ids.js';
+import type { Logger } from '../../platform/logger.js';
+import type { UsersService } from '../users/index.js';
+import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
+import * as repo from './ledger.repo.js';
+
+export const SYSTEM_ACCOUNT_SHARDS = 32;
+const MAX_ATTEMPTS = 8;
+const RETRYABLE_STATES = new Set(['40001', '40P01', '55P03']);
+
+export type TransferStatus = 'posted' | 'pending' | 'voided' | 'expired';
+
+export interface Account {
+  readonly id: string;
+  readonly ownerId: string | null;
+  readonly currency: string;
+  readonly name: string | null;
+  readonly balance: number;
+  readonly availableBalance: number;
+  readonly createdAt: string;
+  readonly updatedAt: string;
+}
+
+export interface Transfer {
+  readonly id: string;
+  readonly fromAccountId: string;
+  readonly toAccountId: string;
+  readonly amount: number;
+  readonly currency: string;
+  readonly status: TransferStatus;
+  readonly description: string | null;
+  readonly createdAt: string;
+  /** Two-phase only: when a pending transfer voids itself. */
+  readonly expiresAt?: string;
+  /** Two-phase only: the pending transfer this post/void resolved. */
+  readonly pendingId?: string;
+}
+
+export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: DomainError };
+
+/** A response as sent, kept byte-for-byte for idempotent replays. */
+export interface RenderedResponse {
+  readonly statusCode: number;
+  readonly body: string;
+}
+
+export interface MoneyRequestOptions {
+  /** Idempotency key and the request's fingerprint (method, path and body); absent: not idempotent. */
+  readonly idempotency?: { readonly key: string; readonly fingerprint: Uint8Array };
+  /** Turns the outcome into the response that is sent and stored with the key. */
+  readonly render: (outcome: Outcome<Transfer>) => RenderedResponse;
+}
+
+export interface MoneyResponse extends RenderedResponse {
+  readonly replayed: boolean;
+}
+
+export interface MoveCommand {
+  readonly kind: 'transfer' | 'deposit' | 'withdrawal';
+  /** transfer: fromAccountId; deposit: the account credited; withdrawal: the account debited. */
+  readonly accountId: string;
+  /** transfer only: toAccountId. */
+  readonly toAccountId?: string;
+  readonly amount: number;
+  readonly description?: string | null;
+  readonly pending?: boolean;
+  readonly timeoutSeconds?: number;
+}
+
+export interface Page<T> {
+  data: T[];
+  meta: { page: number; limit: number; total: number; totalPages: number };
+}
+
+export interface LedgerService {
+  createAccount(principal: Principal, input: { currency: string; name?: string; ownerId?: string }): Promise<Account>;
+  listAccounts(
+    principal: Principal,
+    query: { page: number; limit: number; ownerId?: string; system?: boolean },
+  ): Promise<Page<Account>>;
+  getAccount(principal: Principal, id: string): Promise<Account>;
+  move(principal: Principal, command: MoveCommand, options: MoneyRequestOptions): Promise<MoneyResponse>;
+  resolvePending(
+    principal: Principal,
+    pendingId: string,
+    action: { kind: 'post' | 'void'; amount?: number },
+    options: MoneyRequestOptions,
+  ): Promise<MoneyResponse>;
+  getTransfer(principal: Principal, id: string): Promise<Transfer>;
+  listAccountTransfers(
+    principal: Principal,
+    accountId: string,
+    query: { limit: number; cursor?: string },
+  ): Promise<{ data: Transfer[]; meta: { nextCursor: string | null } }>;
+  /** Users-deletion hook: vetoes with ACCOUNT_NOT_EMPTY, else closes the user's accounts. */
+  closeAccountsOfDeletedUser(tx: Tx, userId: string): Promise<void>;
+  /** Voids pending transfers whose timeout passed; returns how many. */
+  expirePendingTransfers(): Promise<number>;
+  purgeIdempotencyKeys(): Promise<number>;
+  startBackgroundWork(): void;
+  stopBackgroundWork(): void;
+}
+
+export interface LedgerServiceDeps {
+  readonly database: Database;
+  readonly users: UsersService;
+  readonly logger: Logger;
+  readonly idempotencyKeyTtlSeconds: number;
+  readonly pendingSweepIntervalMs: number;
+  readonly now?: () => Date;
+}
+
+// User balances are capped at 2^53 - 1 (a CHECK and the BALANCE_LIMIT_EXCEEDED rule), so they are
+// exact JSON numbers; only a system account's (negative) total could pass that, after ~90 trillion
+// units of deposits, where the JSON number is the nearest double.
+const toAmount = (value: number | bigint): number => Number(value);
+
+function toAccount(row: repo.AccountRow): Account {
+  const balance = BigInt(row.balance);
+  return {
+    id: row.id,
+    ownerId: row.owner_id,
+    currency: row.currency,
+    name: row.name,
+    balance: toAmount(balance),
+    availableBalance: toAmount(balance - BigInt(row.pending_debits)),
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}
+
+function statusOf(row: Pick<repo.TransferRow, 'kind' | 'pending' | 'resolution'>): TransferStatus {
+  if (row.kind === 'void') return 'voided';
+  if (row.kind === 'expire') return 'expired';
+  if (!row.pending || row.kind === 'post') return 'posted';
+  if (row.resolution === 'post') return 'posted';
+  if (row.resolution === 'void') return 'voided';
+  if (row.resolution === 'expire') return 'expired';
+  return 'pending';
+}
+
+export function toTransfer(row: repo.TransferRow): Transfer {
+  return {
+    id: row.id,
+    fromAccountId: row.from_account_id,
+    toAccountId: row.to_account_id,
+    amount: Number(row.amount),
+    currency: row.currency,
+    status: statusOf(row),
+    description: row.description,
+    createdAt: row.created_at.toISOString(),
+    ...(row.expires_at ? { expiresAt: row.expires_at.toISOString() } : {}),
+    ...(row.pending_id ? { pendingId: row.pending_id } : {}),
+  };
+}
+
+const encodeCursor = (row: { created_at: Date; id: string }): string =>
+  Buffer.from(`${row.created_at.toISOString()}|${row.id}`).toString('base64url');
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  const invalid = () => validationFailed([{ path: 'cursor', message: 'is not a cursor this API issued' }]);
+  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw invalid();
+  const [iso, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  const createdAt = new Date(iso ?? '');
+  if (!id || Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/.test(id) || createdAt.toISOString() !== iso) throw invalid();
+  return { createdAt, id };
+}
+
+const isRetryable = (error: unknown): boolean => RETRYABLE_STATES.has(sqlState(error) ?? '');
+const backoff = (attempt: number) =>
+  new Promise((resolve) => setTimeout(resolve, Math.min(50, 2 ** attempt) * (0.5 + Math.random())));
+
+export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
+  const { database, users, logger } = deps;
+  const db = database.db;
+  const now = deps.now ?? (() => new Date());
+  /** Keys being executed by this instance; other instances are covered by the advisory lock. */
+  const inFlight = new Set<string>();
+  const timers: NodeJS.Timeout[] = [];
+
+  const readVisibleAccount = async (principal: Principal, id: string): Promise<repo.AccountRow> => {
+    const row = await repo.findAccount(db, id);
+    if (!row) throw notFound('Account');
+    authorize(principal, 'accounts:read', [row.owner_id], 'Account');
+    return row;
+  };
+
+  /**
+   * Runs one money-moving use case with Stripe's idempotency semantics: the outcome, the key, the
+   * fingerprint and the rendered response commit together or not at all, and serialization
+   * failures or deadlocks are retried here, never shown to the client.
+   */
+  const runIdempotent = async (
+    principal: Principal,
+    options: MoneyRequestOptions,
+    work: (tx: Tx) => Promise<Outcome<Transfer>>,
+  ): Promise<MoneyResponse> => {
+    const idempotency = options.idempotency;
+    const flightKey = idempotency ? `${principal.userId}:${idempotency.key}` : undefined;
+    if (flightKey !== undefined) {
+      if (inFlight.has(flightKey)) throw idempotencyInProgress();
+      inFlight.add(flightKey);
+    }
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await database.transaction(async (tx) => {
+            if (idempotency) {
+              const { locked, stored } = await repo.lockIdempotencyKey(tx, principal.userId, idempotency.key);
+              if (!locked) throw idempotencyInProgress();
+              if (stored) {
+                if (!Buffer.from(stored.fingerprint).equals(Buffer.from(idempotency.fingerprint))) throw idempotencyKeyReused();
+                return { statusCode: stored.status_code, body: stored.response_body, replayed: true };
+              }
+            }
+            const rendered = options.render(await work(tx));
+            if (idempotency) {
+              await repo.storeIdempotencyKey(tx, {
+                principalId: principal.userId,
+                key: idempotency.key,
+                fingerprint: idempotency.fingerprint,
+                statusCode: rendered.statusCode,
+                body: rendered.body,
+              });
+            }
+            return { ...rendered, replayed: false };
+          });
+        } catch (error) {
+          if (attempt < MAX_ATTEMPTS && isRetryable(error)) {
+            await backoff(attempt);
+            continue;
+          }
+          throw error;
+        }
+      }
+    } finally {
+      if (flightKey !== undefined) inFlight.delete(flightKey);
+    }
+  };
+
+  const sweep = async (): Promise<number> => {
+    let expired = 0;
+    for (const pendingId of await repo.findExpiredPending(db, now(), 100)) {
+      try {
+        const outcome = await database.transaction((tx) =>
+          repo.resolve(tx, {
+            id: newId(),
+            pendingId,
+            action: 'expire',
+            amount: null,
+            actorId: null,
+            actorSeesAll: true,
+            shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
+            now: now(),
+          }),
+        );
+        if (outcome === 'OK') expired++;
+      } catch (error) {
+        // Another instance resolved it at the same moment, or a transient failure: next sweep.
+        logger.debug({ err: error, pendingId }, 'ledger: expiring a pending transfer failed');
+      }
+    }
+    return expired;
+  };
+
+  return {
+    async createAccount(principal, input) {
+      authorize(principal, 'accounts:create');
+      let ownerId = principal.userId;
+      if (input.ownerId !== undefined && input.ownerId !== principal.userId) {
+        if (!can(principal, 'accounts:create-for-others')) throw new DomainError('FORBIDDEN', 'Only admins may set ownerId');
+        if (!(await users.getState(input.ownerId))) throw notFound('Owner');
+        ownerId = input.ownerId;
+      }
+      const at = now();
+      const row = await database.transaction(async (tx) => {
+        await repo.ensureSystemAccount(tx, { id: newId(), currency: input.currency, now: at });
+        return repo.insertAccount(tx, { id: newId(), ownerId, currency: input.currency, name: input.name ?? null, now: at });
+      });
+      return toAccount(row);
+    },
+
+    async listAccounts(principal, query) {
+      authorize(principal, 'accounts:list');
+      const seesAll = scopeOf(principal, 'accounts:list') === 'any';
+      if (query.ownerId !== undefined && !seesAll) throw new DomainError('FORBIDDEN', 'Only admins may filter by ownerId');
+      if (query.system === true && !can(principal, 'accounts:list-system')) {
+        throw new DomainError('FORBIDDEN', 'Only admins may list system accounts');
+      }
+      const ownerId = seesAll ? query.ownerId : principal.userId;
+      const { rows, total } = await repo.listAccounts(
+        db,
+        { ...(ownerId !== undefined ? { ownerId } : {}), system: query.system === true },
+        { limit: query.limit, offset: (query.page - 1) * query.limit },
+      );
+      return {
+        data: rows.map(toAccount),
+        meta: { page: query.page, limit: query.limit, total, totalPages: Math.ceil(total / query.limit) },
+      };
+    },
+
+    async getAccount(principal, id) {
+      return toAccount(await readVisibleAccount(principal, id));
+    },
+
+    async move(principal, command, options) {
+      const permission =
+        command.kind === 'deposit' ? 'accounts:deposit' : command.kind === 'withdrawal' ? 'accounts:withdraw' : 'transfers:create';
+      authorize(principal, permission);
+      if (command.kind === 'transfer' && command.toAccountId === command.accountId) {
+        throw validationFailed([{ path: 'toAccountId', message: 'must differ from fromAccountId' }]);
+      }
+      return runIdempotent(principal, options, async (tx) => {
+        const id = newId();
+        const at = now();
+        const pending = command.pending === true;
+        const expiresAt = pending && command.timeoutSeconds ? new Date(at.getTime() + command.timeoutSeconds * 1000) : null;
+        const result = await repo.execute(tx, {
+          id,
+          kind: command.kind,
+          accountId: command.accountId,
+          counterpartyId: command.toAccountId ?? null,
+          amount: command.amount,
+          description: command.description ?? null,
+          pending,
+          expiresAt,
+          actorId: principal.userId,
+          actorSeesAll: can(principal, permission, [null]),
+          shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
+          now: at,
+        });
+        if (result.outcome !== 'OK') return { ok: false, error: outcomeError(result.outcome) };
+        if (!result.fromAccountId || !result.toAccountId || !result.currency) throw new Error('ledger_execute: OK without accounts');
+        return {
+          ok: true,
+          value: {
+            id,
+            fromAccountId: result.fromAccountId,
+            toAccountId: result.toAccountId,
+            amount: command.amount,
+            currency: result.currency,
+            status: pending ? 'pending' : 'posted',
+            description: command.description ?? null,
+            createdAt: at.toISOString(),
+            ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}),
+          },
+        };
+      });
+    },
+
+    async resolvePending(principal, pendingId, action, options) {
+      authorize(principal, 'transfers:create');
+      return runIdempotent(principal, options, async (tx) => {
+        const id = newId();
+        const outcome = await repo.resolve(tx, {
+          id,
+          pendingId,
+          action: action.kind,
+          amount: action.amount ?? null,
+          actorId: principal.userId,
+          actorSeesAll: can(principal, 'transfers:create', [null]),
+          shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
+          now: now(),
+        });
+        if (outcome !== 'OK') return { ok: false, error: outcomeError(outcome) };
+        const row = await repo.findTransfer(tx, id);
+        if (!row) throw new Error('ledger_resolve: OK without a transfer row');
+        return { ok: true, value: toTransfer(row) };
+      });
+    },
+
+    async getTransfer(principal, id) {
+      const row = await repo.findTransfer(db, id);
+      if (!row) throw notFound('Transfer');
+      authorize(principal, 'transfers:read', [row.from_owner_id, row.to_owner_id], 'Transfer');
+      return toTransfer(row);
+    },
+
+    async listAccountTransfers(principal, accountId, query) {
+      const before = query.cursor !== undefined ? decodeCursor(query.cursor) : null;
+      await readVisibleAccount(principal, accountId);
+      const rows = await repo.listAccountTransfers(db, accountId, { limit: query.limit + 1, before });
+      const page = rows.slice(0, query.limit);
+      const last = page[page.length - 1];
+      return { data: page.map(toTransfer), meta: { nextCursor: rows.length > query.limit && last ? encodeCursor(last) : null } };
+    },
+
+    async closeAccountsOfDeletedUser(tx, userId) {
+      if (await repo.userHasMoney(tx, userId)) throw accountNotEmpty();
+      await repo.closeAccountsOf(tx, userId, now());
+    },
+
+    expirePendingTransfers: sweep,
+
+    purgeIdempotencyKeys: () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds),
+
+    startBackgroundWork() {
+      const every = (intervalMs: number, name: string, job: () => Promise<number>) => {
+        let running = false;
+        const timer = setInterval(() => {
+          if (running) return;
+          running = true;
+          job()
+            .then((count) => {
+              if (count > 0) logger.info({ count }, `ledger: ${name}`);
+            })
+            .catch((error: unknown) => logger.warn({ err: error }, `ledger: ${name} failed`))
+            .finally(() => (running = false));
+        }, intervalMs);
+        timer.unref();
+        timers.push(timer);
+      };
+      every(deps.pendingSweepIntervalMs, 'expired pending transfers', sweep);
+      every(3_600_000, 'purged idempotency keys', () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds));
+    },
+
+    stopBackgroundWork() {
+      for (const timer of timers.splice(0)) clearInterval(timer);
+    },
+  };
+}
