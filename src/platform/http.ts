@@ -49,9 +49,12 @@ export function errorResponses(...statuses: number[]): Record<number, TSchema> {
 
 export const IdParams = Type.Object({ id: Type.String({ format: 'uuid' }) }, { additionalProperties: false });
 
+/** Pages beyond this are refused (400) rather than turned into an OFFSET no index can serve. */
+export const MAX_PAGE = 10_000_000;
+
 export const PageQuery = Type.Object(
   {
-    page: Type.Integer({ minimum: 1, default: 1 }),
+    page: Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 1 }),
     limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
   },
   { additionalProperties: false },
@@ -63,6 +66,15 @@ export const PageMeta = Type.Object({
   total: Type.Integer(),
   totalPages: Type.Integer(),
 });
+
+/**
+ * Text that is stored: PostgreSQL text cannot hold NUL, so it is a validation error, not a 500.
+ */
+export const StoredText = (options: { minLength?: number; maxLength: number; description?: string }) =>
+  Type.String({ ...options, pattern: '^[^\\u0000]*$' });
+
+/** A body that must be empty or `{}` (operations that take no input). */
+export const NoBody = Type.Object({}, { additionalProperties: false });
 
 export const Email = Type.String({ format: 'email', maxLength: 254, description: 'Trimmed and lower-cased' });
 

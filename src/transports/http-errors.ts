@@ -2,6 +2,7 @@
 // becomes the contract's body {error: {code, message, requestId, errors?}} with its HTTP status.
 import type { ErrorObject } from 'ajv';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { isConnectionError } from '../platform/db/index.js';
 import { DomainError, type FieldError } from '../platform/errors.js';
 
 /** Domain error code -> HTTP status. Codes missing here are bugs and answer 500. */
@@ -108,6 +109,9 @@ export function toErrorPayload(error: unknown): ErrorPayload {
   }
   const known = fastifyError.code ? FASTIFY_ERRORS[fastifyError.code] : undefined;
   if (known) return known;
+  if (isConnectionError(error)) {
+    return { status: 503, code: 'SERVICE_UNAVAILABLE', message: 'The database is unavailable; retry shortly', retryAfterSeconds: 1 };
+  }
   const status = fastifyError.statusCode;
   if (typeof status === 'number' && status >= 400 && status < 500) {
     return { status, code: GENERIC_BY_STATUS[status] ?? 'BAD_REQUEST', message: 'The request could not be processed' };

@@ -77,19 +77,20 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
 
   // JSON is the only body type (415 for anything else, text/plain included).
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser(
-    /^application\/([\w.+-]+\+)?json$/i,
-    { parseAs: 'string', bodyLimit: BODY_LIMIT_BYTES },
-    (_request, body, done) => {
-      const text = typeof body === 'string' ? body : body.toString('utf8');
-      if (text.trim() === '') return done(null, undefined);
-      try {
-        done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }));
-      } catch {
-        done(new DomainError('INVALID_JSON', 'Request body is not valid JSON'), undefined);
-      }
-    },
-  );
+  const parseJson = (_request: unknown, body: string | Buffer, done: (error: Error | null, value?: unknown) => void) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' }));
+    } catch {
+      done(new DomainError('INVALID_JSON', 'Request body is not valid JSON'), undefined);
+    }
+  };
+  const jsonParserOptions = { parseAs: 'string' as const, bodyLimit: BODY_LIMIT_BYTES };
+  // A string type matches whatever parameters follow (`; charset=utf-8`); the regex takes the
+  // structured-syntax types (application/merge-patch+json …), with or without parameters.
+  app.addContentTypeParser('application/json', jsonParserOptions, parseJson);
+  app.addContentTypeParser(/^application\/[\w.+-]+\+json\s*(;.*)?$/i, jsonParserOptions, parseJson);
 
   app.decorateRequest('principal', undefined);
   app.decorate('authenticate', async (request: FastifyRequest) => {
@@ -117,9 +118,8 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
 
   app.setErrorHandler((error, request, reply) => {
     const payload = toErrorPayload(error);
-    if (payload.status >= 500 && payload.code === 'INTERNAL_ERROR') {
-      request.log.error({ err: error }, 'unhandled error');
-    }
+    if (payload.code === 'INTERNAL_ERROR') request.log.error({ err: error }, 'unhandled error');
+    else if (payload.status >= 500) request.log.warn({ err: error, code: payload.code }, 'request failed: dependency unavailable');
     return sendError(request, reply, payload);
   });
   app.setNotFoundHandler((request, reply) =>
@@ -168,7 +168,8 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   await app.register(healthRoutes, { checks: deps.readiness, isShuttingDown: deps.isShuttingDown });
   await app.register(jwksRoutes, { keys: deps.signingKeys });
 
-  await app.register(rateLimit, { global: false });
+  // The draft-standard RateLimit-* headers; the labels are fixed when the plugin registers.
+  await app.register(rateLimit, { global: false, enableDraftSpec: true });
   await app.register(
     async (api) => {
       // Per-client limit on every /api/ route, checked before authentication or body parsing.

@@ -1,7 +1,7 @@
 // REST adapter of the auth component: parse -> service -> map.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { bearerSecurity, errorResponses, normalizeEmail, principalOf } from '../../platform/http.js';
+import { bearerSecurity, emptyBodyAsObject, errorResponses, NoBody, normalizeEmail, principalOf } from '../../platform/http.js';
 import { RegisterBody, UserSchema } from '../users/users.schemas.js';
 import type { UsersService } from '../users/index.js';
 import { ChangePasswordBody, JwksSchema, LoginBody, LoginResultSchema, RefreshBody, TokenPairSchema } from './auth.schemas.js';
@@ -75,11 +75,13 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
     '/auth/logout-all',
     {
       onRequest: app.authenticate,
+      preValidation: emptyBodyAsObject,
       schema: {
         tags,
         summary: 'Revoke every refresh and access token of the caller',
         security: bearerSecurity,
-        response: { 204: Type.Null(), ...errorResponses(401, 429) },
+        body: NoBody,
+        response: { 204: Type.Null(), ...errorResponses(400, 401, 415, 429) },
       },
     },
     async (request, reply) => {

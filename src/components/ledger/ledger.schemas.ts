@@ -1,12 +1,13 @@
 // Request and response schemas of the ledger component, shared by every transport.
 import { Type } from 'typebox';
+import { MAX_PAGE, StoredText } from '../../platform/http.js';
 
 /** Currencies in active use (ISO 4217, per the ICU data Node ships): `usd` and `QQQ` are rejected. */
 export const ACTIVE_CURRENCIES: readonly string[] = Intl.supportedValuesOf('currency');
 
 export const Amount = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Minor units (cents)' });
 const Uuid = Type.String({ format: 'uuid' });
-const Description = Type.String({ maxLength: 500 });
+const Description = StoredText({ maxLength: 500 });
 
 export const AccountSchema = Type.Object({
   id: Uuid,
@@ -35,7 +36,7 @@ export const TransferSchema = Type.Object({
 export const CreateAccountBody = Type.Object(
   {
     currency: Type.Enum([...ACTIVE_CURRENCIES], { description: 'Active ISO 4217 code, upper case' }),
-    name: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    name: Type.Optional(StoredText({ minLength: 1, maxLength: 100 })),
     ownerId: Type.Optional(Type.String({ format: 'uuid', description: 'Admins only' })),
   },
   { additionalProperties: false },
@@ -43,7 +44,7 @@ export const CreateAccountBody = Type.Object(
 
 export const ListAccountsQuery = Type.Object(
   {
-    page: Type.Integer({ minimum: 1, default: 1 }),
+    page: Type.Integer({ minimum: 1, maximum: MAX_PAGE, default: 1 }),
     limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
     ownerId: Type.Optional(Type.String({ format: 'uuid', description: 'Admins only' })),
     system: Type.Optional(Type.Boolean({ description: 'Admins only: list the per-currency system accounts' })),
@@ -71,7 +72,7 @@ export const PostPendingBody = Type.Object(
   { amount: Type.Optional(Amount) },
   { additionalProperties: false, description: 'Post all of the reserved amount, or less' },
 );
-export const VoidPendingBody = Type.Object({}, { additionalProperties: false });
+export { NoBody as VoidPendingBody } from '../../platform/http.js';
 
 export const HistoryQuery = Type.Object(
   {

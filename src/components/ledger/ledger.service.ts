@@ -3,7 +3,7 @@
 import { randomInt } from 'node:crypto';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
-import { sqlState } from '../../platform/db/index.js';
+import { isConnectionError, sqlState } from '../../platform/db/index.js';
 import { DomainError, notFound, validationFailed } from '../../platform/errors.js';
 import { newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
@@ -233,7 +233,9 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
             return { ...rendered, replayed: false };
           });
         } catch (error) {
-          if (attempt < MAX_ATTEMPTS && isRetryable(error)) {
+          // Contention is retried always; a lost connection only with an idempotency key, since a
+          // COMMIT in flight may have landed: the retry then finds the stored key and replays it.
+          if (attempt < MAX_ATTEMPTS && (isRetryable(error) || (idempotency && isConnectionError(error)))) {
             await backoff(attempt);
             continue;
           }

@@ -1,9 +1,9 @@
 // Request and response schemas of the users component, shared by every transport.
 import { Type, type Static } from 'typebox';
-import { Email } from '../../platform/http.js';
+import { Email, StoredText } from '../../platform/http.js';
 
 export const RoleSchema = Type.Enum(['user', 'admin']);
-const Name = Type.String({ minLength: 1, maxLength: 100 });
+const Name = StoredText({ minLength: 1, maxLength: 100 });
 const Password = Type.String({ minLength: 8, maxLength: 128 });
 
 export const UserSchema = Type.Object(

@@ -132,3 +132,24 @@ export function sqlState(error: unknown): string | undefined {
   return undefined;
 }
 export const UNIQUE_VIOLATION = '23505';
+
+const CONNECTION_STATES = new Set(['57P01', '57P02', '57P03']);
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT']);
+
+/**
+ * True when the database connection failed (server gone, connection terminated, pool timeout),
+ * as opposed to the statement being rejected. Whether a COMMIT in flight took effect is unknown
+ * after such an error, so only idempotent work may be retried on it.
+ */
+export function isConnectionError(error: unknown): boolean {
+  const state = sqlState(error);
+  if (state !== undefined && (state.startsWith('08') || CONNECTION_STATES.has(state) || CONNECTION_CODES.has(state))) {
+    return true;
+  }
+  return (
+    error instanceof Error &&
+    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+      error.message,
+    )
+  );
+}

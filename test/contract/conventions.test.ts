@@ -1,0 +1,505 @@
+// Contract: "Conventions" — what every endpoint shares: JSON-only bodies, strict validation, the one
+// error shape, request ids, security headers, CORS and the per-client rate limit on /api/.
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, describe, it } from 'node:test';
+import { backends } from '../helpers/backends.js';
+import type { ApiResponse } from '../helpers/client.js';
+import { loginAdmin, registerAndLogin, uniqueEmail } from '../helpers/auth.js';
+import { startServer, type TestServer } from '../helpers/server.js';
+
+const ONE_MIB = 1024 * 1024;
+const ALLOWED_ORIGIN = 'https://app.example.com';
+const OTHER_ALLOWED_ORIGIN = 'https://admin.example.com';
+const FOREIGN_ORIGIN = 'https://evil.example.net';
+const REGISTER = '/api/v1/auth/register';
+
+interface FieldError {
+  path: string;
+  message: string;
+}
+interface ErrorDetails {
+  code: string;
+  message: string;
+  requestId: string;
+  errors?: FieldError[];
+}
+
+/**
+ * Asserts the contract's error body exactly: {error: {code, message, requestId[, errors]}}, `errors`
+ * only (and always) for VALIDATION_FAILED, requestId equal to the X-Request-Id header, no leaks.
+ */
+function expectError(response: ApiResponse<unknown>, status: number, code: string): ErrorDetails {
+  assert.equal(response.status, status, `expected ${status} ${code}, got ${response.status}: ${response.text}`);
+  assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
+  const body = response.body as { error?: ErrorDetails } | undefined;
+  assert.ok(body && typeof body === 'object', `error body is not JSON: ${response.text}`);
+  assert.deepEqual(Object.keys(body), ['error']);
+  const error = body.error;
+  assert.ok(error && typeof error === 'object');
+  const allowed = code === 'VALIDATION_FAILED' ? ['code', 'message', 'requestId', 'errors'] : ['code', 'message', 'requestId'];
+  assert.deepEqual(Object.keys(error).sort(), allowed.sort(), `error keys: ${JSON.stringify(error)}`);
+  assert.equal(error.code, code);
+  assert.equal(typeof error.message, 'string');
+  assert.ok(error.message.length > 0);
+  assert.equal(typeof error.requestId, 'string');
+  assert.ok(error.requestId.length > 0);
+  assert.equal(error.requestId, response.headers.get('x-request-id'));
+  if (code === 'VALIDATION_FAILED') {
+    assert.ok(Array.isArray(error.errors) && error.errors.length > 0, 'validation errors must list the fields');
+    for (const fieldError of error.errors) {
+      assert.deepEqual(Object.keys(fieldError).sort(), ['message', 'path']);
+      assert.equal(typeof fieldError.path, 'string');
+      assert.equal(typeof fieldError.message, 'string');
+      assert.ok(fieldError.message.length > 0);
+    }
+  }
+  assert.doesNotMatch(response.text, /node_modules|\/work\/|\.ts:\d+|\n\s+at |\bSELECT\b|\bINSERT INTO\b|syntax error/);
+  return error;
+}
+
+const pathsOf = (error: ErrorDetails): string[] => (error.errors ?? []).map((fieldError) => fieldError.path);
+
+/** node:http, for what fetch cannot send: a body without any content-type, or a chunked body. */
+function rawRequest(
+  baseUrl: string,
+  options: { method: string; path: string; headers?: Record<string, string>; chunks: readonly string[] },
+): Promise<ApiResponse<unknown>> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(`${baseUrl}${options.path}`, { method: options.method, headers: options.headers ?? {} }, (response) => {
+      const parts: Buffer[] = [];
+      response.on('data', (part: Buffer) => parts.push(part));
+      response.on('end', () => {
+        const text = Buffer.concat(parts).toString('utf8');
+        const headers = new Headers();
+        for (const [name, value] of Object.entries(response.headers)) {
+          if (typeof value === 'string') headers.set(name, value);
+          else if (Array.isArray(value)) headers.set(name, value.join(', '));
+        }
+        let body: unknown;
+        try {
+          body = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        resolve({ status: response.statusCode ?? 0, headers, body, text });
+      });
+      response.on('error', reject);
+    });
+    // The server may answer (413) and stop reading before the whole body is written.
+    request.on('error', reject);
+    for (const chunk of options.chunks) request.write(chunk);
+    request.end();
+  });
+}
+
+for (const backend of backends) {
+  describe(`conventions [${backend.name}]`, async () => {
+    const skip = await backend.skipReason();
+    let server: TestServer;
+    /** RATE_LIMIT_MAX=5 behind a trusted proxy: each test is its own client via X-Forwarded-For. */
+    let limited: TestServer;
+    /** RATE_LIMIT_MAX=5 without TRUST_PROXY: X-Forwarded-For must not change who the client is. */
+    let limitedUntrusted: TestServer;
+
+    before(async () => {
+      if (skip) return;
+      [server, limited, limitedUntrusted] = await Promise.all([
+        startServer(backend, { ALLOWED_ORIGINS: `${ALLOWED_ORIGIN},${OTHER_ALLOWED_ORIGIN}` }),
+        startServer(backend, { RATE_LIMIT_MAX: '5', TRUST_PROXY: '127.0.0.1' }),
+        startServer(backend, { RATE_LIMIT_MAX: '5' }),
+      ]);
+    });
+    after(async () => {
+      await Promise.all([server?.stop(), limited?.stop(), limitedUntrusted?.stop()]);
+    });
+
+    const usersWithEmail = async (email: string): Promise<number> => {
+      const row = await server.app.database.db
+        .selectFrom('users')
+        .select((eb) => eb.fn.countAll<number>().as('count'))
+        .where('email', '=', email)
+        .executeTakeFirstOrThrow();
+      return Number(row.count);
+    };
+    const validRegistration = () => ({ email: uniqueEmail('conv'), name: 'Conventions', password: 'correct-horse-1' });
+
+    describe('content types', () => {
+      it('when a JSON-looking body is sent as text/plain, then 415 UNSUPPORTED_MEDIA_TYPE and nothing is created', { skip }, async () => {
+        const input = validRegistration();
+        const response = await server.client.post(REGISTER, undefined, {
+          raw: JSON.stringify(input),
+          headers: { 'content-type': 'text/plain' },
+        });
+        expectError(response, 415, 'UNSUPPORTED_MEDIA_TYPE');
+        assert.equal(await usersWithEmail(input.email), 0);
+      });
+
+      it('when a body is sent as form data, then 415 UNSUPPORTED_MEDIA_TYPE', { skip }, async () => {
+        const response = await server.client.post(REGISTER, undefined, {
+          raw: 'email=a%40example.com&name=A&password=correct-horse-1',
+          headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        });
+        expectError(response, 415, 'UNSUPPORTED_MEDIA_TYPE');
+      });
+
+      it('when a body comes without any content-type header, then 415 UNSUPPORTED_MEDIA_TYPE and nothing is created', { skip }, async () => {
+        const input = validRegistration();
+        const payload = JSON.stringify(input);
+        const response = await rawRequest(server.baseUrl, {
+          method: 'POST',
+          path: REGISTER,
+          headers: { 'content-length': String(Buffer.byteLength(payload)) },
+          chunks: [payload],
+        });
+        expectError(response, 415, 'UNSUPPORTED_MEDIA_TYPE');
+        assert.equal(await usersWithEmail(input.email), 0);
+      });
+
+      it('when the content type is application/json with a charset, then the body is accepted', { skip }, async () => {
+        const input = validRegistration();
+        const response = await server.client.post(REGISTER, undefined, {
+          raw: JSON.stringify(input),
+          headers: { 'content-type': 'application/json; charset=utf-8' },
+        });
+        assert.equal(response.status, 201, response.text);
+        assert.equal(await usersWithEmail(input.email), 1);
+      });
+    });
+
+    describe('malformed and oversized bodies', () => {
+      it('when the JSON is malformed, then 400 INVALID_JSON without field errors', { skip }, async () => {
+        for (const raw of ['{"email": "a@example.com",', '{email: 1}', "{'a': 1}", '[1, 2', 'nul']) {
+          const response = await server.client.post(REGISTER, undefined, {
+            raw,
+            headers: { 'content-type': 'application/json' },
+          });
+          expectError(response, 400, 'INVALID_JSON');
+        }
+      });
+
+      it('when the body is larger than 1 MiB, then 413 PAYLOAD_TOO_LARGE and nothing is created', { skip }, async () => {
+        const input = validRegistration();
+        const raw = JSON.stringify({ ...input, name: 'x'.repeat(ONE_MIB + 10) });
+        const response = await server.client.post(REGISTER, undefined, {
+          raw,
+          headers: { 'content-type': 'application/json' },
+        });
+        expectError(response, 413, 'PAYLOAD_TOO_LARGE');
+        assert.equal(await usersWithEmail(input.email), 0);
+      });
+
+      it('when a body of over 1 MiB is streamed without a length (chunked), then 413 PAYLOAD_TOO_LARGE', { skip }, async () => {
+        const chunk = 'x'.repeat(64 * 1024);
+        const chunks = ['{"email":"chunked@example.com","password":"correct-horse-1","name":"'];
+        for (let written = 0; written <= ONE_MIB; written += chunk.length) chunks.push(chunk);
+        chunks.push('"}');
+        const response = await rawRequest(server.baseUrl, {
+          method: 'POST',
+          path: REGISTER,
+          headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+          chunks,
+        });
+        expectError(response, 413, 'PAYLOAD_TOO_LARGE');
+      });
+
+      it('when the body is exactly 1 MiB, then it is not rejected for its size (400 for the too-long name instead)', { skip }, async () => {
+        const prefix = '{"email":"exact@example.com","password":"correct-horse-1","name":"';
+        const suffix = '"}';
+        const raw = prefix + 'x'.repeat(ONE_MIB - prefix.length - suffix.length) + suffix;
+        assert.equal(Buffer.byteLength(raw), ONE_MIB);
+        const response = await server.client.post(REGISTER, undefined, {
+          raw,
+          headers: { 'content-type': 'application/json' },
+        });
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        assert.ok(pathsOf(error).includes('name'), JSON.stringify(error.errors));
+      });
+    });
+
+    describe('validation', () => {
+      it('when a body has an unknown field, then 400 VALIDATION_FAILED naming it and nothing is created', { skip }, async () => {
+        const input = { ...validRegistration(), nickname: 'sneaky' };
+        const response = await server.client.post(REGISTER, input);
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        assert.ok(pathsOf(error).includes('nickname'), JSON.stringify(error.errors));
+        assert.equal(await usersWithEmail(input.email), 0);
+      });
+
+      it('when a number is sent for a string, then 400 VALIDATION_FAILED (no coercion to "10")', { skip }, async () => {
+        const input = { ...validRegistration(), name: 10 };
+        const response = await server.client.post(REGISTER, input);
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        assert.deepEqual(pathsOf(error), ['name']);
+        assert.equal(await usersWithEmail(input.email), 0);
+      });
+
+      it('when ["a"] is sent for a string, then 400 VALIDATION_FAILED (no unwrapping of arrays)', { skip }, async () => {
+        const input = { ...validRegistration(), name: ['a'] };
+        const response = await server.client.post(REGISTER, input);
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        assert.deepEqual(pathsOf(error), ['name']);
+        assert.equal(await usersWithEmail(input.email), 0);
+      });
+
+      it('when true or null is sent for a string, then 400 VALIDATION_FAILED', { skip }, async () => {
+        for (const name of [true, null]) {
+          const input = { ...validRegistration(), name };
+          const response = await server.client.post(REGISTER, input);
+          const error = expectError(response, 400, 'VALIDATION_FAILED');
+          assert.deepEqual(pathsOf(error), ['name']);
+          assert.equal(await usersWithEmail(input.email), 0);
+        }
+      });
+
+      it('when "10" is sent for an integer query parameter, then it is parsed as its declared type', { skip }, async () => {
+        // Bodies are never coerced, but query parameters are: ?limit=2 is the integer 2.
+        const admin = await loginAdmin(server.client);
+        const response = await server.client.get<{ meta: { limit: number; page: number } }>('/api/v1/users?limit=2&page=1', {
+          token: admin.accessToken,
+        });
+        assert.equal(response.status, 200, response.text);
+        assert.equal(response.body.meta.limit, 2);
+        assert.equal(response.body.meta.page, 1);
+      });
+
+      it('when several fields are wrong, then every one is listed in errors', { skip }, async () => {
+        const response = await server.client.post(REGISTER, { email: 10, name: ['a'], password: 12345678, extra: 1 });
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        const paths = pathsOf(error);
+        for (const path of ['email', 'name', 'password', 'extra']) assert.ok(paths.includes(path), `${path} missing in ${paths.join(',')}`);
+      });
+
+      it('when a required field is missing, then 400 VALIDATION_FAILED naming it', { skip }, async () => {
+        const { email, name } = validRegistration();
+        const response = await server.client.post(REGISTER, { email, name });
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        assert.deepEqual(pathsOf(error), ['password']);
+        assert.equal(await usersWithEmail(email), 0);
+      });
+
+      it('when an operation that takes no body gets one with fields, then 400 VALIDATION_FAILED and nothing happens', { skip }, async () => {
+        // POST /auth/logout-all has no body fields, so every field sent to it is unknown.
+        const session = await registerAndLogin(server.client);
+        const response = await server.client.post('/api/v1/auth/logout-all', { everywhere: true }, { token: session.accessToken });
+        const error = expectError(response, 400, 'VALIDATION_FAILED');
+        assert.ok(pathsOf(error).includes('everywhere'), JSON.stringify(error.errors));
+        assert.equal((await server.client.get('/api/v1/users/me', { token: session.accessToken })).status, 200);
+      });
+
+      it('when the body is JSON but not an object, then 400', { skip }, async () => {
+        for (const raw of ['"just a string"', '[]', '42']) {
+          const response = await server.client.post(REGISTER, undefined, { raw, headers: { 'content-type': 'application/json' } });
+          expectError(response, 400, 'VALIDATION_FAILED');
+        }
+      });
+    });
+
+    describe('unknown routes', () => {
+      it('when a route does not exist, then 404 ROUTE_NOT_FOUND in the error shape', { skip }, async () => {
+        expectError(await server.client.get('/api/v1/nope'), 404, 'ROUTE_NOT_FOUND');
+        expectError(await server.client.get('/definitely/not/here?x=1'), 404, 'ROUTE_NOT_FOUND');
+        expectError(await server.client.post('/api/v1/nope', { a: 1 }), 404, 'ROUTE_NOT_FOUND');
+        expectError(await server.client.get('/api/v2/users/me'), 404, 'ROUTE_NOT_FOUND');
+      });
+
+      it('when an existing path is called with a method it does not have, then 404 ROUTE_NOT_FOUND', { skip }, async () => {
+        expectError(await server.client.request('PUT', '/api/v1/users/me', { name: 'x' }), 404, 'ROUTE_NOT_FOUND');
+        expectError(await server.client.delete('/api/v1/auth/login'), 404, 'ROUTE_NOT_FOUND');
+      });
+    });
+
+    describe('request ids', () => {
+      it('when the client sends a valid X-Request-Id, then success and error responses echo it and the error body carries it', { skip }, async () => {
+        const id = 'Req.ID_with-all.allowed_chars-0123456789';
+        const ok = await server.client.get('/health', { headers: { 'x-request-id': id } });
+        assert.equal(ok.status, 200);
+        assert.equal(ok.headers.get('x-request-id'), id);
+        const failed = await server.client.post(REGISTER, {}, { headers: { 'x-request-id': id } });
+        assert.equal(failed.headers.get('x-request-id'), id);
+        assert.equal(expectError(failed, 400, 'VALIDATION_FAILED').requestId, id);
+        const unauthenticated = await server.client.get('/api/v1/users/me', { headers: { 'x-request-id': id } });
+        assert.equal(expectError(unauthenticated, 401, 'UNAUTHENTICATED').requestId, id);
+      });
+
+      it('when the client X-Request-Id is 1 or 128 allowed characters, then it is echoed', { skip }, async () => {
+        for (const id of ['a', 'A'.repeat(128), '.', '-_-']) {
+          const response = await server.client.get('/nope', { headers: { 'x-request-id': id } });
+          assert.equal(response.headers.get('x-request-id'), id);
+          assert.equal(expectError(response, 404, 'ROUTE_NOT_FOUND').requestId, id);
+        }
+      });
+
+      it('when the client X-Request-Id is too long or has other characters, then a new one is generated', { skip }, async () => {
+        for (const id of ['A'.repeat(129), 'has space', 'slash/inside', 'semi;colon', 'quote"', 'ümlaut', '']) {
+          const response = await server.client.get('/nope', { headers: { 'x-request-id': id } });
+          const generated = response.headers.get('x-request-id');
+          assert.ok(generated, 'X-Request-Id missing');
+          assert.notEqual(generated, id);
+          assert.match(generated, /^[A-Za-z0-9._-]{1,128}$/);
+          assert.equal(expectError(response, 404, 'ROUTE_NOT_FOUND').requestId, generated);
+        }
+      });
+
+      it('when no X-Request-Id is sent, then every response gets a distinct one', { skip }, async () => {
+        const responses = await Promise.all([
+          server.client.get('/health'),
+          server.client.get('/health'),
+          server.client.get('/api/v1/users/me'),
+          server.client.get('/nope'),
+        ]);
+        const ids = responses.map((response) => response.headers.get('x-request-id'));
+        for (const id of ids) assert.ok(id && id.length > 0);
+        assert.equal(new Set(ids).size, ids.length);
+      });
+    });
+
+    describe('security headers', () => {
+      const expectHelmetHeaders = (response: ApiResponse<unknown>) => {
+        const header = (name: string) => response.headers.get(name);
+        assert.ok(header('content-security-policy'), 'content-security-policy missing');
+        assert.match(header('strict-transport-security') ?? '', /max-age=\d+/);
+        assert.equal(header('x-content-type-options'), 'nosniff');
+        assert.equal(header('x-frame-options'), 'SAMEORIGIN');
+        assert.equal(header('referrer-policy'), 'no-referrer');
+        assert.equal(header('cross-origin-opener-policy'), 'same-origin');
+        assert.equal(header('cross-origin-resource-policy'), 'same-origin');
+        assert.equal(header('x-dns-prefetch-control'), 'off');
+        assert.equal(header('x-permitted-cross-domain-policies'), 'none');
+        assert.equal(header('x-download-options'), 'noopen');
+        assert.equal(header('origin-agent-cluster'), '?1');
+        assert.equal(header('x-xss-protection'), '0');
+        assert.equal(header('x-powered-by'), null);
+      };
+
+      it('when any response is sent (success, API error, unknown route), then it carries helmet\'s headers', { skip }, async () => {
+        expectHelmetHeaders(await server.client.get('/health'));
+        expectHelmetHeaders(await server.client.get('/api/v1/users/me'));
+        expectHelmetHeaders(await server.client.post(REGISTER, {}));
+        expectHelmetHeaders(await server.client.get('/nope'));
+      });
+    });
+
+    describe('CORS', () => {
+      it('when an allowed origin calls, then it gets Access-Control-Allow-Origin for it', { skip }, async () => {
+        for (const origin of [ALLOWED_ORIGIN, OTHER_ALLOWED_ORIGIN]) {
+          const response = await server.client.get('/health', { headers: { origin } });
+          assert.equal(response.status, 200);
+          assert.equal(response.headers.get('access-control-allow-origin'), origin);
+          assert.match(response.headers.get('vary') ?? '', /origin/i);
+        }
+      });
+
+      it('when an allowed origin gets an error, then the error is readable cross-origin too', { skip }, async () => {
+        const response = await server.client.get('/api/v1/users/me', { headers: { origin: ALLOWED_ORIGIN } });
+        expectError(response, 401, 'UNAUTHENTICATED');
+        assert.equal(response.headers.get('access-control-allow-origin'), ALLOWED_ORIGIN);
+      });
+
+      it('when an allowed origin sends a preflight, then it is allowed with the API\'s methods and headers', { skip }, async () => {
+        const response = await server.client.request('OPTIONS', '/api/v1/auth/login', undefined, {
+          headers: {
+            origin: ALLOWED_ORIGIN,
+            'access-control-request-method': 'POST',
+            'access-control-request-headers': 'content-type,authorization',
+          },
+        });
+        assert.ok(response.status === 204 || response.status === 200, `preflight status ${response.status}`);
+        assert.equal(response.headers.get('access-control-allow-origin'), ALLOWED_ORIGIN);
+        assert.match(response.headers.get('access-control-allow-methods') ?? '', /POST/);
+        assert.match(response.headers.get('access-control-allow-headers') ?? '', /authorization/i);
+      });
+
+      it('when a foreign origin calls or sends a preflight, then it gets no Access-Control-Allow-Origin', { skip }, async () => {
+        const simple = await server.client.get('/health', { headers: { origin: FOREIGN_ORIGIN } });
+        assert.equal(simple.status, 200);
+        assert.equal(simple.headers.get('access-control-allow-origin'), null);
+        const preflight = await server.client.request('OPTIONS', '/api/v1/auth/login', undefined, {
+          headers: { origin: FOREIGN_ORIGIN, 'access-control-request-method': 'POST' },
+        });
+        assert.equal(preflight.headers.get('access-control-allow-origin'), null);
+        // An allowed origin's prefix or suffix is not the origin.
+        for (const origin of [`${ALLOWED_ORIGIN}.evil.net`, 'https://evil-app.example.com', 'http://app.example.com']) {
+          const lookalike = await server.client.get('/health', { headers: { origin } });
+          assert.equal(lookalike.headers.get('access-control-allow-origin'), null, origin);
+        }
+      });
+
+      it('when ALLOWED_ORIGINS is unset, then no origin gets CORS headers', { skip }, async () => {
+        const response = await limitedUntrusted.client.get('/health', { headers: { origin: ALLOWED_ORIGIN } });
+        assert.equal(response.status, 200);
+        assert.equal(response.headers.get('access-control-allow-origin'), null);
+      });
+    });
+
+    describe('rate limit on /api/ (RATE_LIMIT_MAX=5)', () => {
+      const asClient = (ip: string) => ({ headers: { 'x-forwarded-for': ip } });
+
+      it('when a client exceeds 5 requests, then the 6th is 429 RATE_LIMITED with Retry-After', { skip }, async () => {
+        const client = asClient('198.51.100.1');
+        for (let attempt = 1; attempt <= 5; attempt++) {
+          expectError(await limited.client.get('/api/v1/users/me', client), 401, 'UNAUTHENTICATED');
+        }
+        const limitedResponse = await limited.client.get('/api/v1/users/me', client);
+        expectError(limitedResponse, 429, 'RATE_LIMITED');
+        const retryAfter = limitedResponse.headers.get('retry-after');
+        assert.match(retryAfter ?? '', /^\d+$/, `Retry-After: ${retryAfter}`);
+        assert.ok(Number(retryAfter) >= 1 && Number(retryAfter) <= 900, `Retry-After: ${retryAfter}`);
+        // Every /api/ route counts, whatever its body or credentials.
+        expectError(await limited.client.post(REGISTER, validRegistration(), client), 429, 'RATE_LIMITED');
+        expectError(await limited.client.post('/api/v1/auth/login', { email: 'a@example.com', password: 'x' }, client), 429, 'RATE_LIMITED');
+      });
+
+      it('when /api/ answers, then RateLimit-Limit, RateLimit-Remaining and RateLimit-Reset tell the client its budget', { skip }, async () => {
+        const client = asClient('198.51.100.5');
+        const remaining: (string | null)[] = [];
+        for (let attempt = 1; attempt <= 5; attempt++) {
+          const response = await limited.client.get('/api/v1/users/me', client);
+          assert.equal(response.status, 401);
+          assert.equal(response.headers.get('ratelimit-limit'), '5', `headers: ${[...response.headers.keys()].join(', ')}`);
+          assert.ok(response.headers.get('ratelimit-reset'), 'RateLimit-Reset missing');
+          remaining.push(response.headers.get('ratelimit-remaining'));
+        }
+        assert.deepEqual(remaining, ['4', '3', '2', '1', '0']);
+        const limitedResponse = await limited.client.get('/api/v1/users/me', client);
+        assert.equal(limitedResponse.status, 429);
+        assert.equal(limitedResponse.headers.get('ratelimit-limit'), '5');
+        assert.equal(limitedResponse.headers.get('ratelimit-remaining'), '0');
+        assert.ok(limitedResponse.headers.get('ratelimit-reset'), 'RateLimit-Reset missing');
+      });
+
+      it('when a client is rate limited, then /health is still answered', { skip }, async () => {
+        const client = asClient('198.51.100.2');
+        for (let attempt = 1; attempt <= 5; attempt++) await limited.client.get('/api/v1/users/me', client);
+        expectError(await limited.client.get('/api/v1/users/me', client), 429, 'RATE_LIMITED');
+        for (let attempt = 1; attempt <= 10; attempt++) {
+          const health = await limited.client.get('/health', client);
+          assert.equal(health.status, 200, `health request ${attempt}: ${health.status}`);
+        }
+      });
+
+      it('when one client is rate limited, then another client (behind the trusted proxy) still has its own 5', { skip }, async () => {
+        const first = asClient('198.51.100.3');
+        for (let attempt = 1; attempt <= 5; attempt++) await limited.client.get('/api/v1/users/me', first);
+        expectError(await limited.client.get('/api/v1/users/me', first), 429, 'RATE_LIMITED');
+        const other = asClient('198.51.100.4');
+        for (let attempt = 1; attempt <= 5; attempt++) {
+          expectError(await limited.client.get('/api/v1/users/me', other), 401, 'UNAUTHENTICATED');
+        }
+        expectError(await limited.client.get('/api/v1/users/me', other), 429, 'RATE_LIMITED');
+      });
+
+      it('when TRUST_PROXY is unset, then changing X-Forwarded-For does not escape the limit', { skip }, async () => {
+        for (let attempt = 1; attempt <= 5; attempt++) {
+          const response = await limitedUntrusted.client.get('/api/v1/users/me', asClient(`203.0.113.${attempt}`));
+          expectError(response, 401, 'UNAUTHENTICATED');
+        }
+        const sixth = await limitedUntrusted.client.get('/api/v1/users/me', asClient('203.0.113.99'));
+        expectError(sixth, 429, 'RATE_LIMITED');
+        assert.ok(Number(sixth.headers.get('retry-after')) >= 1);
+        expectError(await limitedUntrusted.client.get('/api/v1/users/me'), 429, 'RATE_LIMITED');
+        assert.equal((await limitedUntrusted.client.get('/health')).status, 200);
+      });
+    });
+  });
+}
