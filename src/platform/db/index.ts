@@ -65,6 +65,13 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
   });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', (error) => options.logger.warn({ err: error }, 'database: idle connection error'));
+  // pg-pool removes its error listener from a checked-out client, and a connection that dies
+  // between two statements of a transaction then emits an unhandled 'error' that would crash the
+  // process. Keep a listener on every client for its whole life; the failed query still rejects
+  // and the pool discards the broken client on release.
+  pool.on('connect', (client) => {
+    client.on('error', (error) => options.logger.warn({ err: error }, 'database: connection lost'));
+  });
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   return {
     kind: 'postgres',

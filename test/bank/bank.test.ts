@@ -1,0 +1,333 @@
+// A bank test in the style of Jepsen's: many concurrent transfers over real HTTP, with unique
+// idempotency keys and retries of the same key on network errors and 5xx, while the server process
+// is killed with SIGKILL and restarted, and (on PostgreSQL) its database connections are terminated.
+// Afterwards every acknowledged transfer exists exactly once, every failed one moved nothing, every
+// replay is identical, money is conserved and the ledger check passes.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, describe, it } from 'node:test';
+import pg from 'pg';
+import { checkLedger } from '../../src/components/ledger/index.js';
+import { createLogger } from '../../src/platform/logger.js';
+import { openDatabase } from '../../src/platform/db/index.js';
+import { postgresBackend, type TestDatabase } from '../helpers/backends.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
+
+const ACCOUNTS = 20;
+const INITIAL_BALANCE = 100_000;
+
+interface Definite {
+  readonly key: string;
+  readonly body: { fromAccountId: string; toAccountId: string; amount: number };
+  readonly status: number;
+  readonly text: string;
+}
+
+const debug = (line: string) => {
+  if (process.env['BANK_DEBUG']) process.stdout.write(`# ${new Date().toISOString()} ${line}\n`);
+};
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+class ServerProcess {
+  child: ChildProcess | undefined;
+  restarts = 0;
+  constructor(
+    readonly port: number,
+    readonly env: Record<string, string>,
+  ) {}
+
+  get baseUrl() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'serve'], {
+      env: { ...process.env, ...this.env, PORT: String(this.port), HOST: '127.0.0.1' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    this.child = child;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        throw new Error(`server exited with ${child.exitCode ?? child.signalCode}: ${stderr}`);
+      }
+      try {
+        const response = await fetch(`${this.baseUrl}/health/ready`, { signal: AbortSignal.timeout(1_000) });
+        if (response.status === 200) return;
+      } catch {
+        // not up yet
+      }
+      await sleep(100);
+    }
+    throw new Error(`server did not become ready: ${stderr}`);
+  }
+
+  async kill(): Promise<void> {
+    const child = this.child;
+    // A process killed by a signal has signalCode set and exitCode null.
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+    this.restarts++;
+  }
+}
+
+async function call(
+  baseUrl: string,
+  method: string,
+  urlPath: string,
+  options: { token?: string; body?: unknown; key?: string } = {},
+): Promise<{ status: number; text: string; replayed: boolean } | 'network-error'> {
+  try {
+    const response = await fetch(`${baseUrl}${urlPath}`, {
+      method,
+      headers: {
+        ...(options.token ? { authorization: `Bearer ${options.token}` } : {}),
+        ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(options.key ? { 'idempotency-key': options.key } : {}),
+      },
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+      signal: AbortSignal.timeout(15_000),
+    });
+    return { status: response.status, text: await response.text(), replayed: response.headers.get('idempotent-replayed') === 'true' };
+  } catch {
+    return 'network-error';
+  }
+}
+
+/** Sends until the answer is definite (2xx or 4xx other than 409 in-progress / 429). */
+async function untilDefinite(
+  server: ServerProcess,
+  method: string,
+  urlPath: string,
+  options: { token: string; body?: unknown; key?: string },
+): Promise<{ status: number; text: string; replayed: boolean }> {
+  let last: Awaited<ReturnType<typeof call>> | undefined;
+  for (let attempt = 0; attempt < 400; attempt++) {
+    const result = await call(server.baseUrl, method, urlPath, options);
+    if (result !== 'network-error' && result.status < 500 && result.status !== 409 && result.status !== 429) return result;
+    last = result;
+    await sleep(50 + Math.random() * 150);
+  }
+  throw new Error(
+    `no definite answer for ${method} ${urlPath} ${options.key ?? ''}; last: ${last === 'network-error' ? last : `${last?.status} ${last?.text}`}`,
+  );
+}
+
+async function runBank(options: {
+  env: Record<string, string>;
+  transfers: number;
+  workers: number;
+  kills: number;
+  terminateConnections?: (count: number) => Promise<void>;
+  verifyDatabase: (check: (db: Parameters<typeof checkLedger>[0]) => Promise<void>) => Promise<void>;
+}) {
+  const server = new ServerProcess(await freePort(), {
+    ...options.env,
+    BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
+    BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    RATE_LIMIT_MAX: '100000000',
+    LOG_LEVEL: 'warn',
+  });
+  await server.start();
+  try {
+    const login = await untilDefinite(server, 'POST', '/api/v1/auth/login', {
+      token: '',
+      body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD },
+    });
+    assert.equal(login.status, 200, login.text);
+    const token = (JSON.parse(login.text) as { data: { accessToken: string } }).data.accessToken;
+
+    const accountIds: string[] = [];
+    for (let index = 0; index < ACCOUNTS; index++) {
+      const created = await untilDefinite(server, 'POST', '/api/v1/accounts', { token, body: { currency: 'USD' } });
+      assert.equal(created.status, 201, created.text);
+      const id = (JSON.parse(created.text) as { data: { id: string } }).data.id;
+      const deposit = await untilDefinite(server, 'POST', `/api/v1/accounts/${id}/deposits`, {
+        token,
+        key: `seed-${id}`,
+        body: { amount: INITIAL_BALANCE },
+      });
+      assert.equal(deposit.status, 201, deposit.text);
+      accountIds.push(id);
+    }
+
+    const definite: Definite[] = [];
+    const replayMismatches: string[] = [];
+    let next = 0;
+    let finished = false;
+    const worker = async () => {
+      while (next < options.transfers) {
+        const index = next++;
+        const from = accountIds[Math.floor(Math.random() * ACCOUNTS)] ?? '';
+        let to = from;
+        while (to === from) to = accountIds[Math.floor(Math.random() * ACCOUNTS)] ?? '';
+        const body = { fromAccountId: from, toAccountId: to, amount: 1 + Math.floor(Math.random() * 20_000) };
+        const key = `bank-${index}`;
+        const result = await untilDefinite(server, 'POST', '/api/v1/transfers', { token, body, key });
+        definite.push({ key, body, status: result.status, text: result.text });
+        if (Math.random() < 0.1) {
+          // Replay while the chaos goes on: same answer, byte for byte, flagged as a replay.
+          const again = await untilDefinite(server, 'POST', '/api/v1/transfers', { token, body, key });
+          if (again.status !== result.status || again.text !== result.text || !again.replayed) replayMismatches.push(key);
+        }
+      }
+    };
+    const chaos = async () => {
+      let kills = 0;
+      let terminations = 0;
+      while (!finished) {
+        await sleep(800 + Math.random() * 1_200);
+        if (finished) break;
+        if (kills < options.kills && (terminations >= kills || !options.terminateConnections)) {
+          debug(`chaos: SIGKILL #${kills + 1} after ${definite.length} answers`);
+          await server.kill();
+          kills++;
+          await server.start();
+          debug('chaos: restarted');
+        } else if (options.terminateConnections) {
+          debug(`chaos: terminating database connections #${terminations + 1}`);
+          await options.terminateConnections(++terminations);
+        }
+      }
+      return { kills, terminations };
+    };
+    const chaosDone = chaos();
+    await Promise.all(Array.from({ length: options.workers }, worker));
+    debug(`workers done: ${definite.length} answers`);
+    finished = true;
+    const chaosCounts = await chaosDone;
+    debug(`chaos done: ${JSON.stringify(chaosCounts)}`);
+    assert.ok(chaosCounts.kills >= Math.min(1, options.kills), 'the server was killed at least once during the run');
+
+    // Every answer is final: replaying any key gives the same status and the same bytes.
+    for (const result of definite) {
+      const again = await untilDefinite(server, 'POST', '/api/v1/transfers', { token, body: result.body, key: result.key });
+      if (again.status !== result.status || again.text !== result.text || !again.replayed) replayMismatches.push(result.key);
+    }
+    debug(`replays done: ${replayMismatches.length} mismatches`);
+    assert.deepEqual(replayMismatches, [], 'every replay returns the first answer byte for byte');
+
+    const statuses = new Set(definite.map((result) => result.status));
+    assert.ok([...statuses].every((status) => status === 201 || status === 422), `only 201 and 422 answers: ${[...statuses]}`);
+    const acknowledged = definite.filter((result) => result.status === 201);
+    assert.ok(acknowledged.length > options.transfers / 4, `enough transfers went through (${acknowledged.length})`);
+
+    // The model: every acknowledged transfer applied once, every failed one not at all.
+    const expected = new Map(accountIds.map((id) => [id, INITIAL_BALANCE]));
+    for (const result of acknowledged) {
+      expected.set(result.body.fromAccountId, (expected.get(result.body.fromAccountId) ?? 0) - result.body.amount);
+      expected.set(result.body.toAccountId, (expected.get(result.body.toAccountId) ?? 0) + result.body.amount);
+    }
+    let total = 0;
+    for (const id of accountIds) {
+      const account = await untilDefinite(server, 'GET', `/api/v1/accounts/${id}`, { token });
+      const balance = (JSON.parse(account.text) as { data: { balance: number } }).data.balance;
+      assert.equal(balance, expected.get(id), `balance of ${id}`);
+      assert.ok(balance >= 0);
+      total += balance;
+    }
+    assert.equal(total, ACCOUNTS * INITIAL_BALANCE, 'money is conserved');
+
+    const acknowledgedIds = acknowledged.map((result) => (JSON.parse(result.text) as { data: { id: string } }).data.id);
+    debug('balances verified');
+    await server.kill();
+    debug('server stopped; verifying the database');
+    await options.verifyDatabase(async (db) => {
+      const rows = await db
+        .selectFrom('transfers')
+        .select(['id'])
+        .where('kind', '=', 'transfer')
+        .execute();
+      const present = new Set(rows.map((row) => row.id));
+      assert.equal(rows.length, acknowledged.length, 'exactly the acknowledged transfers exist');
+      for (const id of acknowledgedIds) assert.ok(present.has(id), `acknowledged transfer ${id} is present`);
+      const report = await checkLedger(db);
+      assert.deepEqual(report.violations, {});
+      assert.ok(report.ok);
+    });
+    return { acknowledged: acknowledged.length, failed: definite.length - acknowledged.length, ...chaosCounts };
+  } finally {
+    await server.kill();
+  }
+}
+
+describe('bank test under crashes', async () => {
+  const skip = await postgresBackend.skipReason();
+  let database: TestDatabase | undefined;
+  let dataDir: string | undefined;
+  after(async () => {
+    await database?.drop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('when the server is SIGKILLed and its PostgreSQL connections terminated mid-load, then no money is created, lost or moved twice', { skip, timeout: 300_000 }, async () => {
+    database = await postgresBackend.createDatabase();
+    const databaseUrl = database.databaseUrl ?? '';
+    const databaseName = new URL(databaseUrl).pathname.slice(1);
+    const terminate = async () => {
+      const client = new pg.Client({ connectionString: databaseUrl });
+      await client.connect();
+      try {
+        await client.query(
+          "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and application_name = 'bastion' and pid <> pg_backend_pid()",
+          [databaseName],
+        );
+      } finally {
+        await client.end();
+      }
+    };
+    const result = await runBank({
+      env: { DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '8' },
+      transfers: Number(process.env['BANK_TRANSFERS'] ?? 3_000),
+      workers: 32,
+      kills: 4,
+      terminateConnections: terminate,
+      verifyDatabase: async (check) => {
+        const opened = await openDatabase({ databaseUrl, dataDir: 'memory://', poolSize: 2, logger: createLogger('silent') });
+        try {
+          await check(opened.db);
+        } finally {
+          await opened.close();
+        }
+      },
+    });
+    process.stdout.write(`# bank (postgres): ${JSON.stringify(result)}\n`);
+  });
+
+  it('when the embedded PGlite server is SIGKILLed mid-load, then every acknowledged transfer survives the restart', { timeout: 300_000 }, async () => {
+    dataDir = await mkdtemp(path.join(tmpdir(), 'bastion-bank-'));
+    const result = await runBank({
+      env: { DATA_DIR: dataDir },
+      transfers: Number(process.env['BANK_TRANSFERS_PGLITE'] ?? 600),
+      workers: 16,
+      kills: 3,
+      verifyDatabase: async (check) => {
+        const opened = await openDatabase({ databaseUrl: undefined, dataDir: dataDir ?? '', poolSize: 1, logger: createLogger('silent') });
+        try {
+          await check(opened.db);
+        } finally {
+          await opened.close();
+        }
+      },
+    });
+    process.stdout.write(`# bank (pglite on disk): ${JSON.stringify(result)}\n`);
+  });
+});
