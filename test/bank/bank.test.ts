@@ -173,8 +173,10 @@ async function runBank(options: {
     const replayMismatches: string[] = [];
     let next = 0;
     let finished = false;
+    // `transfers` is a minimum: the load goes on until the chaos has done all its kills too.
+    let chaosQuotaMet = false;
     const worker = async () => {
-      while (next < options.transfers) {
+      while (next < options.transfers || !chaosQuotaMet) {
         const index = next++;
         const from = accountIds[Math.floor(Math.random() * ACCOUNTS)] ?? '';
         let to = from;
@@ -194,7 +196,8 @@ async function runBank(options: {
       let kills = 0;
       let terminations = 0;
       while (!finished) {
-        await sleep(800 + Math.random() * 1_200);
+        chaosQuotaMet = kills >= options.kills && (!options.terminateConnections || terminations >= options.kills);
+        await sleep(500 + Math.random() * 1_000);
         if (finished) break;
         if (kills < options.kills && (terminations >= kills || !options.terminateConnections)) {
           debug(`chaos: SIGKILL #${kills + 1} after ${definite.length} answers`);
@@ -296,7 +299,7 @@ describe('bank test under crashes', async () => {
     };
     const result = await runBank({
       env: { DATABASE_URL: databaseUrl, DATABASE_POOL_SIZE: '8' },
-      transfers: Number(process.env['BANK_TRANSFERS'] ?? 3_000),
+      transfers: Number(process.env['BANK_TRANSFERS'] ?? 2_000),
       workers: 32,
       kills: 4,
       terminateConnections: terminate,
@@ -316,7 +319,7 @@ describe('bank test under crashes', async () => {
     dataDir = await mkdtemp(path.join(tmpdir(), 'bastion-bank-'));
     const result = await runBank({
       env: { DATA_DIR: dataDir },
-      transfers: Number(process.env['BANK_TRANSFERS_PGLITE'] ?? 600),
+      transfers: Number(process.env['BANK_TRANSFERS_PGLITE'] ?? 500),
       workers: 16,
       kills: 3,
       verifyDatabase: async (check) => {
