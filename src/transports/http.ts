@@ -186,6 +186,11 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
             }),
         }),
       );
+      // Path ids are UUIDs, valid in either case; use cases and cache keys see lower case only.
+      api.addHook('preHandler', async (request) => {
+        const params = request.params as Record<string, unknown> | undefined;
+        if (params && typeof params['id'] === 'string') params['id'] = params['id'].toLowerCase();
+      });
       await api.register(authRoutes, { auth: deps.auth, users: deps.users });
       await api.register(usersRoutes, { users: deps.users });
       await api.register(ledgerRoutes, { ledger: deps.ledger });

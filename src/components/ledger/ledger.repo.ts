@@ -183,6 +183,105 @@ export async function execute(
   return { outcome: row.outcome, currency: row.currency, fromAccountId: row.from_account_id, toAccountId: row.to_account_id };
 }
 
+export const MOVE_OUTCOMES = [
+  'OK',
+  'ACCOUNT_NOT_FOUND',
+  'COUNTERPARTY_NOT_FOUND',
+  'CURRENCY_MISMATCH',
+  'INSUFFICIENT_FUNDS',
+  'BALANCE_LIMIT_EXCEEDED',
+] as const satisfies readonly ExecuteOutcome[];
+
+export type MoveOnceResult =
+  | { result: 'in_progress' }
+  | { result: 'key_reused' }
+  | { result: 'replayed'; statusCode: number; body: string }
+  | {
+      result: 'executed';
+      outcome: ExecuteOutcome;
+      currency: string | null;
+      fromAccountId: string | null;
+      toAccountId: string | null;
+      statusCode: number;
+      body: string;
+    };
+
+/**
+ * One statement: idempotency lock and lookup, the movement, and the stored response
+ * (migrations/0004). `responses` is indexed like MOVE_OUTCOMES.
+ */
+export async function moveOnce(
+  executor: Executor,
+  input: {
+    principalId: string;
+    idempotency: { key: string; fingerprint: Uint8Array } | undefined;
+    id: string;
+    kind: 'transfer' | 'deposit' | 'withdrawal';
+    accountId: string;
+    counterpartyId: string | null;
+    amount: number;
+    description: string | null;
+    pending: boolean;
+    expiresAt: Date | null;
+    actorSeesAll: boolean;
+    shard: number;
+    now: Date;
+    responses: readonly { statusCode: number; body: string }[];
+  },
+): Promise<MoveOnceResult> {
+  const statuses = input.responses.map((response) => response.statusCode);
+  const bodies = input.responses.map((response) => response.body);
+  const result = await sql<{
+    result: MoveOnceResult['result'];
+    outcome: ExecuteOutcome | null;
+    currency: string | null;
+    from_account_id: string | null;
+    to_account_id: string | null;
+    status_code: number | null;
+    body: string | null;
+  }>`
+    select * from ledger_move_once(${input.principalId}::uuid, ${input.idempotency?.key ?? null},
+      ${input.idempotency ? Buffer.from(input.idempotency.fingerprint) : null}::bytea, ${input.id}::uuid, ${input.kind},
+      ${input.accountId}::uuid, ${input.counterpartyId}::uuid, ${input.amount}::bigint, ${input.description},
+      ${input.pending}, ${input.expiresAt}::timestamptz, ${input.actorSeesAll}, ${input.shard}::smallint,
+      ${input.now}::timestamptz, ${statuses}::integer[], ${bodies}::text[])`.execute(executor);
+  const row = result.rows[0];
+  if (!row) throw new Error('ledger_move_once returned no row');
+  if (row.result === 'in_progress') return { result: 'in_progress' };
+  if (row.result === 'key_reused') return { result: 'key_reused' };
+  if (row.status_code === null || row.body === null) throw new Error('ledger_move_once: no response');
+  if (row.result === 'replayed') return { result: 'replayed', statusCode: row.status_code, body: row.body };
+  if (row.outcome === null) throw new Error('ledger_move_once: executed without an outcome');
+  return {
+    result: 'executed',
+    outcome: row.outcome,
+    currency: row.currency,
+    fromAccountId: row.from_account_id,
+    toAccountId: row.to_account_id,
+    statusCode: row.status_code,
+    body: row.body,
+  };
+}
+
+/** Currency and owner never change: they are safe to cache for an account's whole life. */
+export async function findAccountMeta(
+  executor: Executor,
+  ids: readonly string[],
+): Promise<{ id: string; currency: string; owner_id: string | null }[]> {
+  if (ids.length === 0) return [];
+  return executor.selectFrom('accounts').select(['id', 'currency', 'owner_id']).where('id', 'in', [...ids]).execute();
+}
+
+export async function findSystemAccountId(executor: Executor, currency: string): Promise<string | undefined> {
+  const row = await executor
+    .selectFrom('accounts')
+    .select('id')
+    .where('owner_id', 'is', null)
+    .where('currency', '=', currency)
+    .executeTakeFirst();
+  return row?.id;
+}
+
 export type ResolveOutcome =
   | 'OK'
   | 'TRANSFER_NOT_FOUND'
@@ -287,27 +386,11 @@ export interface StoredResponse {
   response_body: string;
 }
 
-/**
- * Takes the transaction-scoped lock of (principal, key) and reads what was stored for it. `locked`
- * is false while another transaction (on any instance) is executing the same key.
- */
-export async function lockIdempotencyKey(
-  executor: Executor,
-  principalId: string,
-  key: string,
-): Promise<{ locked: boolean; stored: StoredResponse | undefined }> {
-  const result = await sql<{ locked: boolean; fingerprint: Uint8Array | null; status_code: number | null; response_body: string | null }>`
-    select pg_try_advisory_xact_lock(hashtextextended(${principalId} || ':' || ${key}, 0)) as locked,
-           k.fingerprint, k.status_code, k.response_body
-    from (select 1) one
-    left join idempotency_keys k on k.principal_id = ${principalId}::uuid and k.key = ${key}`.execute(executor);
-  const row = result.rows[0];
-  if (!row) throw new Error('idempotency lookup returned no row');
-  const stored =
-    row.fingerprint !== null && row.status_code !== null && row.response_body !== null
-      ? { fingerprint: row.fingerprint, status_code: row.status_code, response_body: row.response_body }
-      : undefined;
-  return { locked: row.locked, stored };
+/** Takes the transaction-scoped lock of (principal, key); false while another transaction holds it. */
+export async function tryLockIdempotencyKey(executor: Executor, principalId: string, key: string): Promise<boolean> {
+  const result = await sql<{ locked: boolean }>`
+    select pg_try_advisory_xact_lock(hashtextextended(${principalId} || ':' || ${key}, 0)) as locked`.execute(executor);
+  return result.rows[0]?.locked === true;
 }
 
 export async function findIdempotencyKey(executor: Executor, principalId: string, key: string): Promise<StoredResponse | undefined> {

@@ -1,11 +1,12 @@
 // Ledger use cases: accounts, money movements (transfers, deposits, withdrawals, two-phase), history,
 // idempotency, and the background work that expires pending transfers and old idempotency keys.
 import { randomInt } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
-import { DomainError, notFound, validationFailed } from '../../platform/errors.js';
-import { newId } from '../../platform/ids.js';
+import { assert, DomainError, notFound, validationFailed } from '../../platform/errors.js';
+import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
@@ -167,10 +168,11 @@ const encodeCursor = (row: { created_at: Date; id: string }): string =>
 function decodeCursor(cursor: string): { createdAt: Date; id: string } {
   const invalid = () => validationFailed([{ path: 'cursor', message: 'is not a cursor this API issued' }]);
   if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw invalid();
-  const [iso, id] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  const createdAt = new Date(iso ?? '');
-  if (!id || Number.isNaN(createdAt.getTime()) || !/^[0-9a-f-]{36}$/.test(id) || createdAt.toISOString() !== iso) throw invalid();
-  return { createdAt, id };
+  const [iso, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  if (rest.length > 0 || !id || !isUuid(id) || !iso || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(iso)) throw invalid();
+  const createdAt = new Date(iso);
+  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
+  return { createdAt, id: id.toLowerCase() };
 }
 
 const isRetryable = (error: unknown): boolean => RETRYABLE_STATES.has(sqlState(error) ?? '');
@@ -193,15 +195,16 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   };
 
   /**
-   * Runs one money-moving use case with Stripe's idempotency semantics: the outcome, the key, the
-   * fingerprint and the rendered response commit together or not at all, and serialization
-   * failures or deadlocks are retried here, never shown to the client.
+   * The part of idempotency the database cannot see: a key being executed by this instance is
+   * IN_PROGRESS (other instances are covered by the key's advisory lock). Also retries the work on
+   * contention (always) and on a lost connection (only with a key: a COMMIT in flight may have
+   * landed, and the retry then finds the stored answer and replays it).
    */
-  const runIdempotent = async (
+  const withIdempotencyGuard = async <T>(
     principal: Principal,
     options: MoneyRequestOptions,
-    work: (tx: Tx) => Promise<Outcome<Transfer>>,
-  ): Promise<MoneyResponse> => {
+    work: () => Promise<T>,
+  ): Promise<T> => {
     const idempotency = options.idempotency;
     const flightKey = idempotency ? `${principal.userId}:${idempotency.key}` : undefined;
     if (flightKey !== undefined) {
@@ -211,30 +214,8 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await database.transaction(async (tx) => {
-            if (idempotency) {
-              const { locked, stored } = await repo.lockIdempotencyKey(tx, principal.userId, idempotency.key);
-              if (!locked) throw idempotencyInProgress();
-              if (stored) {
-                if (!Buffer.from(stored.fingerprint).equals(Buffer.from(idempotency.fingerprint))) throw idempotencyKeyReused();
-                return { statusCode: stored.status_code, body: stored.response_body, replayed: true };
-              }
-            }
-            const rendered = options.render(await work(tx));
-            if (idempotency) {
-              await repo.storeIdempotencyKey(tx, {
-                principalId: principal.userId,
-                key: idempotency.key,
-                fingerprint: idempotency.fingerprint,
-                statusCode: rendered.statusCode,
-                body: rendered.body,
-              });
-            }
-            return { ...rendered, replayed: false };
-          });
+          return await work();
         } catch (error) {
-          // Contention is retried always; a lost connection only with an idempotency key, since a
-          // COMMIT in flight may have landed: the retry then finds the stored key and replays it.
           if (attempt < MAX_ATTEMPTS && (isRetryable(error) || (idempotency && isConnectionError(error)))) {
             await backoff(attempt);
             continue;
@@ -245,6 +226,63 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     } finally {
       if (flightKey !== undefined) inFlight.delete(flightKey);
     }
+  };
+
+  /**
+   * Runs one money-moving use case in a transaction with Stripe's idempotency semantics: the
+   * outcome, the key, the fingerprint and the rendered response commit together or not at all.
+   */
+  const runIdempotent = (
+    principal: Principal,
+    options: MoneyRequestOptions,
+    work: (tx: Tx) => Promise<Outcome<Transfer>>,
+  ): Promise<MoneyResponse> =>
+    withIdempotencyGuard(principal, options, () =>
+      database.transaction(async (tx) => {
+        const idempotency = options.idempotency;
+        if (idempotency) {
+          // Two statements on purpose: the lookup must take its snapshot after the lock is held, or
+          // it could miss a key committed by the holder between this statement's start and the lock.
+          if (!(await repo.tryLockIdempotencyKey(tx, principal.userId, idempotency.key))) throw idempotencyInProgress();
+          const stored = await repo.findIdempotencyKey(tx, principal.userId, idempotency.key);
+          if (stored) {
+            if (!Buffer.from(stored.fingerprint).equals(Buffer.from(idempotency.fingerprint))) throw idempotencyKeyReused();
+            return { statusCode: stored.status_code, body: stored.response_body, replayed: true };
+          }
+        }
+        const rendered = options.render(await work(tx));
+        if (idempotency) {
+          await repo.storeIdempotencyKey(tx, {
+            principalId: principal.userId,
+            key: idempotency.key,
+            fingerprint: idempotency.fingerprint,
+            statusCode: rendered.statusCode,
+            body: rendered.body,
+          });
+        }
+        return { ...rendered, replayed: false };
+      }),
+    );
+
+  /** Currency and owner of accounts, cached for good: neither ever changes. */
+  const metaCache = new LRUCache<string, { currency: string; ownerId: string | null }>({ max: 100_000 });
+  const systemAccounts = new Map<string, string>();
+  const accountMeta = async (ids: readonly string[]) => {
+    const missing = ids.filter((id) => !metaCache.has(id));
+    for (const row of await repo.findAccountMeta(db, missing)) {
+      metaCache.set(row.id, { currency: row.currency, ownerId: row.owner_id });
+    }
+    return new Map(ids.flatMap((id) => {
+      const meta = metaCache.get(id);
+      return meta ? [[id, meta] as const] : [];
+    }));
+  };
+  const systemAccountOf = async (currency: string): Promise<string | null> => {
+    const known = systemAccounts.get(currency);
+    if (known) return known;
+    const id = await repo.findSystemAccountId(db, currency);
+    if (id) systemAccounts.set(currency, id);
+    return id ?? null;
   };
 
   const sweep = async (): Promise<number> => {
@@ -276,10 +314,11 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     async createAccount(principal, input) {
       authorize(principal, 'accounts:create');
       let ownerId = principal.userId;
-      if (input.ownerId !== undefined && input.ownerId !== principal.userId) {
+      if (input.ownerId !== undefined) {
+        // The contract: a non-admin sending ownerId at all is 403, even with their own id.
         if (!can(principal, 'accounts:create-for-others')) throw new DomainError('FORBIDDEN', 'Only admins may set ownerId');
-        if (!(await users.getState(input.ownerId))) throw notFound('Owner');
-        ownerId = input.ownerId;
+        ownerId = input.ownerId.toLowerCase();
+        if (!(await users.getState(ownerId))) throw notFound('Owner');
       }
       const at = now();
       const row = await database.transaction(async (tx) => {
@@ -296,7 +335,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       if (query.system === true && !can(principal, 'accounts:list-system')) {
         throw new DomainError('FORBIDDEN', 'Only admins may list system accounts');
       }
-      const ownerId = seesAll ? query.ownerId : principal.userId;
+      const ownerId = seesAll ? query.ownerId?.toLowerCase() : principal.userId;
       const { rows, total } = await repo.listAccounts(
         db,
         { ...(ownerId !== undefined ? { ownerId } : {}), system: query.system === true },
@@ -312,19 +351,48 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       return toAccount(await readVisibleAccount(principal, id));
     },
 
-    async move(principal, command, options) {
+    async move(principal, rawCommand, options) {
+      // UUIDs are accepted in either case; the database and every cache key use lower case.
+      const command: MoveCommand = {
+        ...rawCommand,
+        accountId: rawCommand.accountId.toLowerCase(),
+        ...(rawCommand.toAccountId !== undefined ? { toAccountId: rawCommand.toAccountId.toLowerCase() } : {}),
+      };
       const permission =
         command.kind === 'deposit' ? 'accounts:deposit' : command.kind === 'withdrawal' ? 'accounts:withdraw' : 'transfers:create';
       authorize(principal, permission);
       if (command.kind === 'transfer' && command.toAccountId === command.accountId) {
         throw validationFailed([{ path: 'toAccountId', message: 'must differ from fromAccountId' }]);
       }
-      return runIdempotent(principal, options, async (tx) => {
-        const id = newId();
-        const at = now();
-        const pending = command.pending === true;
-        const expiresAt = pending && command.timeoutSeconds ? new Date(at.getTime() + command.timeoutSeconds * 1000) : null;
-        const result = await repo.execute(tx, {
+      // Render the response of every possible outcome up front (from immutable account facts),
+      // so that the database can store the one that happens in the same statement as the movement.
+      const meta = await accountMeta([command.accountId, ...(command.toAccountId ? [command.toAccountId] : [])]);
+      const currency = meta.get(command.accountId)?.currency ?? null;
+      const systemId = command.kind !== 'transfer' && currency ? await systemAccountOf(currency) : null;
+      const fromId = command.kind === 'deposit' ? systemId : command.accountId;
+      const toId = command.kind === 'transfer' ? (command.toAccountId ?? null) : command.kind === 'deposit' ? command.accountId : systemId;
+      const pending = command.pending === true;
+      const at = now();
+      const expiresAt = pending && command.timeoutSeconds ? new Date(at.getTime() + command.timeoutSeconds * 1000) : null;
+      const id = newId();
+      const transfer: Transfer = {
+        id,
+        fromAccountId: fromId ?? '',
+        toAccountId: toId ?? '',
+        amount: command.amount,
+        currency: currency ?? '',
+        status: pending ? 'pending' : 'posted',
+        description: command.description ?? null,
+        createdAt: at.toISOString(),
+        ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}),
+      };
+      const responses = repo.MOVE_OUTCOMES.map((outcome) =>
+        outcome === 'OK' ? options.render({ ok: true, value: transfer }) : options.render({ ok: false, error: outcomeError(outcome) }),
+      );
+      return withIdempotencyGuard(principal, options, async () => {
+        const result = await repo.moveOnce(db, {
+          principalId: principal.userId,
+          idempotency: options.idempotency,
           id,
           kind: command.kind,
           accountId: command.accountId,
@@ -333,27 +401,24 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
           description: command.description ?? null,
           pending,
           expiresAt,
-          actorId: principal.userId,
           actorSeesAll: can(principal, permission, [null]),
           shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
           now: at,
+          responses,
         });
-        if (result.outcome !== 'OK') return { ok: false, error: outcomeError(result.outcome) };
-        if (!result.fromAccountId || !result.toAccountId || !result.currency) throw new Error('ledger_execute: OK without accounts');
-        return {
-          ok: true,
-          value: {
-            id,
-            fromAccountId: result.fromAccountId,
-            toAccountId: result.toAccountId,
-            amount: command.amount,
-            currency: result.currency,
-            status: pending ? 'pending' : 'posted',
-            description: command.description ?? null,
-            createdAt: at.toISOString(),
-            ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}),
-          },
-        };
+        if (result.result === 'in_progress') throw idempotencyInProgress();
+        if (result.result === 'key_reused') throw idempotencyKeyReused();
+        if (result.result === 'replayed') return { statusCode: result.statusCode, body: result.body, replayed: true };
+        if (result.outcome === 'OK') {
+          // The stored 201 body was rendered from cached facts: they must be what the database used.
+          assert(
+            result.currency === transfer.currency &&
+              result.fromAccountId === transfer.fromAccountId &&
+              result.toAccountId === transfer.toAccountId,
+            `ledger: rendered transfer ${id} differs from the executed one`,
+          );
+        }
+        return { statusCode: result.statusCode, body: result.body, replayed: false };
       });
     },
 

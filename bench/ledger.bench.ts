@@ -1,0 +1,223 @@
+// Ledger benchmark: in one invocation against the same PostgreSQL, pgbench's TPC-B-like script as
+// the baseline, then POST /api/v1/transfers over HTTP (valid tokens, unique idempotency keys) with
+// random pairs among 1,000 funded accounts, and the same with 90% of transfers touching one hot
+// account. Prints a markdown table and writes bench/results/ledger-latest.md.
+//
+//   npm run bench:ledger            (BENCH_DATABASE_URL to use another server; BENCH_SECONDS=15)
+import { execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import autocannon from 'autocannon';
+import pg from 'pg';
+
+const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 15);
+const ACCOUNTS = 1_000;
+const CONNECTIONS = 64;
+const ADMIN = { email: 'bench-admin@bastion.test', password: 'bench-admin-password' };
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: ADMIN_URL });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+function databaseUrl(name: string): string {
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+async function recreate(name: string): Promise<void> {
+  await withAdmin(async (client) => {
+    await client.query(`drop database if exists ${name} with (force)`);
+    await client.query(`create database ${name}`);
+  });
+}
+
+function pgbench(): { tps: number; latencyMs: number } {
+  const name = 'bastion_bench_pgbench';
+  const url = new URL(databaseUrl(name));
+  const args = ['-h', url.hostname, '-p', url.port || '5432', '-U', decodeURIComponent(url.username || 'postgres')];
+  execFileSync('pgbench', [...args, '-i', '-q', '-s', '10', name], { stdio: 'ignore' });
+  const output = execFileSync('pgbench', [...args, '-c', '16', '-j', '2', '-T', String(SECONDS), '-M', 'prepared', name], {
+    encoding: 'utf8',
+  });
+  const tps = Number(/tps = ([\d.]+)/.exec(output)?.[1] ?? NaN);
+  const latencyMs = Number(/latency average = ([\d.]+) ms/.exec(output)?.[1] ?? NaN);
+  return { tps, latencyMs };
+}
+
+interface Row {
+  scenario: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  non2xx: number;
+  errors: number;
+}
+
+async function main() {
+  process.stdout.write(`# ledger benchmark: ${os.cpus().length} cores, ${SECONDS}s per scenario, ${CONNECTIONS} connections\n`);
+  await recreate('bastion_bench_pgbench');
+  process.stdout.write('pgbench TPC-B-like (scale 10, 16 clients, -M prepared)…\n');
+  const baseline = pgbench();
+
+  await recreate('bastion_bench_ledger');
+  const port = await freePort();
+  const server = spawn(process.execPath, ['dist/src/main.js', 'serve'], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      DATABASE_URL: databaseUrl('bastion_bench_ledger'),
+      DATABASE_POOL_SIZE: process.env['BENCH_POOL_SIZE'] ?? '16',
+      BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
+      BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
+      RATE_LIMIT_MAX: '1000000000',
+      LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    for (let attempt = 0; attempt < 300; attempt++) {
+      try {
+        if ((await fetch(`${base}/health/ready`)).ok) break;
+      } catch {
+        // starting
+      }
+      await sleep(100);
+    }
+    const post = async <T>(path: string, body: unknown, token?: string, key?: string): Promise<T> => {
+      const response = await fetch(`${base}${path}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          ...(token ? { authorization: `Bearer ${token}` } : {}),
+          ...(key ? { 'idempotency-key': key } : {}),
+        },
+        body: JSON.stringify(body),
+      });
+      if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`);
+      return (await response.json()) as T;
+    };
+    const { data: login } = await post<{ data: { accessToken: string } }>('/api/v1/auth/login', ADMIN);
+    const token = login.accessToken;
+    process.stdout.write(`funding ${ACCOUNTS} accounts…\n`);
+    const accounts: string[] = [];
+    for (let index = 0; index < ACCOUNTS; index += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: Math.min(50, ACCOUNTS - index) }, async () => {
+          const { data } = await post<{ data: { id: string } }>('/api/v1/accounts', { currency: 'USD' }, token);
+          await post(`/api/v1/accounts/${data.id}/deposits`, { amount: 1_000_000_000 }, token, randomUUID());
+          return data.id;
+        }),
+      );
+      accounts.push(...batch);
+    }
+    const hot = accounts[0] ?? '';
+    const pick = () => accounts[Math.floor(Math.random() * accounts.length)] ?? '';
+
+    const run = (scenario: string, pair: () => [string, string]): Promise<Row> =>
+      new Promise((resolve, reject) => {
+        const instance = autocannon(
+          {
+            url: base,
+            connections: CONNECTIONS,
+            duration: SECONDS,
+            requests: [
+              {
+                method: 'POST',
+                path: '/api/v1/transfers',
+                setupRequest: (request) => {
+                  const [from, to] = pair();
+                  return {
+                    ...request,
+                    headers: {
+                      'content-type': 'application/json',
+                      authorization: `Bearer ${token}`,
+                      'idempotency-key': randomUUID(),
+                    },
+                    body: JSON.stringify({ fromAccountId: from, toAccountId: to, amount: 1 + Math.floor(Math.random() * 100) }),
+                  };
+                },
+              },
+            ],
+          },
+          (error, result) => {
+            if (error) return reject(error);
+            resolve({
+              scenario,
+              rps: result.requests.average,
+              p50: result.latency.p50,
+              p99: result.latency.p99,
+              non2xx: result.non2xx,
+              errors: result.errors,
+            });
+          },
+        );
+        void instance;
+      });
+
+    const distinctPair = (first: () => string, second: () => string): [string, string] => {
+      for (;;) {
+        const a = first();
+        const b = second();
+        if (a !== b) return [a, b];
+      }
+    };
+    process.stdout.write('uniform transfers…\n');
+    const uniform = await run('POST /transfers, random pairs of 1,000 accounts', () => distinctPair(pick, pick));
+    process.stdout.write('hot-account transfers…\n');
+    const hotRun = await run('POST /transfers, 90% touch one hot account', () => {
+      if (Math.random() >= 0.9) return distinctPair(pick, pick);
+      return Math.random() < 0.5 ? distinctPair(() => hot, pick) : distinctPair(pick, () => hot);
+    });
+
+    const lines = [
+      `Command: \`npm run bench:ledger\` (${SECONDS} s per scenario, ${CONNECTIONS} HTTP connections, PostgreSQL ${ADMIN_URL.replace(/\/\/[^@]*@/, '//')}, ${os.cpus().length} cores, ${new Date().toISOString().slice(0, 10)})`,
+      '',
+      '| scenario | transfers/s (tps) | p50 ms | p99 ms | non-2xx | ratio to pgbench |',
+      '| --- | ---: | ---: | ---: | ---: | ---: |',
+      `| pgbench TPC-B-like, scale 10, 16 clients, -M prepared (baseline) | ${baseline.tps.toFixed(0)} | ${baseline.latencyMs.toFixed(1)} (avg) | – | – | 1.00 |`,
+      ...[uniform, hotRun].map(
+        (row) =>
+          `| ${row.scenario} | ${row.rps.toFixed(0)} | ${row.p50} | ${row.p99} | ${row.non2xx + row.errors} | ${(row.rps / baseline.tps).toFixed(2)} |`,
+      ),
+      '',
+      `Hot-account throughput is ${(hotRun.rps / uniform.rps).toFixed(2)}× the uniform case.`,
+    ];
+    const table = lines.join('\n');
+    process.stdout.write(`\n${table}\n`);
+    await mkdir('bench/results', { recursive: true });
+    await writeFile('bench/results/ledger-latest.md', `${table}\n`);
+  } finally {
+    server.kill('SIGTERM');
+    await sleep(500);
+    await withAdmin(async (client) => {
+      await client.query('drop database if exists bastion_bench_ledger with (force)');
+      await client.query('drop database if exists bastion_bench_pgbench with (force)');
+    }).catch(() => undefined);
+  }
+}
+
+await main();
