@@ -67,8 +67,8 @@ create table entries (
   amount bigint not null check (amount <> 0),
   created_at timestamptz not null
 );
-create index entries_account_idx on entries (account_id);
-create index entries_transfer_idx on entries (transfer_id);
+-- No secondary indexes: entries are only read in bulk (the ledger check), and every index here
+-- would be paid on each of the two inserts of every transfer.
 
 -- Transfers and entries are facts: no UPDATE or DELETE path exists, not even by mistake.
 create function ledger_forbid_change() returns trigger language plpgsql as $$
@@ -219,7 +219,7 @@ $$;
 
 -- Posts (all or part of) or voids a pending transfer, or expires it. Outcomes, in order:
 --   TRANSFER_NOT_FOUND (unknown, not pending, or not the actor's), PENDING_ALREADY_POSTED,
---   PENDING_ALREADY_VOIDED, PENDING_EXPIRED, AMOUNT_EXCEEDS_PENDING, COUNTERPARTY_NOT_FOUND (closed
+--   PENDING_EXPIRED (timed out, by the sweep or now), PENDING_ALREADY_VOIDED, AMOUNT_EXCEEDS_PENDING, COUNTERPARTY_NOT_FOUND (closed
 --   since), BALANCE_LIMIT_EXCEEDED; else OK.
 create function ledger_resolve(
   p_id uuid,
@@ -266,6 +266,9 @@ begin
   if v_resolution = 'post' then
     return query select 'PENDING_ALREADY_POSTED'::text, v_pending.currency, null::bigint;
     return;
+  elsif v_resolution = 'expire' then
+    return query select 'PENDING_EXPIRED'::text, v_pending.currency, null::bigint;
+    return;
   elsif v_resolution is not null then
     return query select 'PENDING_ALREADY_VOIDED'::text, v_pending.currency, null::bigint;
     return;
@@ -304,5 +307,74 @@ begin
     perform ledger_move(p_id, v_from, v_to, v_amount, p_shard, p_now);
   end if;
   return query select 'OK'::text, v_pending.currency, v_amount;
+end
+$$;
+
+-- A money movement with its idempotency record in ONE statement (so one round trip and one implicit
+-- transaction): take the key's lock, replay a stored answer, or execute and store the response the
+-- caller rendered for the outcome. The response bodies are rendered by the application for every
+-- possible outcome beforehand, so that what is stored is byte-for-byte what is sent.
+--
+-- p_statuses / p_bodies are indexed by outcome, in this order:
+--   1 OK, 2 ACCOUNT_NOT_FOUND, 3 COUNTERPARTY_NOT_FOUND, 4 CURRENCY_MISMATCH, 5 INSUFFICIENT_FUNDS,
+--   6 BALANCE_LIMIT_EXCEEDED.
+-- result: executed | replayed | in_progress (another transaction holds the key) | key_reused
+-- (stored with another fingerprint).
+create function ledger_move_once(
+  p_principal uuid,
+  p_key text,
+  p_fingerprint bytea,
+  p_id uuid,
+  p_kind text,
+  p_account_id uuid,
+  p_counterparty_id uuid,
+  p_amount bigint,
+  p_description text,
+  p_pending boolean,
+  p_expires_at timestamptz,
+  p_actor_sees_all boolean,
+  p_shard smallint,
+  p_now timestamptz,
+  p_statuses integer[],
+  p_bodies text[]
+) returns table (result text, outcome text, currency text, from_account_id uuid, to_account_id uuid,
+                 status_code integer, body text)
+language plpgsql as $$
+declare
+  v_stored idempotency_keys%rowtype;
+  v_executed record;
+  v_index integer;
+begin
+  if p_key is not null then
+    if not pg_try_advisory_xact_lock(hashtextextended(p_principal::text || ':' || p_key, 0)) then
+      return query select 'in_progress'::text, null::text, null::text, null::uuid, null::uuid, null::integer, null::text;
+      return;
+    end if;
+    select * into v_stored from idempotency_keys k where k.principal_id = p_principal and k.key = p_key;
+    if found then
+      if v_stored.fingerprint <> p_fingerprint then
+        return query select 'key_reused'::text, null::text, null::text, null::uuid, null::uuid, null::integer, null::text;
+      else
+        return query select 'replayed'::text, null::text, null::text, null::uuid, null::uuid, v_stored.status_code,
+          v_stored.response_body;
+      end if;
+      return;
+    end if;
+  end if;
+
+  select * into v_executed from ledger_execute(p_id, p_kind, p_account_id, p_counterparty_id, p_amount, p_description,
+    p_pending, p_expires_at, p_principal, p_actor_sees_all, p_shard, p_now);
+  v_index := array_position(array['OK', 'ACCOUNT_NOT_FOUND', 'COUNTERPARTY_NOT_FOUND', 'CURRENCY_MISMATCH',
+    'INSUFFICIENT_FUNDS', 'BALANCE_LIMIT_EXCEEDED'], v_executed.outcome);
+  if v_index is null then
+    raise exception 'ledger_move_once: unknown outcome %', v_executed.outcome;
+  end if;
+
+  if p_key is not null then
+    insert into idempotency_keys (principal_id, key, fingerprint, status_code, response_body)
+    values (p_principal, p_key, p_fingerprint, p_statuses[v_index], p_bodies[v_index]);
+  end if;
+  return query select 'executed'::text, v_executed.outcome, v_executed.currency, v_executed.from_account_id,
+    v_executed.to_account_id, p_statuses[v_index], p_bodies[v_index];
 end
 $$;

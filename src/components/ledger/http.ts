@@ -115,54 +115,46 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
     async (request) => ({ data: await ledger.getAccount(principalOf(request), request.params.id) }),
   );
 
-  app.post(
-    '/accounts/:id/deposits',
+  // Deposits and withdrawals: a movement against the currency's system account.
+  for (const { kind, path, summary, permission } of [
     {
-      preValidation: requirePermission('accounts:deposit'),
-      schema: {
-        tags: accountTags,
-        summary: "Deposit from the currency's system account (admin); Idempotency-Key supported",
-        security: bearerSecurity,
-        params: IdParams,
-        headers: IdempotencyHeaders(false),
-        body: AmountBody,
-        response: moneyResponses,
-      },
+      kind: 'deposit',
+      path: '/accounts/:id/deposits',
+      summary: "Deposit from the currency's system account (admin); Idempotency-Key supported",
+      permission: 'accounts:deposit',
     },
-    async (request, reply) =>
-      sendMoneyResponse(
-        reply,
-        await ledger.move(
-          principalOf(request),
-          { kind: 'deposit', accountId: request.params.id, amount: request.body.amount },
-          moneyOptions(request),
-        ),
-      ),
-  );
-
-  app.post(
-    '/accounts/:id/withdrawals',
     {
-      schema: {
-        tags: accountTags,
-        summary: "Withdraw to the currency's system account (owner or admin); Idempotency-Key supported",
-        security: bearerSecurity,
-        params: IdParams,
-        headers: IdempotencyHeaders(false),
-        body: AmountBody,
-        response: moneyResponses,
-      },
+      kind: 'withdrawal',
+      path: '/accounts/:id/withdrawals',
+      summary: "Withdraw to the currency's system account (owner or admin); Idempotency-Key supported",
+      permission: 'accounts:withdraw',
     },
-    async (request, reply) =>
-      sendMoneyResponse(
-        reply,
-        await ledger.move(
-          principalOf(request),
-          { kind: 'withdrawal', accountId: request.params.id, amount: request.body.amount },
-          moneyOptions(request),
+  ] as const) {
+    app.post(
+      path,
+      {
+        preValidation: requirePermission(permission),
+        schema: {
+          tags: accountTags,
+          summary,
+          security: bearerSecurity,
+          params: IdParams,
+          headers: IdempotencyHeaders(false),
+          body: AmountBody,
+          response: moneyResponses,
+        },
+      },
+      async (request, reply) =>
+        sendMoneyResponse(
+          reply,
+          await ledger.move(
+            principalOf(request),
+            { kind, accountId: request.params.id, amount: request.body.amount },
+            moneyOptions(request),
+          ),
         ),
-      ),
-  );
+    );
+  }
 
   app.get(
     '/accounts/:id/transfers',
