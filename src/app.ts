@@ -7,6 +7,7 @@ import {
   createAccessTokens,
   createAuthService,
   createMemoryLoginThrottle,
+  createSharedLoginThrottle,
   loadSigningKeys,
   loadSuccessorSecret,
   revokeSessionsOfUser,
@@ -14,16 +15,19 @@ import {
 } from './components/auth/index.js';
 import { createLedgerService, type LedgerService } from './components/ledger/index.js';
 import { createPasswordHasher, createUsersService, type UserState, type UsersService } from './components/users/index.js';
-import { createLocalCache } from './platform/cache.js';
+import { createCache } from './platform/cache.js';
 import { openDatabase, type Database } from './platform/db/index.js';
 import { migrate } from './platform/db/migrate.js';
 import { createLogger, type Logger } from './platform/logger.js';
+import { createLocalGcra, createSharedGcra } from './platform/rate-limit.js';
+import { connectRedis, type RedisConnection } from './platform/redis.js';
 import { buildServer } from './transports/http.js';
 
 export interface Application {
   readonly config: Config;
   readonly logger: Logger;
   readonly database: Database;
+  readonly redis: RedisConnection | undefined;
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
@@ -45,6 +49,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     poolSize: config.databasePoolSize,
     logger,
   });
+  const redis = config.redisUrl ? connectRedis(config.redisUrl, logger) : undefined;
   try {
     const { applied } = await migrate(database);
     if (applied.length > 0) logger.info({ applied }, 'database: migrations applied');
@@ -54,8 +59,16 @@ export async function createApplication(config: Config, options: ApplicationOpti
       database,
       passwords,
       logger,
-      stateCache: createLocalCache<UserState>({ maxEntries: 100_000, ttlMs: config.principalCacheTtlMs }),
+      stateCache: createCache<UserState>({
+        maxEntries: 100_000,
+        ttlMs: config.cacheL1TtlMs,
+        disabled: !config.cacheEnabled,
+        ...(redis
+          ? { shared: { redis, name: 'users', ttlSeconds: config.cacheL2TtlSeconds, fallbackTtlMs: 1_000, logger } }
+          : {}),
+      }),
     });
+    const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
     const signingKeys = await loadSigningKeys({
       database,
       logger,
@@ -66,10 +79,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
         database,
         users,
         accessTokens: createAccessTokens({ keys: signingKeys, ttlSeconds: config.accessTokenTtlSeconds }),
-        loginThrottle: createMemoryLoginThrottle({
-          maxFailures: config.loginMaxFailures,
-          windowSeconds: config.loginFailureWindowSeconds,
-        }),
+        loginThrottle: redis ? createSharedLoginThrottle(redis, throttleOptions) : createMemoryLoginThrottle(throttleOptions),
         refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
         refreshReuseGraceSeconds: config.refreshReuseGraceSeconds,
         logger,
@@ -101,7 +111,12 @@ export async function createApplication(config: Config, options: ApplicationOpti
       auth,
       ledger,
       signingKeys,
-      readiness: { database: async () => (await database.ping(1_000), 'ok') },
+      rateLimiter: redis ? createSharedGcra(redis) : createLocalGcra(),
+      readiness: {
+        database: async () => (await database.ping(1_000), 'ok'),
+        // Redis away is degraded, not down: the service keeps serving on in-process equivalents.
+        ...(redis ? { redis: async () => (await redis.ping(500).then(() => 'ok' as const, () => 'degraded' as const)) } : {}),
+      },
       isShuttingDown: () => shuttingDown,
     });
 
@@ -111,6 +126,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       config,
       logger,
       database,
+      redis,
       users,
       auth,
       ledger,
@@ -122,11 +138,13 @@ export async function createApplication(config: Config, options: ApplicationOpti
         } finally {
           ledger.stopBackgroundWork();
           signingKeys.stop();
+          await redis?.close();
           await database.close();
         }
       },
     };
   } catch (error) {
+    await redis?.close().catch(() => undefined);
     await database.close().catch(() => undefined);
     throw error;
   }

@@ -21,7 +21,11 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly databasePoolSize: number;
   readonly passwordHashConcurrency: number;
-  readonly principalCacheTtlMs: number;
+  /** In-process (L1) cache lifetime; with Redis, invalidation messages keep it fresh. */
+  readonly cacheL1TtlMs: number;
+  readonly cacheL2TtlSeconds: number;
+  readonly cacheEnabled: boolean;
+  readonly workers: number;
   readonly shutdownTimeoutMs: number;
   readonly loginMaxFailures: number;
   readonly loginFailureWindowSeconds: number;
@@ -60,6 +64,15 @@ export function loadConfig(env: Env = process.env): Config {
       return fallback;
     }
     return value;
+  };
+
+  const boolean = (name: string, fallback: boolean): boolean => {
+    const raw = read(name);
+    if (raw === undefined) return fallback;
+    if (raw === 'true' || raw === '1') return true;
+    if (raw === 'false' || raw === '0') return false;
+    problems.push(`${name}: must be true or false, got "${raw}"`);
+    return fallback;
   };
 
   const databaseUrl = read('DATABASE_URL');
@@ -118,13 +131,21 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: LOG_LEVELS.includes(logLevelRaw as LogLevel) ? (logLevelRaw as LogLevel) : 'info',
     databasePoolSize: integer('DATABASE_POOL_SIZE', 10, 1, 1_000),
     passwordHashConcurrency: integer('PASSWORD_HASH_CONCURRENCY', Math.max(1, os.availableParallelism() - 1), 1, 256),
-    principalCacheTtlMs: integer('PRINCIPAL_CACHE_TTL_MS', 1_000, 0, 1_000),
+    // Without Redis nothing tells other instances about a write, so an instance may serve a user's
+    // cached state for at most 1 s (the contract's revocation bound); with Redis, pub/sub does.
+    cacheL1TtlMs: redisUrl ? integer('CACHE_L1_TTL_MS', 30_000, 0, 3_600_000) : integer('CACHE_L1_TTL_MS', 1_000, 0, 1_000),
+    cacheL2TtlSeconds: integer('CACHE_L2_TTL_SECONDS', 300, 1, 86_400),
+    cacheEnabled: boolean('CACHE_ENABLED', true),
+    workers: integer('WORKERS', 1, 1, 64),
     shutdownTimeoutMs: integer('SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
     loginMaxFailures: integer('LOGIN_MAX_FAILURES', 5, 1, 1_000),
     loginFailureWindowSeconds: integer('LOGIN_FAILURE_WINDOW_SECONDS', 900, 1, 86_400),
     idempotencyKeyTtlSeconds: integer('IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 86_400, 31_536_000),
     pendingSweepIntervalMs: integer('PENDING_SWEEP_INTERVAL_MS', 1_000, 50, 3_600_000),
   };
+  if (config.workers > 1 && databaseUrl === undefined) {
+    problems.push('WORKERS: several worker processes need DATABASE_URL (an embedded PGlite belongs to one process)');
+  }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
 }

@@ -1,52 +1,186 @@
-// Cache-aside with single-flight: concurrent misses on one key share one load. Misses are cached
-// too (negative caching). A write deletes the key; a load that was in flight when the key was
-// deleted may still answer the readers that started before the write, but is never stored, so no
-// reader that starts after the write can see the old value.
+// Cache-aside in two tiers: an in-process LRU (L1) in front of Redis (L2, shared by every instance)
+// when REDIS_URL is set, the LRU alone otherwise.
+//
+// - Single-flight: concurrent misses on one key share one load, so a cold key under load costs one
+//   database read per instance.
+// - Misses are cached too (negative caching); TTLs get jitter so keys do not expire in lockstep.
+// - A write deletes the key everywhere: L1 here, the Redis copy, and (pub/sub) every other
+//   instance's L1. A load that a delete overtook is never stored: locally a generation counter
+//   says so, in Redis a compare-and-set on the key's generation.
+// - Keys are versioned (format version and an epoch). An instance that had to skip Redis
+//   invalidations while Redis was away bumps the epoch when it returns, orphaning every copy that
+//   may have missed a write.
+// - While Redis is away, L1 entries live at most `fallbackL1TtlMs` (1 s), which bounds how stale
+//   another instance's copy can be without invalidation messages.
 import { LRUCache } from 'lru-cache';
+import type { Logger } from './logger.js';
+import type { RedisConnection } from './redis.js';
 
 interface Entry<V> {
   readonly value: V | null;
 }
 
 export interface CacheStats {
+  /** Served from this instance's memory. */
   hits: number;
+  /** Served from Redis. */
+  sharedHits: number;
+  /** Loaded from the source (database). */
   misses: number;
 }
 
 export interface ReadThroughCache<V> {
   get(key: string, load: (key: string) => Promise<V | null>): Promise<V | null>;
+  /** Deletes the key here and, with Redis, everywhere. Call it after the write committed. */
   delete(key: string): void;
   clear(): void;
   readonly stats: Readonly<CacheStats>;
 }
 
-export function createLocalCache<V>(options: { maxEntries: number; ttlMs: number }): ReadThroughCache<V> {
-  const stats: CacheStats = { hits: 0, misses: 0 };
+export interface CacheOptions {
+  readonly maxEntries: number;
+  /** L1 lifetime; 0 disables L1. */
+  readonly ttlMs: number;
+  /** Disables caching altogether: every get loads (benchmarks, debugging). */
+  readonly disabled?: boolean;
+  readonly shared?: {
+    readonly redis: RedisConnection;
+    /** Namespace of this cache's keys, e.g. "users". */
+    readonly name: string;
+    readonly ttlSeconds: number;
+    /** L1 lifetime while Redis is away. */
+    readonly fallbackTtlMs: number;
+    readonly logger: Logger;
+  };
+}
+
+const FORMAT_VERSION = 'v1';
+const JITTER = 0.1;
+const GENERATION_TTL_MS = 86_400_000;
+const jittered = (ms: number) => Math.max(1, Math.round(ms * (1 - JITTER + Math.random() * 2 * JITTER)));
+
+// Stores the value only if the key's generation is still the one read before the load.
+const SET_IF_GENERATION = `
+local current = redis.call('get', KEYS[1])
+if (current == false and ARGV[1] == '') or current == ARGV[1] then
+  redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0`;
+
+export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
+  const stats: CacheStats = { hits: 0, sharedHits: 0, misses: 0 };
   const lru = new LRUCache<string, Entry<V>>({ max: options.maxEntries, ttl: Math.max(1, options.ttlMs) });
   const inFlight = new Map<string, Promise<V | null>>();
   // Bumped by every delete; a load stores its result only if the key's generation did not move.
   const generations = new Map<string, number>();
   let clears = 0;
+  const shared = options.shared;
+  let epoch = '0';
+  let missedInvalidations = false;
+
+  const l1TtlMs = () => (shared && !shared.redis.isAvailable() ? Math.min(options.ttlMs, shared.fallbackTtlMs) : options.ttlMs);
+  const redisKey = (kind: 'val' | 'gen', key: string) => `bastion:${FORMAT_VERSION}:${shared?.name}:${epoch}:${kind}:${key}`;
+  const channel = `bastion:${FORMAT_VERSION}:${shared?.name}:invalidate`;
+  const epochKey = `bastion:${FORMAT_VERSION}:${shared?.name}:epoch`;
+
+  const forgetLocally = (key: string) => {
+    lru.delete(key);
+    inFlight.delete(key);
+    generations.set(key, (generations.get(key) ?? 0) + 1);
+    // Generations only matter while a load may be in flight; keep the map from growing forever.
+    if (generations.size > options.maxEntries) {
+      generations.clear();
+      clears++;
+    }
+  };
+  const clearLocally = () => {
+    lru.clear();
+    inFlight.clear();
+    generations.clear();
+    clears++;
+  };
+
+  if (shared) {
+    const { redis } = shared;
+    const refreshEpoch = async () => {
+      if (missedInvalidations) {
+        epoch = String(await redis.client.incr(epochKey));
+        missedInvalidations = false;
+        await redis.client.publish(channel, `epoch:${epoch}`);
+        shared.logger.info({ cache: shared.name, epoch }, 'cache: new epoch after missed invalidations');
+      } else {
+        epoch = (await redis.client.get(epochKey)) ?? '0';
+      }
+      clearLocally();
+    };
+    redis.onAvailabilityChange((available) => {
+      clearLocally(); // invalidations may have been missed, or are about to be
+      if (available) refreshEpoch().catch(() => (missedInvalidations = true));
+    });
+    void redis.subscribe(channel, (message) => {
+      if (message.startsWith('epoch:')) {
+        epoch = message.slice('epoch:'.length);
+        clearLocally();
+      } else forgetLocally(message);
+    });
+    if (redis.isAvailable()) refreshEpoch().catch(() => undefined);
+  }
+
+  const loadThrough = async (key: string, load: (key: string) => Promise<V | null>): Promise<V | null> => {
+    if (!shared || !shared.redis.isAvailable()) {
+      stats.misses++;
+      return load(key);
+    }
+    const { client } = shared.redis;
+    let generation: string | null | undefined;
+    try {
+      const [generationRead, valueRead] = (await client.pipeline().get(redisKey('gen', key)).get(redisKey('val', key)).exec()) ?? [];
+      generation = (generationRead?.[1] as string | null | undefined) ?? null;
+      const raw = valueRead?.[1];
+      if (typeof raw === 'string') {
+        stats.sharedHits++;
+        return JSON.parse(raw) as V | null;
+      }
+    } catch {
+      generation = undefined; // Redis failed mid-way: load from the source, do not store
+    }
+    stats.misses++;
+    const value = await load(key);
+    if (generation !== undefined) {
+      client
+        .eval(SET_IF_GENERATION, 2, redisKey('gen', key), redisKey('val', key), generation ?? '', JSON.stringify(value), jittered(shared.ttlSeconds * 1000))
+        .catch(() => undefined);
+    }
+    return value;
+  };
 
   return {
     async get(key, load) {
-      if (options.ttlMs > 0) {
+      if (options.disabled) {
+        stats.misses++;
+        return load(key);
+      }
+      const ttl = l1TtlMs();
+      if (ttl > 0) {
         const cached = lru.get(key);
         if (cached) {
           stats.hits++;
           return cached.value;
         }
       }
-      stats.misses++;
       const pending = inFlight.get(key);
-      if (pending) return pending;
+      if (pending) {
+        stats.hits++;
+        return pending;
+      }
       const generation = generations.get(key) ?? 0;
       const clearsAtStart = clears;
-      const loading = load(key).then(
+      const loading = loadThrough(key, load).then(
         (value) => {
           if (inFlight.get(key) === loading) inFlight.delete(key);
           const unchanged = (generations.get(key) ?? 0) === generation && clears === clearsAtStart;
-          if (unchanged && options.ttlMs > 0) lru.set(key, { value });
+          if (unchanged && ttl > 0) lru.set(key, { value }, { ttl: jittered(ttl) });
           return value;
         },
         (error: unknown) => {
@@ -58,21 +192,27 @@ export function createLocalCache<V>(options: { maxEntries: number; ttlMs: number
       return loading;
     },
     delete(key) {
-      lru.delete(key);
-      inFlight.delete(key);
-      generations.set(key, (generations.get(key) ?? 0) + 1);
-      // Generations only matter while a load may be in flight; keep the map from growing forever.
-      if (generations.size > options.maxEntries) {
-        generations.clear();
-        clears++;
+      forgetLocally(key);
+      if (!shared) return;
+      const { redis } = shared;
+      if (!redis.isAvailable()) {
+        missedInvalidations = true;
+        return;
       }
+      redis.client
+        .multi()
+        .incr(redisKey('gen', key))
+        .pexpire(redisKey('gen', key), GENERATION_TTL_MS)
+        .del(redisKey('val', key))
+        .publish(channel, key)
+        .exec()
+        .catch(() => (missedInvalidations = true));
     },
-    clear() {
-      lru.clear();
-      inFlight.clear();
-      generations.clear();
-      clears++;
-    },
+    clear: clearLocally,
     stats,
   };
 }
+
+/** The in-process cache alone (tests, CLI). */
+export const createLocalCache = <V>(options: { maxEntries: number; ttlMs: number }): ReadThroughCache<V> =>
+  createCache<V>(options);

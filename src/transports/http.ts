@@ -21,6 +21,7 @@ import { DomainError } from '../platform/errors.js';
 import { sendError, toErrorPayload } from './http-errors.js';
 import { ErrorBody } from '../platform/http.js';
 import { newId } from '../platform/ids.js';
+import { gcraStore, type Gcra } from '../platform/rate-limit.js';
 import type { Logger } from '../platform/logger.js';
 
 export interface HttpDependencies {
@@ -30,6 +31,7 @@ export interface HttpDependencies {
   readonly auth: AuthService;
   readonly ledger: LedgerService;
   readonly signingKeys: SigningKeys;
+  readonly rateLimiter: Gcra;
   readonly readiness: Record<string, ReadinessCheck>;
   /** Set when shutdown begins: readiness turns 503 so load balancers stop sending traffic. */
   readonly isShuttingDown: () => boolean;
@@ -169,7 +171,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   await app.register(jwksRoutes, { keys: deps.signingKeys });
 
   // The draft-standard RateLimit-* headers; the labels are fixed when the plugin registers.
-  await app.register(rateLimit, { global: false, enableDraftSpec: true });
+  await app.register(rateLimit, { global: false, enableDraftSpec: true, store: gcraStore(deps.rateLimiter) });
   await app.register(
     async (api) => {
       // Per-client limit on every /api/ route, checked before authentication or body parsing.

@@ -3,5 +3,5 @@ export { createAccessTokens, type AccessTokens } from './access-tokens.js';
 export { revokeAllOfUser as revokeSessionsOfUser } from './auth.repo.js';
 export { createAuthService, loadSuccessorSecret, type AuthService, type LoginResult, type TokenPair } from './auth.service.js';
 export { authRoutes, jwksRoutes } from './http.js';
-export { createMemoryLoginThrottle, type LoginThrottle } from './login-throttle.js';
+export { createMemoryLoginThrottle, createSharedLoginThrottle, type LoginThrottle } from './login-throttle.js';
 export { loadSigningKeys, rotateSigningKey, type SigningKeys } from './signing-keys.js';

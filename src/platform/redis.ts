@@ -1,0 +1,88 @@
+// Redis, when REDIS_URL is set: one connection for commands, one for pub/sub. Commands fail fast
+// while Redis is away (no offline queue), so callers fall back to their in-process equivalents at
+// once; the connections reconnect by themselves. Going away and coming back are logged once each.
+import { Redis } from 'ioredis';
+import type { Logger } from './logger.js';
+
+export interface RedisConnection {
+  readonly client: Redis;
+  /** True while the command connection is ready. */
+  isAvailable(): boolean;
+  /** Subscribes to a channel; the handler is called for every message, across reconnects. */
+  subscribe(channel: string, handler: (message: string) => void): Promise<void>;
+  /** Called with `false` when Redis goes away and `true` when it is back. */
+  onAvailabilityChange(listener: (available: boolean) => void): void;
+  ping(timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function connectRedis(url: string, logger: Logger): RedisConnection {
+  const options = {
+    connectTimeout: 2_000,
+    maxRetriesPerRequest: 1,
+    enableOfflineQueue: false,
+    // Reconnect forever, backing off to one attempt every 2 s.
+    retryStrategy: (attempt: number) => Math.min(attempt * 100, 2_000),
+    lazyConnect: false,
+  };
+  const client = new Redis(url, options);
+  // The subscriber keeps an offline queue so that SUBSCRIBE issued before it is ready still goes out.
+  const subscriber = new Redis(url, { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null });
+  const handlers = new Map<string, Array<(message: string) => void>>();
+  const listeners: Array<(available: boolean) => void> = [];
+  let available = false;
+
+  const setAvailable = (next: boolean) => {
+    if (next === available) return;
+    available = next;
+    if (next) logger.info('redis: connected; shared cache, limits and invalidation are active');
+    else logger.warn('redis: unavailable; serving with in-process cache and limits until it returns');
+    for (const listener of listeners) listener(next);
+  };
+  client.on('ready', () => setAvailable(subscriber.status === 'ready'));
+  subscriber.on('ready', () => setAvailable(client.status === 'ready'));
+  for (const connection of [client, subscriber]) {
+    // Without a listener an 'error' event would crash the process; the state change is logged once.
+    connection.on('error', () => undefined);
+    connection.on('close', () => setAvailable(false));
+    connection.on('end', () => setAvailable(false));
+  }
+  subscriber.on('message', (channel: string, message: string) => {
+    for (const handler of handlers.get(channel) ?? []) handler(message);
+  });
+
+  return {
+    client,
+    isAvailable: () => available,
+    async subscribe(channel, handler) {
+      const existing = handlers.get(channel);
+      if (existing) existing.push(handler);
+      else {
+        handlers.set(channel, [handler]);
+        await subscriber.subscribe(channel).catch(() => undefined); // resubscribed on reconnect
+      }
+    },
+    onAvailabilityChange(listener) {
+      listeners.push(listener);
+    },
+    async ping(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          client.ping(),
+          new Promise((_, reject) => {
+            timer = setTimeout(() => reject(new Error('redis ping timed out')), timeoutMs);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    async close() {
+      listeners.length = 0;
+      await Promise.allSettled([client.quit(), subscriber.quit()]);
+      client.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}
