@@ -16,6 +16,7 @@ import {
 import { createLedgerService, type LedgerService } from './components/ledger/index.js';
 import { createPasswordHasher, createUsersService, type UserState, type UsersService } from './components/users/index.js';
 import { createCache } from './platform/cache.js';
+import { createMetrics } from './platform/metrics.js';
 import { openDatabase, type Database } from './platform/db/index.js';
 import { migrate } from './platform/db/migrate.js';
 import { createLogger, type Logger } from './platform/logger.js';
@@ -55,19 +56,17 @@ export async function createApplication(config: Config, options: ApplicationOpti
     if (applied.length > 0) logger.info({ applied }, 'database: migrations applied');
 
     const passwords = await createPasswordHasher({ concurrency: config.passwordHashConcurrency });
-    const users = createUsersService({
-      database,
-      passwords,
-      logger,
-      stateCache: createCache<UserState>({
+    const metrics = createMetrics();
+    const userStateCache = createCache<UserState>({
         maxEntries: 100_000,
         ttlMs: config.cacheL1TtlMs,
         disabled: !config.cacheEnabled,
         ...(redis
           ? { shared: { redis, name: 'users', ttlSeconds: config.cacheL2TtlSeconds, fallbackTtlMs: 1_000, logger } }
           : {}),
-      }),
     });
+    metrics.observeCache('users', userStateCache.stats);
+    const users = createUsersService({ database, passwords, logger, stateCache: userStateCache });
     const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
     const signingKeys = await loadSigningKeys({
       database,
@@ -111,6 +110,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       auth,
       ledger,
       signingKeys,
+      metrics,
       rateLimiter: redis ? createSharedGcra(redis) : createLocalGcra(),
       readiness: {
         database: async () => (await database.ping(1_000), 'ok'),

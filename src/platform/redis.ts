@@ -31,9 +31,10 @@ export function connectRedis(url: string, logger: Logger): RedisConnection {
   const handlers = new Map<string, Array<(message: string) => void>>();
   const listeners: Array<(available: boolean) => void> = [];
   let available = false;
+  let closing = false;
 
   const setAvailable = (next: boolean) => {
-    if (next === available) return;
+    if (next === available || closing) return;
     available = next;
     if (next) logger.info('redis: connected; shared cache, limits and invalidation are active');
     else logger.warn('redis: unavailable; serving with in-process cache and limits until it returns');
@@ -79,6 +80,7 @@ export function connectRedis(url: string, logger: Logger): RedisConnection {
       }
     },
     async close() {
+      closing = true;
       listeners.length = 0;
       await Promise.allSettled([client.quit(), subscriber.quit()]);
       client.disconnect();

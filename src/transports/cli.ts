@@ -1,5 +1,6 @@
 // The command line: each command parses its arguments, calls the same code the service runs, and
 // returns an exit code. Configuration errors print one line per bad variable and exit 1.
+import cluster from 'node:cluster';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createApplication } from '../app.js';
@@ -129,7 +130,45 @@ async function createAdmin(config: Config, args: readonly string[]): Promise<num
   });
 }
 
+/**
+ * WORKERS > 1: this process only supervises; N workers (node:cluster) share the port, each a full
+ * instance on the same PostgreSQL (and Redis). A worker that dies is replaced; SIGTERM/SIGINT is
+ * passed on, and the primary exits once every worker has drained.
+ */
+async function superviseWorkers(config: Config): Promise<number> {
+  const logger = createLogger(config.logLevel);
+  let stopping = false;
+  const fork = () => cluster.fork();
+  for (let index = 0; index < config.workers; index++) fork();
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) return;
+    logger.error({ pid: worker.process.pid, code, signal }, 'cluster: worker died, starting another');
+    setTimeout(fork, 500);
+  });
+  logger.info({ workers: config.workers }, 'cluster: workers started');
+  return new Promise<number>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      const workers = Object.values(cluster.workers ?? {}).filter((worker) => worker !== undefined);
+      let failed = false;
+      let remaining = workers.length;
+      if (remaining === 0) resolve(0);
+      for (const worker of workers) {
+        worker.once('exit', (code) => {
+          failed ||= code !== 0;
+          if (--remaining === 0) resolve(failed ? 1 : 0);
+        });
+        worker.process.kill(signal);
+      }
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+}
+
 async function serve(config: Config): Promise<number> {
+  if (config.workers > 1 && cluster.isPrimary) return superviseWorkers(config);
   const application = await createApplication(config);
   const { http, logger } = application;
   await http.listen({ port: config.port, host: config.host });
@@ -151,8 +190,7 @@ async function serve(config: Config): Promise<number> {
         .then(() => {
           clearTimeout(deadline);
           logger.info('shutdown: complete');
-          logger.flush();
-          resolve(0);
+          logger.flush(() => resolve(0));
         })
         .catch((error: unknown) => {
           logger.error({ err: error }, 'shutdown: failed');

@@ -21,6 +21,7 @@ import { DomainError } from '../platform/errors.js';
 import { sendError, toErrorPayload } from './http-errors.js';
 import { ErrorBody } from '../platform/http.js';
 import { newId } from '../platform/ids.js';
+import type { Metrics } from '../platform/metrics.js';
 import { gcraStore, type Gcra } from '../platform/rate-limit.js';
 import type { Logger } from '../platform/logger.js';
 
@@ -32,6 +33,7 @@ export interface HttpDependencies {
   readonly ledger: LedgerService;
   readonly signingKeys: SigningKeys;
   readonly rateLimiter: Gcra;
+  readonly metrics: Metrics;
   readonly readiness: Record<string, ReadinessCheck>;
   /** Set when shutdown begins: readiness turns 503 so load balancers stop sending traffic. */
   readonly isShuttingDown: () => boolean;
@@ -166,6 +168,9 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   });
   await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get('/metrics', { schema: { hide: true } }, async (_request, reply) =>
+    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
+  );
 
   await app.register(healthRoutes, { checks: deps.readiness, isShuttingDown: deps.isShuttingDown });
   await app.register(jwksRoutes, { keys: deps.signingKeys });
