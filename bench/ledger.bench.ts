@@ -7,10 +7,11 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { untilReady } from '../test/helpers/poll.js';
+import { freePort } from '../test/helpers/ports.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 15);
@@ -19,16 +20,6 @@ const CONNECTIONS = 64;
 const ADMIN = { email: 'bench-admin@bastion.test', password: 'bench-admin-password' };
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: ADMIN_URL });
@@ -99,14 +90,7 @@ async function main() {
   });
   const base = `http://127.0.0.1:${port}`;
   try {
-    for (let attempt = 0; attempt < 300; attempt++) {
-      try {
-        if ((await fetch(`${base}/health/ready`)).ok) break;
-      } catch {
-        // starting
-      }
-      await sleep(100);
-    }
+    await untilReady(base, { timeoutMs: 30_000 });
     const post = async <T>(path: string, body: unknown, token?: string, key?: string): Promise<T> => {
       const response = await fetch(`${base}${path}`, {
         method: 'POST',

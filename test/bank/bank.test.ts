@@ -6,7 +6,6 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -15,6 +14,8 @@ import { checkLedger } from '../../src/components/ledger/index.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { openDatabase } from '../../src/platform/db/index.js';
 import { postgresBackend, type TestDatabase } from '../helpers/backends.js';
+import { untilReady } from '../helpers/poll.js';
+import { freePort } from '../helpers/ports.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 
 const ACCOUNTS = 20;
@@ -31,16 +32,6 @@ const debug = (line: string) => {
   if (process.env['BANK_DEBUG']) process.stdout.write(`# ${new Date().toISOString()} ${line}\n`);
 };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 class ServerProcess {
   child: ChildProcess | undefined;
@@ -62,20 +53,15 @@ class ServerProcess {
     let stderr = '';
     child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     this.child = child;
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`server exited with ${child.exitCode ?? child.signalCode}: ${stderr}`);
-      }
-      try {
-        const response = await fetch(`${this.baseUrl}/health/ready`, { signal: AbortSignal.timeout(1_000) });
-        if (response.status === 200) return;
-      } catch {
-        // not up yet
-      }
-      await sleep(100);
-    }
-    throw new Error(`server did not become ready: ${stderr}`);
+    const ready = await untilReady(this.baseUrl, {
+      timeoutMs: 60_000,
+      check: () => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(`server exited with ${child.exitCode ?? child.signalCode}: ${stderr}`);
+        }
+      },
+    });
+    if (!ready) throw new Error(`server did not become ready: ${stderr}`);
   }
 
   async kill(): Promise<void> {

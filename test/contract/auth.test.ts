@@ -7,7 +7,10 @@ import { createLocalJWKSet, decodeProtectedHeader, exportJWK, generateKeyPair, j
 import { backends } from '../helpers/backends.js';
 import type { ApiResponse, Client } from '../helpers/client.js';
 import { login, loginAdmin, registerAndLogin, uniqueEmail } from '../helpers/auth.js';
+import { expectError, pathsOf } from '../helpers/errors.js';
+import { eventually } from '../helpers/poll.js';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { expectUser, type User } from '../helpers/users.js';
 
 const REGISTER = '/api/v1/auth/register';
 const LOGIN = '/api/v1/auth/login';
@@ -17,18 +20,7 @@ const LOGOUT_ALL = '/api/v1/auth/logout-all';
 const PASSWORD = '/api/v1/auth/password';
 const ME = '/api/v1/users/me';
 const JWKS = '/.well-known/jwks.json';
-const USER_KEYS = ['createdAt', 'email', 'id', 'name', 'role', 'updatedAt'];
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 
-interface User {
-  id: string;
-  email: string;
-  name: string;
-  role: 'user' | 'admin';
-  createdAt: string;
-  updatedAt: string;
-}
 interface TokenPair {
   accessToken: string;
   refreshToken: string;
@@ -38,47 +30,12 @@ interface TokenPair {
 interface LoginResult extends TokenPair {
   user: User;
 }
-interface ErrorDetails {
-  code: string;
-  message: string;
-  requestId: string;
-  errors?: { path: string; message: string }[];
-}
 interface PublicKey {
   kid?: unknown;
   kty?: unknown;
   crv?: unknown;
   x?: unknown;
   [member: string]: unknown;
-}
-
-/** The contract's error body, exactly; `errors` only for VALIDATION_FAILED; requestId = X-Request-Id. */
-function expectError(response: ApiResponse<unknown>, status: number, code: string): ErrorDetails {
-  assert.equal(response.status, status, `expected ${status} ${code}, got ${response.status}: ${response.text}`);
-  const body = response.body as { error?: ErrorDetails } | undefined;
-  assert.ok(body && typeof body === 'object', `error body is not JSON: ${response.text}`);
-  assert.deepEqual(Object.keys(body), ['error']);
-  const error = body.error;
-  assert.ok(error);
-  const keys = code === 'VALIDATION_FAILED' ? ['code', 'errors', 'message', 'requestId'] : ['code', 'message', 'requestId'];
-  assert.deepEqual(Object.keys(error).sort(), keys);
-  assert.equal(error.code, code);
-  assert.ok(typeof error.message === 'string' && error.message.length > 0);
-  assert.equal(error.requestId, response.headers.get('x-request-id'));
-  return error;
-}
-
-const pathsOf = (error: ErrorDetails): string[] => (error.errors ?? []).map((fieldError) => fieldError.path);
-
-function expectUser(value: unknown): User {
-  assert.ok(value && typeof value === 'object');
-  assert.deepEqual(Object.keys(value).sort(), USER_KEYS);
-  const user = value as User;
-  assert.match(user.id, UUID);
-  assert.ok(user.role === 'user' || user.role === 'admin');
-  assert.match(user.createdAt, ISO_UTC);
-  assert.match(user.updatedAt, ISO_UTC);
-  return user;
 }
 
 function expectTokenPair(value: unknown, keys: string[]): TokenPair {
@@ -98,19 +55,6 @@ const expectLoginResult = (value: unknown): LoginResult => {
   expectUser(result.user);
   return result;
 };
-
-/**
- * Repeats `request` until it answers `status` or `withinMs` have passed, then returns the last
- * response: "stops working within 1 second" means a request made 1 s later must fail.
- */
-async function eventually(request: () => Promise<ApiResponse<unknown>>, status: number, withinMs = 1_000): Promise<ApiResponse<unknown>> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const response = await request();
-    if (response.status === status || Date.now() >= deadline) return response;
-    await sleep(50);
-  }
-}
 
 const base64UrlJson = (value: object): string => Buffer.from(JSON.stringify(value)).toString('base64url');
 const jwtPart = (token: string, index: 0 | 1): Record<string, unknown> => {

@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { backends } from '../helpers/backends.js';
 import type { ApiResponse } from '../helpers/client.js';
 import { loginAdmin, registerAndLogin, uniqueEmail } from '../helpers/auth.js';
+import { expectError, pathsOf } from '../helpers/errors.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const ONE_MIB = 1024 * 1024;
@@ -13,52 +14,6 @@ const ALLOWED_ORIGIN = 'https://app.example.com';
 const OTHER_ALLOWED_ORIGIN = 'https://admin.example.com';
 const FOREIGN_ORIGIN = 'https://evil.example.net';
 const REGISTER = '/api/v1/auth/register';
-
-interface FieldError {
-  path: string;
-  message: string;
-}
-interface ErrorDetails {
-  code: string;
-  message: string;
-  requestId: string;
-  errors?: FieldError[];
-}
-
-/**
- * Asserts the contract's error body exactly: {error: {code, message, requestId[, errors]}}, `errors`
- * only (and always) for VALIDATION_FAILED, requestId equal to the X-Request-Id header, no leaks.
- */
-function expectError(response: ApiResponse<unknown>, status: number, code: string): ErrorDetails {
-  assert.equal(response.status, status, `expected ${status} ${code}, got ${response.status}: ${response.text}`);
-  assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
-  const body = response.body as { error?: ErrorDetails } | undefined;
-  assert.ok(body && typeof body === 'object', `error body is not JSON: ${response.text}`);
-  assert.deepEqual(Object.keys(body), ['error']);
-  const error = body.error;
-  assert.ok(error && typeof error === 'object');
-  const allowed = code === 'VALIDATION_FAILED' ? ['code', 'message', 'requestId', 'errors'] : ['code', 'message', 'requestId'];
-  assert.deepEqual(Object.keys(error).sort(), allowed.sort(), `error keys: ${JSON.stringify(error)}`);
-  assert.equal(error.code, code);
-  assert.equal(typeof error.message, 'string');
-  assert.ok(error.message.length > 0);
-  assert.equal(typeof error.requestId, 'string');
-  assert.ok(error.requestId.length > 0);
-  assert.equal(error.requestId, response.headers.get('x-request-id'));
-  if (code === 'VALIDATION_FAILED') {
-    assert.ok(Array.isArray(error.errors) && error.errors.length > 0, 'validation errors must list the fields');
-    for (const fieldError of error.errors) {
-      assert.deepEqual(Object.keys(fieldError).sort(), ['message', 'path']);
-      assert.equal(typeof fieldError.path, 'string');
-      assert.equal(typeof fieldError.message, 'string');
-      assert.ok(fieldError.message.length > 0);
-    }
-  }
-  assert.doesNotMatch(response.text, /node_modules|\/work\/|\.ts:\d+|\n\s+at |\bSELECT\b|\bINSERT INTO\b|syntax error/);
-  return error;
-}
-
-const pathsOf = (error: ErrorDetails): string[] => (error.errors ?? []).map((fieldError) => fieldError.path);
 
 /** node:http, for what fetch cannot send: a body without any content-type, or a chunked body. */
 function rawRequest(

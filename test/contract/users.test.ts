@@ -5,26 +5,18 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { backends } from '../helpers/backends.js';
-import type { ApiResponse, Client, RequestOptions } from '../helpers/client.js';
+import { clientFrom, type ApiResponse, type Client, type RequestOptions } from '../helpers/client.js';
 import { login, loginAdmin, registerAndLogin, uniqueEmail, type Session } from '../helpers/auth.js';
+import { expectError } from '../helpers/errors.js';
+import { eventually } from '../helpers/poll.js';
 import { startServer, type TestServer } from '../helpers/server.js';
+import { expectUser, type User } from '../helpers/users.js';
 
 const USERS = '/api/v1/users';
 const ME = '/api/v1/users/me';
-const USER_KEYS = ['createdAt', 'email', 'id', 'name', 'role', 'updatedAt'];
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 /** Field names that must never appear in any response body. */
 const SECRET_FIELD = /password|hash|tokenversion|token_version/i;
 
-interface User {
-  id: string;
-  email: string;
-  name: string;
-  role: 'user' | 'admin';
-  createdAt: string;
-  updatedAt: string;
-}
 interface PageMeta {
   page: number;
   limit: number;
@@ -35,40 +27,6 @@ interface UserPage {
   data: User[];
   meta: PageMeta;
 }
-interface ErrorDetails {
-  code: string;
-  message: string;
-  requestId: string;
-  errors?: { path: string; message: string }[];
-}
-
-/** The contract's error body, exactly; `errors` only for VALIDATION_FAILED; requestId = X-Request-Id. */
-function expectError(response: ApiResponse<unknown>, status: number, code: string): ErrorDetails {
-  assert.equal(response.status, status, `expected ${status} ${code}, got ${response.status}: ${response.text}`);
-  const body = response.body as { error?: ErrorDetails } | undefined;
-  assert.ok(body && typeof body === 'object', `error body is not JSON: ${response.text}`);
-  assert.deepEqual(Object.keys(body), ['error']);
-  const error = body.error;
-  assert.ok(error);
-  const keys = code === 'VALIDATION_FAILED' ? ['code', 'errors', 'message', 'requestId'] : ['code', 'message', 'requestId'];
-  assert.deepEqual(Object.keys(error).sort(), keys);
-  assert.equal(error.code, code);
-  assert.ok(typeof error.message === 'string' && error.message.length > 0);
-  assert.equal(error.requestId, response.headers.get('x-request-id'));
-  return error;
-}
-
-function expectUser(value: unknown): User {
-  assert.ok(value && typeof value === 'object');
-  assert.deepEqual(Object.keys(value).sort(), USER_KEYS);
-  const user = value as User;
-  assert.match(user.id, UUID);
-  assert.ok(user.role === 'user' || user.role === 'admin');
-  assert.match(user.createdAt, ISO_UTC);
-  assert.match(user.updatedAt, ISO_UTC);
-  return user;
-}
-
 /** `{data: User}` with status `status`. */
 function expectUserBody(response: ApiResponse<unknown>, status: number): User {
   assert.equal(response.status, status, response.text);
@@ -103,24 +61,7 @@ function guarded(inner: Client): Client {
     assert.deepEqual(findSecretFields(response.body), [], `${method} ${path} leaks: ${response.text}`);
     return response;
   };
-  return {
-    baseUrl: inner.baseUrl,
-    request,
-    get: (path, options) => request('GET', path, undefined, options),
-    post: (path, body, options) => request('POST', path, body, options),
-    patch: (path, body, options) => request('PATCH', path, body, options),
-    delete: (path, options) => request('DELETE', path, undefined, options),
-  };
-}
-
-/** Repeats `request` until it answers `status` or `withinMs` have passed; returns the last response. */
-async function eventually(request: () => Promise<ApiResponse<unknown>>, status: number, withinMs = 1_000): Promise<ApiResponse<unknown>> {
-  const deadline = Date.now() + withinMs;
-  for (;;) {
-    const response = await request();
-    if (response.status === status || Date.now() >= deadline) return response;
-    await sleep(50);
-  }
+  return clientFrom(inner.baseUrl, request);
 }
 
 for (const backend of backends) {

@@ -43,6 +43,11 @@ export function createClient(baseUrl: string): Client {
     }
     return { status: response.status, headers: response.headers, body: parsed as T, text };
   };
+  return clientFrom(baseUrl, request);
+}
+
+/** A Client whose every call goes through `request` (for clients that wrap another one). */
+export function clientFrom(baseUrl: string, request: Client['request']): Client {
   return {
     baseUrl,
     request,

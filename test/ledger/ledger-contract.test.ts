@@ -9,12 +9,11 @@ import { checkLedger } from '../../src/components/ledger/index.js';
 import { loginAdmin, registerAndLogin, type Session } from '../helpers/auth.js';
 import { backends } from '../helpers/backends.js';
 import type { ApiResponse, Client } from '../helpers/client.js';
+import { expectError, ISO_UTC, UUID, type ErrorDetails } from '../helpers/errors.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const ACCOUNTS = '/api/v1/accounts';
 const TRANSFERS = '/api/v1/transfers';
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$/;
 const ACCOUNT_KEYS = ['availableBalance', 'balance', 'createdAt', 'currency', 'id', 'name', 'ownerId', 'updatedAt'];
 const TRANSFER_KEYS = ['amount', 'createdAt', 'currency', 'description', 'fromAccountId', 'id', 'status', 'toAccountId'];
 const MAX_AMOUNT = 9007199254740991;
@@ -48,28 +47,6 @@ interface AccountPage {
 interface History {
   data: Transfer[];
   meta: { nextCursor: string | null };
-}
-interface ErrorDetails {
-  code: string;
-  message: string;
-  requestId: string;
-  errors?: { path: string; message: string }[];
-}
-
-/** The contract's error body; requestId equals X-Request-Id except in a replay (the stored body). */
-function expectError(response: ApiResponse<unknown>, status: number, code: string, options: { replayed?: boolean } = {}): ErrorDetails {
-  assert.equal(response.status, status, `expected ${status} ${code}, got ${response.status}: ${response.text}`);
-  const body = response.body as { error?: ErrorDetails } | undefined;
-  assert.ok(body && typeof body === 'object', `error body is not JSON: ${response.text}`);
-  assert.deepEqual(Object.keys(body), ['error']);
-  const error = body.error;
-  assert.ok(error);
-  assert.equal(error.code, code);
-  assert.ok(typeof error.message === 'string' && error.message.length > 0);
-  if (code === 'VALIDATION_FAILED') assert.ok(Array.isArray(error.errors) && error.errors.length > 0, response.text);
-  else assert.equal(error.errors, undefined);
-  if (!options.replayed) assert.equal(error.requestId, response.headers.get('x-request-id'));
-  return error;
 }
 
 function expectAccount(response: ApiResponse<unknown>, status: number): Account {

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { backends } from '../helpers/backends.js';
-import type { ApiResponse, Client, RequestOptions } from '../helpers/client.js';
+import { clientFrom, type ApiResponse, type Client, type RequestOptions } from '../helpers/client.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startServer, type TestServer } from '../helpers/server.js';
 
 interface Exchange {
@@ -48,14 +48,7 @@ function recordingClient(client: Client, exchanges: Exchange[], label: { current
     });
     return response;
   };
-  return {
-    baseUrl: client.baseUrl,
-    request,
-    get: (path, options) => request('GET', path, undefined, options),
-    post: (path, body, options) => request('POST', path, body, options),
-    patch: (path, body, options) => request('PATCH', path, body, options),
-    delete: (path, options) => request('DELETE', path, undefined, options),
-  };
+  return clientFrom(client.baseUrl, request);
 }
 
 for (const backend of backends) {

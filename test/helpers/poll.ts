@@ -1,0 +1,35 @@
+// Waiting for a server: a request repeated until it answers a status, and a start-up readiness poll.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ApiResponse } from './client.js';
+
+/**
+ * Repeats `request` until it answers `status` or `withinMs` have passed, then returns the last
+ * response: "stops working within 1 second" means a request made 1 s later must fail.
+ */
+export async function eventually(request: () => Promise<ApiResponse<unknown>>, status: number, withinMs = 1_000): Promise<ApiResponse<unknown>> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const response = await request();
+    if (response.status === status || Date.now() >= deadline) return response;
+    await sleep(50);
+  }
+}
+
+/**
+ * Polls GET `${baseUrl}/health/ready` every 100 ms until it answers 200 (true) or `timeoutMs` have
+ * passed (false). `check` runs before every attempt; it throws to stop waiting (say, the process exited).
+ */
+export async function untilReady(baseUrl: string, options: { timeoutMs: number; check?: () => void }): Promise<boolean> {
+  const deadline = Date.now() + options.timeoutMs;
+  while (Date.now() < deadline) {
+    options.check?.();
+    try {
+      const response = await fetch(`${baseUrl}/health/ready`, { signal: AbortSignal.timeout(1_000) });
+      if (response.status === 200) return true;
+    } catch {
+      // not up yet
+    }
+    await sleep(100);
+  }
+  return false;
+}
