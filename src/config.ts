@@ -143,8 +143,10 @@ export function loadConfig(env: Env = process.env): Config {
     idempotencyKeyTtlSeconds: integer('IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 86_400, 31_536_000),
     pendingSweepIntervalMs: integer('PENDING_SWEEP_INTERVAL_MS', 1_000, 50, 3_600_000),
   };
-  if (config.workers > 1 && databaseUrl === undefined) {
-    problems.push('WORKERS: several worker processes need DATABASE_URL (an embedded PGlite belongs to one process)');
+  if (config.workers > 1 && (databaseUrl === undefined || redisUrl === undefined)) {
+    // PGlite belongs to one process; and without Redis each worker would keep its own rate limits,
+    // login-failure counts and cache, so the workers would not behave as one service.
+    problems.push('WORKERS: several worker processes need DATABASE_URL and REDIS_URL');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

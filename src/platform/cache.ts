@@ -7,9 +7,9 @@
 // - A write deletes the key everywhere: L1 here, the Redis copy, and (pub/sub) every other
 //   instance's L1. A load that a delete overtook is never stored: locally a generation counter
 //   says so, in Redis a compare-and-set on the key's generation.
-// - Keys are versioned (format version and an epoch). An instance that had to skip Redis
-//   invalidations while Redis was away bumps the epoch when it returns, orphaning every copy that
-//   may have missed a write.
+// - Keys are versioned (format version and an epoch). Every instance that (re)connects to Redis
+//   bumps the epoch: writes made while Redis was away (or while this process was not yet there)
+//   were never invalidated in Redis, so every copy from before is orphaned and expires unread.
 // - While Redis is away, L1 entries live at most `fallbackL1TtlMs` (1 s), which bounds how stale
 //   another instance's copy can be without invalidation messages.
 import { LRUCache } from 'lru-cache';
@@ -57,7 +57,8 @@ export interface CacheOptions {
 const FORMAT_VERSION = 'v1';
 const JITTER = 0.1;
 const GENERATION_TTL_MS = 86_400_000;
-const jittered = (ms: number) => Math.max(1, Math.round(ms * (1 - JITTER + Math.random() * 2 * JITTER)));
+// Jitter only ever shortens a lifetime: a 1 s bound stays a 1 s bound.
+const jittered = (ms: number) => Math.max(1, Math.floor(ms * (1 - JITTER * Math.random())));
 
 // Stores the value only if the key's generation is still the one read before the load.
 const SET_IF_GENERATION = `
@@ -77,7 +78,6 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   let clears = 0;
   const shared = options.shared;
   let epoch = '0';
-  let missedInvalidations = false;
 
   const l1TtlMs = () => (shared && !shared.redis.isAvailable() ? Math.min(options.ttlMs, shared.fallbackTtlMs) : options.ttlMs);
   const redisKey = (kind: 'val' | 'gen', key: string) => `bastion:${FORMAT_VERSION}:${shared?.name}:${epoch}:${kind}:${key}`;
@@ -103,28 +103,25 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
 
   if (shared) {
     const { redis } = shared;
-    const refreshEpoch = async () => {
-      if (missedInvalidations) {
-        epoch = String(await redis.client.incr(epochKey));
-        missedInvalidations = false;
-        await redis.client.publish(channel, `epoch:${epoch}`);
-        shared.logger.info({ cache: shared.name, epoch }, 'cache: new epoch after missed invalidations');
-      } else {
-        epoch = (await redis.client.get(epochKey)) ?? '0';
-      }
+    const startNewEpoch = async () => {
+      epoch = String(await redis.client.incr(epochKey));
       clearLocally();
+      await redis.client.publish(channel, `epoch:${epoch}`);
     };
     redis.onAvailabilityChange((available) => {
       clearLocally(); // invalidations may have been missed, or are about to be
-      if (available) refreshEpoch().catch(() => (missedInvalidations = true));
+      if (available) startNewEpoch().catch(() => undefined);
     });
     void redis.subscribe(channel, (message) => {
       if (message.startsWith('epoch:')) {
-        epoch = message.slice('epoch:'.length);
-        clearLocally();
+        const announced = message.slice('epoch:'.length);
+        if (Number(announced) > Number(epoch)) {
+          epoch = announced;
+          clearLocally();
+        }
       } else forgetLocally(message);
     });
-    if (redis.isAvailable()) refreshEpoch().catch(() => undefined);
+    if (redis.isAvailable()) startNewEpoch().catch(() => undefined);
   }
 
   const loadThrough = async (key: string, load: (key: string) => Promise<V | null>): Promise<V | null> => {
@@ -195,10 +192,8 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
       forgetLocally(key);
       if (!shared) return;
       const { redis } = shared;
-      if (!redis.isAvailable()) {
-        missedInvalidations = true;
-        return;
-      }
+      // While Redis is away the write reaches no other instance; the epoch bump on return covers it.
+      if (!redis.isAvailable()) return;
       redis.client
         .multi()
         .incr(redisKey('gen', key))
@@ -206,7 +201,7 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
         .del(redisKey('val', key))
         .publish(channel, key)
         .exec()
-        .catch(() => (missedInvalidations = true));
+        .catch(() => undefined);
     },
     clear: clearLocally,
     stats,

@@ -2,7 +2,8 @@
 // route plugins, and holds the ONE error mapper that turns every failure into the contract's body.
 import compress from '@fastify/compress';
 import cors from '@fastify/cors';
-import helmet from '@fastify/helmet';
+import helmet from 'helmet';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -43,6 +44,30 @@ export const BODY_LIMIT_BYTES = 1024 * 1024;
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 
 /**
+ * The headers helmet sets (its defaults), computed once: helmet's middleware re-parses its CSP
+ * directives on every call, which measured as a fifth of an authenticated request's cost.
+ */
+function helmetHeaders(): Record<string, string> {
+  const headers: Record<string, string> = {};
+  const response = {
+    setHeader: (name: string, value: string) => void (headers[name.toLowerCase()] = value),
+    removeHeader: (name: string) => void delete headers[name.toLowerCase()],
+  };
+  helmet()({} as IncomingMessage, response as unknown as ServerResponse, () => undefined);
+  return headers;
+}
+
+/**
+ * Request ids: a random per-process prefix and a counter. Unique across instances for every
+ * practical purpose, and far cheaper than a random UUID per request.
+ */
+function requestIdGenerator(): () => string {
+  const prefix = newId().slice(-12);
+  let counter = 0;
+  return () => `${prefix}-${(++counter).toString(36)}`;
+}
+
+/**
  * Two validators: bodies are never coerced ("10" is not an integer) and unknown fields are errors,
  * while query strings and path params are parsed as their declared types.
  */
@@ -59,6 +84,8 @@ function createValidators() {
 
 export async function buildServer(deps: HttpDependencies): Promise<FastifyInstance> {
   const { config } = deps;
+  const securityHeaders = helmetHeaders();
+  const nextRequestId = requestIdGenerator();
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     // One line per request, written by the onResponse hook below (with duration and user id).
@@ -70,7 +97,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
         : config.trustProxy,
     genReqId: (raw) => {
       const header = raw.headers['x-request-id'];
-      return typeof header === 'string' && REQUEST_ID_PATTERN.test(header) ? header : newId();
+      return typeof header === 'string' && REQUEST_ID_PATTERN.test(header) ? header : nextRequestId();
     },
     requestTimeout: 30_000,
     return503OnClosing: true,
@@ -105,7 +132,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   });
 
   app.addHook('onRequest', async (request, reply) => {
-    void reply.header('x-request-id', request.id);
+    void reply.headers(securityHeaders).header('x-request-id', request.id);
   });
   app.addHook('onResponse', async (request, reply) => {
     request.log.info(
@@ -134,7 +161,6 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     }),
   );
 
-  await app.register(helmet, { global: true });
   await app.register(cors, {
     origin: config.allowedOrigins.includes('*') ? '*' : config.allowedOrigins.length > 0 ? [...config.allowedOrigins] : false,
     methods: ['GET', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],

@@ -1,6 +1,8 @@
 // The databases a suite runs against: PGlite always; PostgreSQL when reachable. In CI (CI=true or
-// BASTION_REQUIRE_SERVICES=1) an unreachable PostgreSQL fails the suite instead of skipping it.
+// BASTION_REQUIRE_SERVICES=1) an unreachable PostgreSQL (or Redis, for the suites that need it) fails
+// the suite instead of skipping it.
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 
 export interface TestDatabase {
@@ -42,6 +44,39 @@ export function postgresSkipReason(): Promise<string | undefined> {
     }
   })();
   return postgresProbe;
+}
+
+export const TEST_REDIS_URL = process.env['TEST_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
+let redisProbe: Promise<string | undefined> | undefined;
+
+/** undefined if Redis answers PING; throws in CI when it does not; else the reason to skip. */
+export function redisSkipReason(): Promise<string | undefined> {
+  redisProbe ??= (async () => {
+    const client = new Redis(TEST_REDIS_URL, {
+      lazyConnect: true,
+      connectTimeout: 3_000,
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+      retryStrategy: () => null,
+    });
+    let lastError: Error | undefined;
+    client.on('error', (error: Error) => (lastError = error));
+    try {
+      await client.connect();
+      const answer = await client.ping();
+      if (answer !== 'PONG') throw new Error(`PING answered ${answer}`);
+      return undefined;
+    } catch (error) {
+      const reason = `Redis unreachable at ${TEST_REDIS_URL} (${(lastError ?? (error as Error)).message})`;
+      if (servicesRequired()) throw new Error(`${reason}; CI requires it`);
+      process.stdout.write(`# SKIP redis suites: ${reason}. Set BASTION_REQUIRE_SERVICES=1 to fail instead.\n`);
+      return reason;
+    } finally {
+      client.disconnect();
+    }
+  })();
+  return redisProbe;
 }
 
 export const pgliteBackend: Backend = {
