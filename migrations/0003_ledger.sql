@@ -378,3 +378,50 @@ begin
     v_executed.to_account_id, p_statuses[v_index], p_bodies[v_index];
 end
 $$;
+
+-- Several movements in one transaction (one commit, one WAL flush for all of them), as TigerBeetle
+-- batches transfers. Every user account the batch names is locked first, in id order, so two
+-- batches (or a batch and a single transfer) can never deadlock; all the batch's system-account
+-- updates go to one shard, so shards add no lock cycle either. Each item then runs exactly as
+-- ledger_move_once, with its own idempotency key and its own outcome.
+-- p_items: [{principal, key, fingerprint (hex), id, kind, accountId, counterpartyId, amount,
+--            description, pending, expiresAt, actorSeesAll, now, statuses, bodies}, ...]
+create function ledger_move_batch(p_items jsonb, p_shard smallint)
+returns table (item integer, result text, outcome text, currency text, from_account_id uuid,
+               to_account_id uuid, status_code integer, body text)
+language plpgsql as $$
+declare
+  v_item jsonb;
+  v_index bigint;
+begin
+  perform 1 from accounts a
+  where a.owner_id is not null and a.id in (
+    select (e->>'accountId')::uuid from jsonb_array_elements(p_items) e
+    union
+    select (e->>'counterpartyId')::uuid from jsonb_array_elements(p_items) e where e->>'counterpartyId' is not null
+  )
+  order by a.id
+  for update;
+
+  for v_item, v_index in select e.value, e.ordinality from jsonb_array_elements(p_items) with ordinality e loop
+    return query select v_index::integer, m.* from ledger_move_once(
+      (v_item->>'principal')::uuid,
+      v_item->>'key',
+      decode(v_item->>'fingerprint', 'hex'),
+      (v_item->>'id')::uuid,
+      v_item->>'kind',
+      (v_item->>'accountId')::uuid,
+      (v_item->>'counterpartyId')::uuid,
+      (v_item->>'amount')::bigint,
+      v_item->>'description',
+      (v_item->>'pending')::boolean,
+      (v_item->>'expiresAt')::timestamptz,
+      (v_item->>'actorSeesAll')::boolean,
+      p_shard,
+      (v_item->>'now')::timestamptz,
+      array(select jsonb_array_elements_text(v_item->'statuses')::integer),
+      array(select jsonb_array_elements_text(v_item->'bodies'))
+    ) m;
+  end loop;
+end
+$$;

@@ -91,6 +91,8 @@ export async function createApplication(config: Config, options: ApplicationOpti
       logger,
       idempotencyKeyTtlSeconds: config.idempotencyKeyTtlSeconds,
       pendingSweepIntervalMs: config.pendingSweepIntervalMs,
+      batchSize: config.ledgerBatchSize,
+      batchConcurrency: config.ledgerBatchConcurrency,
     });
     // A user with money cannot be deleted (the ledger vetoes); otherwise their accounts close and
     // their sessions end, in the same transaction as the delete.

@@ -206,52 +206,40 @@ export type MoveOnceResult =
       body: string;
     };
 
-/**
- * One statement: idempotency lock and lookup, the movement, and the stored response
- * (migrations/0004). `responses` is indexed like MOVE_OUTCOMES.
- */
-export async function moveOnce(
-  executor: Executor,
-  input: {
-    principalId: string;
-    idempotency: { key: string; fingerprint: Uint8Array } | undefined;
-    id: string;
-    kind: 'transfer' | 'deposit' | 'withdrawal';
-    accountId: string;
-    counterpartyId: string | null;
-    amount: number;
-    description: string | null;
-    pending: boolean;
-    expiresAt: Date | null;
-    actorSeesAll: boolean;
-    shard: number;
-    now: Date;
-    responses: readonly { statusCode: number; body: string }[];
-  },
-): Promise<MoveOnceResult> {
-  const statuses = input.responses.map((response) => response.statusCode);
-  const bodies = input.responses.map((response) => response.body);
-  const result = await sql<{
-    result: MoveOnceResult['result'];
-    outcome: ExecuteOutcome | null;
-    currency: string | null;
-    from_account_id: string | null;
-    to_account_id: string | null;
-    status_code: number | null;
-    body: string | null;
-  }>`
-    select * from ledger_move_once(${input.principalId}::uuid, ${input.idempotency?.key ?? null},
-      ${input.idempotency ? Buffer.from(input.idempotency.fingerprint) : null}::bytea, ${input.id}::uuid, ${input.kind},
-      ${input.accountId}::uuid, ${input.counterpartyId}::uuid, ${input.amount}::bigint, ${input.description},
-      ${input.pending}, ${input.expiresAt}::timestamptz, ${input.actorSeesAll}, ${input.shard}::smallint,
-      ${input.now}::timestamptz, ${statuses}::integer[], ${bodies}::text[])`.execute(executor);
-  const row = result.rows[0];
-  if (!row) throw new Error('ledger_move_once returned no row');
+export interface MoveInput {
+  principalId: string;
+  idempotency: { key: string; fingerprint: Uint8Array } | undefined;
+  id: string;
+  kind: 'transfer' | 'deposit' | 'withdrawal';
+  accountId: string;
+  counterpartyId: string | null;
+  amount: number;
+  description: string | null;
+  pending: boolean;
+  expiresAt: Date | null;
+  actorSeesAll: boolean;
+  shard: number;
+  now: Date;
+  /** Indexed like MOVE_OUTCOMES. */
+  responses: readonly { statusCode: number; body: string }[];
+}
+
+interface MoveRow {
+  result: MoveOnceResult['result'];
+  outcome: ExecuteOutcome | null;
+  currency: string | null;
+  from_account_id: string | null;
+  to_account_id: string | null;
+  status_code: number | null;
+  body: string | null;
+}
+
+function toMoveResult(row: MoveRow): MoveOnceResult {
   if (row.result === 'in_progress') return { result: 'in_progress' };
   if (row.result === 'key_reused') return { result: 'key_reused' };
-  if (row.status_code === null || row.body === null) throw new Error('ledger_move_once: no response');
+  if (row.status_code === null || row.body === null) throw new Error('ledger move: no response');
   if (row.result === 'replayed') return { result: 'replayed', statusCode: row.status_code, body: row.body };
-  if (row.outcome === null) throw new Error('ledger_move_once: executed without an outcome');
+  if (row.outcome === null) throw new Error('ledger move: executed without an outcome');
   return {
     result: 'executed',
     outcome: row.outcome,
@@ -261,6 +249,59 @@ export async function moveOnce(
     statusCode: row.status_code,
     body: row.body,
   };
+}
+
+/**
+ * Many movements in one transaction (ledger_move_batch): one commit for all. Results come back in
+ * the order of `inputs`.
+ */
+export async function moveBatch(executor: Executor, inputs: readonly MoveInput[], shard: number): Promise<MoveOnceResult[]> {
+  const items = inputs.map((input) => ({
+    principal: input.principalId,
+    key: input.idempotency?.key ?? null,
+    fingerprint: input.idempotency ? Buffer.from(input.idempotency.fingerprint).toString('hex') : null,
+    id: input.id,
+    kind: input.kind,
+    accountId: input.accountId,
+    counterpartyId: input.counterpartyId,
+    amount: input.amount,
+    description: input.description,
+    pending: input.pending,
+    expiresAt: input.expiresAt?.toISOString() ?? null,
+    actorSeesAll: input.actorSeesAll,
+    now: input.now.toISOString(),
+    statuses: input.responses.map((response) => response.statusCode),
+    bodies: input.responses.map((response) => response.body),
+  }));
+  const result = await sql<MoveRow & { item: number }>`
+    select * from ledger_move_batch(${JSON.stringify(items)}::jsonb, ${shard}::smallint)`.execute(executor);
+  const byItem = new Map(result.rows.map((row) => [row.item, row]));
+  return inputs.map((_, index) => {
+    const row = byItem.get(index + 1);
+    if (!row) throw new Error(`ledger_move_batch returned no row for item ${index + 1}`);
+    return toMoveResult(row);
+  });
+}
+
+/**
+ * One statement: idempotency lock and lookup, the movement, and the stored response.
+ * `responses` is indexed like MOVE_OUTCOMES.
+ */
+export async function moveOnce(
+  executor: Executor,
+  input: MoveInput,
+): Promise<MoveOnceResult> {
+  const statuses = input.responses.map((response) => response.statusCode);
+  const bodies = input.responses.map((response) => response.body);
+  const result = await sql<MoveRow>`
+    select * from ledger_move_once(${input.principalId}::uuid, ${input.idempotency?.key ?? null},
+      ${input.idempotency ? Buffer.from(input.idempotency.fingerprint) : null}::bytea, ${input.id}::uuid, ${input.kind},
+      ${input.accountId}::uuid, ${input.counterpartyId}::uuid, ${input.amount}::bigint, ${input.description},
+      ${input.pending}, ${input.expiresAt}::timestamptz, ${input.actorSeesAll}, ${input.shard}::smallint,
+      ${input.now}::timestamptz, ${statuses}::integer[], ${bodies}::text[])`.execute(executor);
+  const row = result.rows[0];
+  if (!row) throw new Error('ledger_move_once returned no row');
+  return toMoveResult(row);
 }
 
 /** Currency and owner never change: they are safe to cache for an account's whole life. */

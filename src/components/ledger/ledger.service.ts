@@ -11,6 +11,7 @@ import type { Logger } from '../../platform/logger.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
 import * as repo from './ledger.repo.js';
+import { createMoveBatcher } from './move-batcher.js';
 
 export const SYSTEM_ACCOUNT_SHARDS = 32;
 const MAX_ATTEMPTS = 8;
@@ -115,6 +116,9 @@ export interface LedgerServiceDeps {
   readonly logger: Logger;
   readonly idempotencyKeyTtlSeconds: number;
   readonly pendingSweepIntervalMs: number;
+  /** Most movements committed together; 1 disables batching. */
+  readonly batchSize?: number;
+  readonly batchConcurrency?: number;
   readonly now?: () => Date;
 }
 
@@ -264,6 +268,13 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       }),
     );
 
+  const batcher = createMoveBatcher({
+    database,
+    maxBatchSize: deps.batchSize ?? 64,
+    concurrency: deps.batchConcurrency ?? 2,
+    shards: SYSTEM_ACCOUNT_SHARDS,
+  });
+
   /** Currency and owner of accounts, cached for good: neither ever changes. */
   const metaCache = new LRUCache<string, { currency: string; ownerId: string | null }>({ max: 100_000 });
   const systemAccounts = new Map<string, string>();
@@ -390,7 +401,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
         outcome === 'OK' ? options.render({ ok: true, value: transfer }) : options.render({ ok: false, error: outcomeError(outcome) }),
       );
       return withIdempotencyGuard(principal, options, async () => {
-        const result = await repo.moveOnce(db, {
+        const result = await batcher.submit({
           principalId: principal.userId,
           idempotency: options.idempotency,
           id,
