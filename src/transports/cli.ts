@@ -3,7 +3,7 @@
 import cluster from 'node:cluster';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { createApplication } from '../app.js';
+import { createApplication, type Application } from '../app.js';
 import { rotateSigningKey } from '../components/auth/index.js';
 import { checkLedger } from '../components/ledger/index.js';
 import { createPasswordHasher, createUsersService, type UserState } from '../components/users/index.js';
@@ -155,8 +155,9 @@ async function superviseWorkers(config: Config): Promise<number> {
       let remaining = workers.length;
       if (remaining === 0) resolve(0);
       for (const worker of workers) {
-        worker.once('exit', (code) => {
-          failed ||= code !== 0;
+        worker.once('exit', (code, exitSignal) => {
+          // A worker still starting dies of the forwarded signal itself: that is a clean stop too.
+          failed ||= code !== 0 && exitSignal !== signal;
           if (--remaining === 0) resolve(failed ? 1 : 0);
         });
         worker.process.kill(signal);
@@ -169,15 +170,17 @@ async function superviseWorkers(config: Config): Promise<number> {
 
 async function serve(config: Config): Promise<number> {
   if (config.workers > 1 && cluster.isPrimary) return superviseWorkers(config);
-  const application = await createApplication(config);
-  const { http, logger } = application;
-  await http.listen({ port: config.port, host: config.host });
-
   return new Promise<number>((resolve) => {
+    let application: Application | undefined;
     let stopping = false;
+    // Installed before the service starts, so a signal during start-up is a clean stop too.
     const stop = (signal: NodeJS.Signals) => {
       if (stopping) return;
       stopping = true;
+      if (application) void drain(application, signal);
+    };
+    const drain = async (running: Application, signal: NodeJS.Signals) => {
+      const { http, logger } = running;
       logger.info({ signal }, 'shutdown: draining in-flight requests');
       const deadline = setTimeout(() => {
         logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown: timed out, closing connections');
@@ -185,19 +188,29 @@ async function serve(config: Config): Promise<number> {
         resolve(1);
       }, config.shutdownTimeoutMs);
       deadline.unref();
-      application
-        .close()
-        .then(() => {
-          clearTimeout(deadline);
-          logger.info('shutdown: complete');
-          logger.flush(() => resolve(0));
-        })
-        .catch((error: unknown) => {
-          logger.error({ err: error }, 'shutdown: failed');
-          resolve(1);
-        });
+      try {
+        await running.close();
+        clearTimeout(deadline);
+        logger.info('shutdown: complete');
+        logger.flush(() => resolve(0));
+      } catch (error) {
+        logger.error({ err: error }, 'shutdown: failed');
+        resolve(1);
+      }
     };
     process.once('SIGTERM', stop);
     process.once('SIGINT', stop);
+
+    createApplication(config)
+      .then(async (created) => {
+        application = created;
+        if (stopping) return drain(created, 'SIGTERM');
+        await created.http.listen({ port: config.port, host: config.host });
+      })
+      .catch((error: unknown) => {
+        // A start that fails (database unreachable, port taken) is one clear line, not a trace.
+        process.stderr.write(`bastion: could not start: ${error instanceof Error ? error.message : String(error)}\n`);
+        resolve(1);
+      });
   });
 }

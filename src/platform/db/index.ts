@@ -97,7 +97,12 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
       }
     },
     ping: (timeoutMs) => withTimeout(sql`select 1`.execute(db).then(() => undefined), timeoutMs, 'database ping'),
-    close: () => db.destroy(),
+    // Kysely's destroy() is a no-op when Kysely itself never ran a query (e.g. only migrations
+    // did, on a pooled client): end the pool in any case.
+    async close() {
+      await db.destroy();
+      if (!pool.ended) await pool.end();
+    },
   };
 }
 
@@ -127,7 +132,10 @@ async function openPglite(dataDir: string): Promise<Database> {
       }
     },
     ping: (timeoutMs) => withTimeout(sql`select 1`.execute(db).then(() => undefined), timeoutMs, 'database ping'),
-    close: () => db.destroy(),
+    async close() {
+      await db.destroy();
+      if (!pglite.closed) await pglite.close();
+    },
   };
 }
 

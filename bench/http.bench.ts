@@ -1,0 +1,236 @@
+// HTTP benchmark: the real service (compiled, `node dist/src/main.js serve`) against a bare Fastify 5
+// route, with autocannon running in separate processes. `npm run bench` builds first.
+//
+// Scenarios (32 connections, BENCH_DURATION seconds each after a BENCH_WARMUP-second warm-up):
+//   bare route · GET /api/v1/users/me · GET /api/v1/users/:id (admin) · a login flood (16 connections
+//   of POST /api/v1/auth/login) measured together with /users/me running at the same time.
+//
+// Environment: BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
+// (16); BENCH_DATABASE_URL runs the service on PostgreSQL (an empty database, or one whose admin is
+// BENCH_ADMIN_EMAIL / BENCH_ADMIN_PASSWORD); otherwise embedded PGlite in memory.
+// Prints a markdown table and writes it to bench/results/latest.md.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from '../test/helpers/ports.js';
+import type { LoadSpec, LoadSummary } from './load-runner.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const DIST_MAIN = path.join(ROOT, 'dist/src/main.js');
+const RESULTS = path.join(ROOT, 'bench/results/latest.md');
+
+const numberFromEnv = (name: string, fallback: number): number => {
+  const raw = process.env[name];
+  const value = raw === undefined || raw === '' ? fallback : Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${raw}`);
+  return value;
+};
+const DURATION = numberFromEnv('BENCH_DURATION', 10);
+const WARMUP = numberFromEnv('BENCH_WARMUP', 2);
+const CONNECTIONS = numberFromEnv('BENCH_CONNECTIONS', 32);
+const LOGIN_CONNECTIONS = numberFromEnv('BENCH_LOGIN_CONNECTIONS', 16);
+const DATABASE_URL = process.env['BENCH_DATABASE_URL'] || undefined;
+const ADMIN_EMAIL = process.env['BENCH_ADMIN_EMAIL'] ?? 'bench-admin@bastion.test';
+const ADMIN_PASSWORD = process.env['BENCH_ADMIN_PASSWORD'] ?? 'bench-admin-password-1';
+
+const children: ChildProcess[] = [];
+const log = (message: string) => process.stderr.write(`bench: ${message}\n`);
+
+interface Started {
+  readonly child: ChildProcess;
+  readonly port: number;
+  output(): string;
+}
+
+async function startProcess(name: string, args: readonly string[], env: NodeJS.ProcessEnv, port: number, healthPath: string): Promise<Started> {
+  const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let output = '';
+  const keep = (chunk: Buffer) => {
+    output = (output + chunk.toString('utf8')).slice(-20_000);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (exited) throw new Error(`${name} exited during start:\n${output}`);
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}${healthPath}`);
+      if (response.ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (Date.now() > deadline) throw new Error(`${name} did not become healthy within 60 s:\n${output}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return { child, port, output: () => output };
+}
+
+/** One autocannon run in its own process. */
+async function load(spec: LoadSpec): Promise<LoadSummary> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/load-runner.ts'), JSON.stringify(spec)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  children.push(child);
+  let stdout = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  const [code] = (await once(child, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`load runner failed (exit ${code}) for ${spec.url}`);
+  return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as LoadSummary;
+}
+
+/** A short warm-up (JIT, caches, connection setup), then the measured run. */
+async function measure(spec: Omit<LoadSpec, 'durationSeconds'>): Promise<LoadSummary> {
+  await load({ ...spec, durationSeconds: WARMUP });
+  return load({ ...spec, durationSeconds: DURATION });
+}
+
+interface Row {
+  readonly scenario: string;
+  readonly result: LoadSummary;
+}
+
+const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
+
+function table(rows: readonly Row[], bare: LoadSummary): string {
+  const lines = [
+    '| scenario | req/s | p50 ms | p99 ms | ratio to bare | non-2xx / errors |',
+    '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const { scenario, result } of rows) {
+    lines.push(
+      `| ${scenario} | ${fixed(result.requestsPerSecond, 0)} | ${fixed(result.p50Ms, 1)} | ${fixed(result.p99Ms, 1)} | ` +
+        `${fixed(result.requestsPerSecond / bare.requestsPerSecond, 3)} | ${result.non2xx} / ${result.errors} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(DIST_MAIN)) throw new Error(`${DIST_MAIN} is missing: run \`npm run build\` (npm run bench does)`);
+
+  const barePort = await freePort();
+  const bare = await startProcess(
+    'bare server',
+    ['--import', 'tsx', path.join(ROOT, 'bench/bare-server.ts')],
+    { ...process.env, PORT: String(barePort) },
+    barePort,
+    '/bare',
+  );
+
+  const servicePort = await freePort();
+  const serviceEnv: NodeJS.ProcessEnv = {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    NODE_ENV: 'production',
+    PORT: String(servicePort),
+    HOST: '127.0.0.1',
+    DATA_DIR: 'memory://',
+    ...(DATABASE_URL ? { DATABASE_URL } : {}),
+    RATE_LIMIT_MAX: '1000000000',
+    LOG_LEVEL: 'warn',
+    BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
+    BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+  };
+  const service = await startProcess('service', [DIST_MAIN, 'serve'], serviceEnv, servicePort, '/health');
+  const api = `http://127.0.0.1:${service.port}`;
+
+  const loginBody = JSON.stringify({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
+  const loginResponse = await fetch(`${api}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: loginBody,
+  });
+  if (loginResponse.status !== 200) {
+    throw new Error(`admin login failed (${loginResponse.status}): ${await loginResponse.text()}`);
+  }
+  const session = ((await loginResponse.json()) as { data: { accessToken: string; user: { id: string } } }).data;
+  const auth = { authorization: `Bearer ${session.accessToken}` };
+
+  const backend = DATABASE_URL ? 'PostgreSQL' : 'PGlite (memory://)';
+  log(`service on ${backend}; ${CONNECTIONS} connections, ${WARMUP} s warm-up + ${DURATION} s per scenario`);
+
+  const rows: Row[] = [];
+  log('bare route');
+  const bareResult = await measure({ url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS });
+  rows.push({ scenario: 'bare Fastify route (baseline)', result: bareResult });
+
+  log('GET /api/v1/users/me');
+  rows.push({
+    scenario: 'GET /api/v1/users/me',
+    result: await measure({ url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }),
+  });
+
+  log('GET /api/v1/users/:id (admin)');
+  rows.push({
+    scenario: 'GET /api/v1/users/:id (admin)',
+    result: await measure({ url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }),
+  });
+
+  log(`login flood (${LOGIN_CONNECTIONS} connections) + GET /users/me (${CONNECTIONS} connections) at the same time`);
+  const loginSpec: LoadSpec = {
+    url: `${api}/api/v1/auth/login`,
+    connections: LOGIN_CONNECTIONS,
+    durationSeconds: DURATION,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: loginBody,
+  };
+  const meSpec: LoadSpec = { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, durationSeconds: DURATION, headers: auth };
+  await Promise.all([load({ ...loginSpec, durationSeconds: WARMUP }), load({ ...meSpec, durationSeconds: WARMUP })]);
+  const [flood, meDuringFlood] = await Promise.all([load(loginSpec), load(meSpec)]);
+  rows.push({ scenario: `POST /api/v1/auth/login flood (${LOGIN_CONNECTIONS} conns)`, result: flood });
+  rows.push({ scenario: `GET /api/v1/users/me during the login flood (${CONNECTIONS} conns)`, result: meDuringFlood });
+
+  const markdown = [
+    '# Bastion HTTP benchmark',
+    '',
+    `${new Date().toISOString()} · Node ${process.version} · ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? 'unknown'}) · ` +
+      `service on ${backend} · autocannon ${CONNECTIONS} connections, ${WARMUP} s warm-up + ${DURATION} s per scenario, ` +
+      'load generated from separate processes on the same machine.',
+    '',
+    table(rows, bareResult),
+    '',
+    'p50/p99 are autocannon latency percentiles; "ratio to bare" is req/s relative to the bare Fastify route. ' +
+      'Logins are deliberately slow (argon2id, 19 MiB, t=2, at most PASSWORD_HASH_CONCURRENCY at a time).',
+    '',
+  ].join('\n');
+  process.stdout.write(`\n${markdown}`);
+  await mkdir(path.dirname(RESULTS), { recursive: true });
+  await writeFile(RESULTS, markdown);
+  log(`written to ${path.relative(ROOT, RESULTS)}`);
+
+  const serviceErrors = service.output().split('\n').filter((line) => /"level":(50|60)|"level":"(error|fatal)"/.test(line));
+  if (serviceErrors.length > 0) log(`the service logged ${serviceErrors.length} error lines, e.g.:\n${serviceErrors.slice(0, 3).join('\n')}`);
+}
+
+async function stopAll(): Promise<void> {
+  await Promise.all(
+    children
+      .filter((child) => child.exitCode === null && child.signalCode === null)
+      .map(async (child) => {
+        const exited = once(child, 'exit');
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+        await exited;
+        clearTimeout(timer);
+      }),
+  );
+}
+
+try {
+  await main();
+} catch (error) {
+  process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  process.exitCode = 1;
+} finally {
+  await stopAll();
+}
