@@ -3,7 +3,9 @@
 //
 // Scenarios (32 connections, BENCH_DURATION seconds each after a BENCH_WARMUP-second warm-up):
 //   bare route · GET /api/v1/users/me · GET /api/v1/users/:id (admin) · a login flood (16 connections
-//   of POST /api/v1/auth/login) measured together with /users/me running at the same time.
+//   of POST /api/v1/auth/login) measured together with /users/me running at the same time; then, on
+//   PostgreSQL + Redis when both answer: GET /users/:id with the cache disabled, from Redis (L1 off),
+//   from L1, and with WORKERS=2.
 //
 // Environment: BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
 // (16); BENCH_DATABASE_URL runs the service on PostgreSQL (an empty database, or one whose admin is
@@ -190,6 +192,11 @@ async function main(): Promise<void> {
   rows.push({ scenario: `POST /api/v1/auth/login flood (${LOGIN_CONNECTIONS} conns)`, result: flood });
   rows.push({ scenario: `GET /api/v1/users/me during the login flood (${CONNECTIONS} conns)`, result: meDuringFlood });
 
+  // Scale-out: the same read through each cache tier, and one process against two, on PostgreSQL
+  // and Redis (skipped with a line when either is absent).
+  service.child.kill('SIGTERM');
+  const scaleRows = await scaleScenarios();
+
   const markdown = [
     '# Bastion HTTP benchmark',
     '',
@@ -200,8 +207,19 @@ async function main(): Promise<void> {
     table(rows, bareResult),
     '',
     'p50/p99 are autocannon latency percentiles; "ratio to bare" is req/s relative to the bare Fastify route. ' +
-      'Logins are deliberately slow (argon2id, 19 MiB, t=2, at most PASSWORD_HASH_CONCURRENCY at a time).',
+      'Logins are deliberately slow (argon2id, 19 MiB, t=2, in PASSWORD_HASH_CONCURRENCY worker threads at a lowered OS priority).',
     '',
+    ...(scaleRows
+      ? [
+          '## Cache tiers and processes (GET /api/v1/users/:id as admin, service on PostgreSQL + Redis)',
+          '',
+          table(scaleRows.rows, bareResult),
+          '',
+          `L1 hit vs cache disabled: ${fixed(scaleRows.l1VsDisabled, 2)}×; Redis hit vs cache disabled: ${fixed(scaleRows.redisVsDisabled, 2)}×; ` +
+            `2 worker processes vs 1: ${fixed(scaleRows.twoVsOne, 2)}×.`,
+          '',
+        ]
+      : ['Cache-tier and 2-process scenarios skipped: PostgreSQL or Redis not reachable.', '']),
   ].join('\n');
   process.stdout.write(`\n${markdown}`);
   await mkdir(path.dirname(RESULTS), { recursive: true });
@@ -210,6 +228,87 @@ async function main(): Promise<void> {
 
   const serviceErrors = service.output().split('\n').filter((line) => /"level":(50|60)|"level":"(error|fatal)"/.test(line));
   if (serviceErrors.length > 0) log(`the service logged ${serviceErrors.length} error lines, e.g.:\n${serviceErrors.slice(0, 3).join('\n')}`);
+}
+
+async function reachable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(true)));
+    socket.once('error', () => resolve(false));
+  });
+}
+
+async function scaleScenarios(): Promise<
+  { rows: Row[]; l1VsDisabled: number; redisVsDisabled: number; twoVsOne: number } | undefined
+> {  const postgresUrl = process.env['BENCH_SCALE_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
+  const redisUrl = process.env['BENCH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+  if (!(await reachable(5432)) || !(await reachable(6379))) {
+    log('PostgreSQL or Redis not reachable: skipping the cache-tier and 2-process scenarios');
+    return undefined;
+  }
+  const { default: pg } = await import('pg');
+  const admin = new pg.Client({ connectionString: postgresUrl });
+  await admin.connect();
+  const name = 'bastion_bench_http';
+  await admin.query(`drop database if exists ${name} with (force)`);
+  await admin.query(`create database ${name}`);
+  const url = new URL(postgresUrl);
+  url.pathname = `/${name}`;
+  const rows: Row[] = [];
+  const results: Record<string, LoadSummary> = {};
+  try {
+    const variants: Array<[key: string, scenario: string, env: Record<string, string>]> = [
+      ['disabled', 'cache disabled (every read from PostgreSQL)', { CACHE_ENABLED: 'false' }],
+      ['redis', 'Redis hit (L1 off: CACHE_L1_TTL_MS=0)', { REDIS_URL: redisUrl, CACHE_L1_TTL_MS: '0' }],
+      ['l1', 'L1 hit (in-process, Redis behind it)', { REDIS_URL: redisUrl }],
+      ['two', 'L1 hit, WORKERS=2 (two processes, one port)', { REDIS_URL: redisUrl, WORKERS: '2' }],
+    ];
+    for (const [key, scenario, env] of variants) {
+      const port = await freePort();
+      const started = await startProcess(
+        scenario,
+        [DIST_MAIN, 'serve'],
+        {
+          PATH: process.env['PATH'],
+          HOME: process.env['HOME'],
+          NODE_ENV: 'production',
+          PORT: String(port),
+          HOST: '127.0.0.1',
+          DATABASE_URL: url.toString(),
+          RATE_LIMIT_MAX: '1000000000',
+          LOG_LEVEL: 'warn',
+          BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
+          BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+          ...env,
+        },
+        port,
+        '/health/ready',
+      );
+      const base = `http://127.0.0.1:${port}`;
+      const login = await fetch(`${base}/api/v1/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD }),
+      });
+      const session = ((await login.json()) as { data: { accessToken: string; user: { id: string } } }).data;
+      log(scenario);
+      const result = await measure({
+        url: `${base}/api/v1/users/${session.user.id}`,
+        connections: CONNECTIONS,
+        headers: { authorization: `Bearer ${session.accessToken}` },
+      });
+      results[key] = result;
+      rows.push({ scenario, result });
+      const exited = once(started.child, 'exit');
+      started.child.kill('SIGTERM');
+      await exited;
+    }
+  } finally {
+    await admin.query(`drop database if exists ${name} with (force)`).catch(() => undefined);
+    await admin.end();
+  }
+  const rps = (key: string) => results[key]?.requestsPerSecond ?? Number.NaN;
+  return { rows, l1VsDisabled: rps('l1') / rps('disabled'), redisVsDisabled: rps('redis') / rps('disabled'), twoVsOne: rps('two') / rps('l1') };
 }
 
 async function stopAll(): Promise<void> {

@@ -19,7 +19,7 @@ import { createCache } from './platform/cache.js';
 import { createMetrics } from './platform/metrics.js';
 import { openDatabase, type Database } from './platform/db/index.js';
 import { migrate } from './platform/db/migrate.js';
-import { createLogger, type Logger } from './platform/logger.js';
+import { createLoggers, type Logger } from './platform/logger.js';
 import { createLocalGcra, createSharedGcra } from './platform/rate-limit.js';
 import { connectRedis, type RedisConnection } from './platform/redis.js';
 import { buildServer } from './transports/http.js';
@@ -43,7 +43,7 @@ export interface ApplicationOptions {
 }
 
 export async function createApplication(config: Config, options: ApplicationOptions = {}): Promise<Application> {
-  const logger = createLogger(config.logLevel, options.logDestination);
+  const { logger, accessLogger } = createLoggers(config.logLevel, options.logDestination);
   const database = await openDatabase({
     databaseUrl: config.databaseUrl,
     dataDir: config.dataDir,
@@ -108,6 +108,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     const http = await buildServer({
       config,
       logger,
+      accessLogger,
       users,
       auth,
       ledger,
@@ -140,6 +141,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
         } finally {
           ledger.stopBackgroundWork();
           signingKeys.stop();
+          await passwords.close();
           await redis?.close();
           await database.close();
         }

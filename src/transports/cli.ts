@@ -107,10 +107,11 @@ async function createAdmin(config: Config, args: readonly string[]): Promise<num
   return withDatabase(config, async (database) => {
     await migrate(database);
     const logger = createLogger('warn');
+    const passwords = await createPasswordHasher({ concurrency: 1 });
     const users = createUsersService({
       database,
       logger,
-      passwords: await createPasswordHasher({ concurrency: 1 }),
+      passwords,
       stateCache: createLocalCache<UserState>({ maxEntries: 1, ttlMs: 0 }),
     });
     try {
@@ -126,6 +127,8 @@ async function createAdmin(config: Config, args: readonly string[]): Promise<num
         return 1;
       }
       throw error;
+    } finally {
+      await passwords.close();
     }
   });
 }
@@ -205,7 +208,8 @@ async function serve(config: Config): Promise<number> {
       .then(async (created) => {
         application = created;
         if (stopping) return drain(created, 'SIGTERM');
-        await created.http.listen({ port: config.port, host: config.host });
+        const address = await created.http.listen({ port: config.port, host: config.host });
+        created.logger.info({ address, pid: process.pid }, `Server listening at ${address}`);
       })
       .catch((error: unknown) => {
         // A start that fails (database unreachable, port taken) is one clear line, not a trace.

@@ -10,7 +10,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import type { Config } from '../config.js';
 import type { AuthService, SigningKeys } from '../components/auth/index.js';
@@ -29,6 +29,7 @@ import type { Logger } from '../platform/logger.js';
 export interface HttpDependencies {
   readonly config: Config;
   readonly logger: Logger;
+  readonly accessLogger: Logger;
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
@@ -87,9 +88,9 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   const securityHeaders = helmetHeaders();
   const nextRequestId = requestIdGenerator();
   const app = Fastify({
-    loggerInstance: deps.logger as FastifyBaseLogger,
-    // One line per request, written by the onResponse hook below (with duration and user id).
-    logController: new LogController({ disableRequestLogging: true }),
+    // No Fastify logger: it would build a child logger per request just to carry the request id.
+    // The service logs through its own loggers, with reqId, where it has something to say.
+    logger: false,
     bodyLimit: BODY_LIMIT_BYTES,
     trustProxy:
       typeof config.trustProxy === 'number'
@@ -135,8 +136,9 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     void reply.headers(securityHeaders).header('x-request-id', request.id);
   });
   app.addHook('onResponse', async (request, reply) => {
-    request.log.info(
+    deps.accessLogger.info(
       {
+        reqId: request.id,
         method: request.method,
         url: request.url,
         statusCode: reply.statusCode,
@@ -149,8 +151,10 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
 
   app.setErrorHandler((error, request, reply) => {
     const payload = toErrorPayload(error);
-    if (payload.code === 'INTERNAL_ERROR') request.log.error({ err: error }, 'unhandled error');
-    else if (payload.status >= 500) request.log.warn({ err: error, code: payload.code }, 'request failed: dependency unavailable');
+    if (payload.code === 'INTERNAL_ERROR') deps.logger.error({ err: error, reqId: request.id }, 'unhandled error');
+    else if (payload.status >= 500) {
+      deps.logger.warn({ err: error, reqId: request.id, code: payload.code }, 'request failed: dependency unavailable');
+    }
     return sendError(request, reply, payload);
   });
   app.setNotFoundHandler((request, reply) =>
@@ -175,7 +179,8 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     ],
     maxAge: 600,
   });
-  await app.register(compress, { threshold: 1024 });
+  // Responses only: request bodies are small JSON, so no decompression hook on every request.
+  await app.register(compress, { threshold: 1024, globalDecompression: false });
 
   app.addSchema(ErrorBody);
   await app.register(swagger, {

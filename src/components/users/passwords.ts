@@ -1,10 +1,12 @@
 // Password hashing: argon2id with OWASP's parameters (19 MiB, t=2, p=1) in PHC format. bcrypt hashes
 // (the seed's format) still verify and are flagged for upgrade, as are argon2 hashes made with older
-// parameters. Hashing runs on libuv's pool, at most `concurrency` at a time, so a login flood
-// queues here instead of taking every core from the event loop.
-import { hash as argon2Hash, parseOptions, verify as argon2Verify, type Algorithm } from '@node-rs/argon2';
-import { verify as bcryptVerify } from '@node-rs/bcrypt';
-import { Semaphore } from '../../platform/semaphore.js';
+// parameters. Hashing runs in `concurrency` worker threads at a lowered OS priority (piscina with
+// niceIncrement): a login flood queues there (up to `maxQueue`, then 503) and only gets the CPU the
+// event loop leaves, instead of taking cores from every other request.
+import { parseOptions, type Algorithm } from '@node-rs/argon2';
+import { Piscina } from 'piscina';
+import { DomainError } from '../../platform/errors.js';
+import type { PasswordJob } from './password-worker.js';
 
 const ARGON2ID = 2 as Algorithm; // Algorithm.Argon2id (a const enum, not importable under isolatedModules)
 
@@ -27,7 +29,10 @@ export interface PasswordHasher {
   verify(storedHash: string, password: string): Promise<PasswordCheck>;
   /** Burns the time of one verification, so an unknown email answers as slowly as a wrong password. */
   verifyAgainstDummy(password: string): Promise<void>;
+  close(): Promise<void>;
 }
+
+const WORKER_NICE_INCREMENT = 10;
 
 export async function createPasswordHasher(options: {
   concurrency: number;
@@ -41,9 +46,29 @@ export async function createPasswordHasher(options: {
     timeCost: parameters.timeCost,
     parallelism: parameters.parallelism,
   };
-  const gate = new Semaphore(options.concurrency, options.maxQueue ?? 512);
-  const hash = (password: string) => gate.run(() => argon2Hash(password, argonOptions));
-  const dummyHash = await argon2Hash('dummy password to equalise timing', argonOptions);
+  const pool = new Piscina({
+    filename: new URL(
+      import.meta.url.endsWith('.ts') ? './password-worker-tsx.mjs' : './password-worker.js',
+      import.meta.url,
+    ).href,
+    minThreads: options.concurrency,
+    maxThreads: options.concurrency,
+    maxQueue: options.maxQueue ?? 512,
+    niceIncrement: WORKER_NICE_INCREMENT,
+    idleTimeout: Number.POSITIVE_INFINITY,
+  });
+  const run = async <T extends string | boolean>(job: PasswordJob): Promise<T> => {
+    try {
+      return (await pool.run(job)) as T;
+    } catch (error) {
+      if (error instanceof Error && /queue is full/i.test(error.message)) {
+        throw new DomainError('SERVICE_BUSY', 'The service is busy, retry shortly', { retryAfterSeconds: 1 });
+      }
+      throw error;
+    }
+  };
+  const hash = (password: string) => run<string>({ op: 'argon2-hash', password, options: argonOptions });
+  const dummyHash = await hash('dummy password to equalise timing');
 
   const isCurrentArgon = (storedHash: string): boolean => {
     try {
@@ -63,17 +88,18 @@ export async function createPasswordHasher(options: {
     hash,
     async verify(storedHash, password) {
       if (/^\$2[abxy]\$/.test(storedHash)) {
-        const ok = await gate.run(() => bcryptVerify(password, storedHash));
+        const ok = await run<boolean>({ op: 'bcrypt-verify', hash: storedHash, password });
         return { ok, needsRehash: ok };
       }
       if (storedHash.startsWith('$argon2')) {
-        const ok = await gate.run(() => argon2Verify(storedHash, password));
+        const ok = await run<boolean>({ op: 'argon2-verify', hash: storedHash, password });
         return { ok, needsRehash: ok && !isCurrentArgon(storedHash) };
       }
       return { ok: false, needsRehash: false };
     },
     async verifyAgainstDummy(password) {
-      await gate.run(() => argon2Verify(dummyHash, password));
+      await run<boolean>({ op: 'argon2-verify', hash: dummyHash, password });
     },
+    close: () => pool.destroy(),
   };
 }
