@@ -31,6 +31,8 @@ export interface CacheStats {
 
 export interface ReadThroughCache<V> {
   get(key: string, load: (key: string) => Promise<V | null>): Promise<V | null>;
+  /** The value held in this instance's memory, without loading: undefined when not there. */
+  peek(key: string): V | null | undefined;
   /** Deletes the key here and, with Redis, everywhere. Call it after the write committed. */
   delete(key: string): void;
   clear(): void;
@@ -153,6 +155,13 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   };
 
   return {
+    peek(key) {
+      if (options.disabled || l1TtlMs() === 0) return undefined;
+      const cached = lru.get(key);
+      if (!cached) return undefined;
+      stats.hits++;
+      return cached.value;
+    },
     async get(key, load) {
       if (options.disabled) {
         stats.misses++;

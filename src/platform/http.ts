@@ -8,7 +8,7 @@ import { forbidden, unauthenticated } from './errors.js';
 declare module 'fastify' {
   interface FastifyInstance {
     /** onRequest hook that resolves the bearer token to `request.principal` or answers 401. */
-    authenticate: (request: FastifyRequest) => Promise<void>;
+    authenticate: (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => void;
   }
   interface FastifyRequest {
     principal: Principal | undefined;

@@ -10,7 +10,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import { Ajv } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import secureJson from 'secure-json-parse';
 import type { Config } from '../config.js';
 import type { AuthService, SigningKeys } from '../components/auth/index.js';
@@ -125,17 +125,36 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   app.addContentTypeParser(/^application\/[\w.+-]+\+json\s*(;.*)?$/i, jsonParserOptions, parseJson);
 
   app.decorateRequest('principal', undefined);
-  app.decorate('authenticate', async (request: FastifyRequest) => {
+  // Callback style on purpose: with the token verified before and the user's state in memory (the
+  // common case) the decision is synchronous, and the request goes on without a promise hop.
+  app.decorate('authenticate', (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void) => {
     const header = request.headers.authorization;
     const match = typeof header === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!match?.[1]) throw new DomainError('UNAUTHENTICATED', 'Authentication required: send Authorization: Bearer <token>');
-    request.principal = await deps.auth.authenticate(match[1]);
+    const token = match?.[1];
+    if (!token) return done(new DomainError('UNAUTHENTICATED', 'Authentication required: send Authorization: Bearer <token>'));
+    try {
+      const principal = deps.auth.authenticateCached(token);
+      if (principal) {
+        request.principal = principal;
+        return done();
+      }
+    } catch (error) {
+      return done(error as Error);
+    }
+    deps.auth.authenticate(token).then(
+      (principal) => {
+        request.principal = principal;
+        done();
+      },
+      (error: unknown) => done(error as Error),
+    );
   });
 
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     void reply.headers(securityHeaders).header('x-request-id', request.id);
+    done();
   });
-  app.addHook('onResponse', async (request, reply) => {
+  app.addHook('onResponse', (request, reply, done) => {
     deps.accessLogger.info(
       {
         reqId: request.id,
@@ -147,6 +166,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
       },
       'request completed',
     );
+    done();
   });
 
   app.setErrorHandler((error, request, reply) => {
@@ -231,11 +251,6 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
             }),
         }),
       );
-      // Path ids are UUIDs, valid in either case; use cases and cache keys see lower case only.
-      api.addHook('preHandler', async (request) => {
-        const params = request.params as Record<string, unknown> | undefined;
-        if (params && typeof params['id'] === 'string') params['id'] = params['id'].toLowerCase();
-      });
       await api.register(authRoutes, { auth: deps.auth, users: deps.users });
       await api.register(usersRoutes, { users: deps.users });
       await api.register(ledgerRoutes, { ledger: deps.ledger });

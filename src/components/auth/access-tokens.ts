@@ -22,6 +22,8 @@ export interface AccessTokens {
   issue(subject: { userId: string; tokenVersion: number; role: string; sessionId: string }): Promise<string>;
   /** Resolves the verified claims, or throws UNAUTHENTICATED. */
   verify(token: string): Promise<AccessClaims>;
+  /** The claims if this token was verified before (throws if it has expired since); else undefined. */
+  verifyCached(token: string): AccessClaims | undefined;
   readonly ttlSeconds: number;
 }
 
@@ -51,14 +53,18 @@ export function createAccessTokens(options: {
         .setExpirationTime(`${ttlSeconds}s`)
         .sign(privateKey);
     },
-    async verify(token) {
-      const now = Date.now();
+    verifyCached(token) {
       const cached = verified.get(token);
-      if (cached) {
-        if (cached.expiresAtMs > now) return cached;
+      if (cached && cached.expiresAtMs <= Date.now()) {
         verified.delete(token);
         throw invalidAccessToken();
       }
+      return cached;
+    },
+    async verify(token) {
+      const now = Date.now();
+      const cached = this.verifyCached(token);
+      if (cached) return cached;
       let claims: AccessClaims;
       try {
         const { payload } = await jwtVerify(token, resolveKey, { algorithms: [SIGNING_ALGORITHM], issuer: ISSUER });

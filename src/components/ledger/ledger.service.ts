@@ -359,7 +359,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     },
 
     async getAccount(principal, id) {
-      return toAccount(await readVisibleAccount(principal, id));
+      return toAccount(await readVisibleAccount(principal, id.toLowerCase()));
     },
 
     async move(principal, rawCommand, options) {
@@ -433,7 +433,8 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       });
     },
 
-    async resolvePending(principal, pendingId, action, options) {
+    async resolvePending(principal, rawPendingId, action, options) {
+      const pendingId = rawPendingId.toLowerCase();
       authorize(principal, 'transfers:create');
       return runIdempotent(principal, options, async (tx) => {
         const id = newId();
@@ -455,13 +456,14 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     },
 
     async getTransfer(principal, id) {
-      const row = await repo.findTransfer(db, id);
+      const row = await repo.findTransfer(db, id.toLowerCase());
       if (!row) throw notFound('Transfer');
       authorize(principal, 'transfers:read', [row.from_owner_id, row.to_owner_id], 'Transfer');
       return toTransfer(row);
     },
 
-    async listAccountTransfers(principal, accountId, query) {
+    async listAccountTransfers(principal, rawAccountId, query) {
+      const accountId = rawAccountId.toLowerCase();
       const before = query.cursor !== undefined ? decodeCursor(query.cursor) : null;
       await readVisibleAccount(principal, accountId);
       const rows = await repo.listAccountTransfers(db, accountId, { limit: query.limit + 1, before });

@@ -100,6 +100,7 @@ export async function createPasswordHasher(options: {
     async verifyAgainstDummy(password) {
       await run<boolean>({ op: 'argon2-verify', hash: dummyHash, password });
     },
-    close: () => pool.destroy(),
+    // Graceful: hashes already queued (requests still being answered at shutdown) finish first.
+    close: () => pool.close(),
   };
 }

@@ -41,6 +41,8 @@ export interface UsersService {
   delete(principal: Principal, id: string): Promise<void>;
   /** The user's current state, from cache (invalidated by every write), or null if absent/deleted. */
   getState(id: string): Promise<UserState | null>;
+  /** The user's state if this instance holds it in memory (null: known absent; undefined: not held). */
+  peekState(id: string): UserState | null | undefined;
   /** Checks an email/password pair in about the same time whether or not the email exists. */
   verifyCredentials(email: string, password: string): Promise<UserState | null>;
   changePassword(userId: string, currentPassword: string, newPassword: string, also?: AlsoInTransaction): Promise<UserState>;
@@ -126,14 +128,16 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       };
     },
 
-    async get(principal, id) {
+    async get(principal, rawId) {
+      const id = rawId.toLowerCase(); // UUIDs are valid in either case; ids and cache keys are lower case
       authorize(principal, 'users:read', [id], 'User');
       const state = await getState(id);
       if (!state) throw notFound('User');
       return toUser(state);
     },
 
-    async update(principal, id, patch) {
+    async update(principal, rawId, patch) {
+      const id = rawId.toLowerCase();
       if (patch.role !== undefined && !can(principal, 'users:assign-role')) {
         throw forbidden('Only admins may change a role');
       }
@@ -144,7 +148,8 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       return toUser(toUserState(row));
     },
 
-    async delete(principal, id) {
+    async delete(principal, rawId) {
+      const id = rawId.toLowerCase();
       authorize(principal, 'users:delete', [id], 'User');
       await database.transaction(async (tx) => {
         if (!(await repo.findLiveUserById(tx, id))) throw notFound('User');
@@ -155,6 +160,7 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     },
 
     getState,
+    peekState: (id) => stateCache.peek(id),
 
     async verifyCredentials(email, password) {
       const row = await repo.findCredentialsByEmail(db, email);
