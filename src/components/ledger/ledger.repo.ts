@@ -65,15 +65,9 @@ declare module '../../platform/db/tables.js' {
 
 export type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'post' | 'void' | 'expire';
 
-export interface AccountRow {
-  id: string;
-  owner_id: string | null;
-  currency: string;
-  name: string | null;
+export interface AccountRow extends Omit<AccountsTable, 'balance' | 'pending_debits' | 'closed_at'> {
   balance: number | bigint;
   pending_debits: number | bigint;
-  created_at: Date;
-  updated_at: Date;
 }
 
 /** An account with the balance of a system account summed from its shards. */
@@ -354,18 +348,7 @@ export async function resolve(
   return row.outcome;
 }
 
-export interface TransferRow {
-  id: string;
-  kind: TransferKind;
-  from_account_id: string;
-  to_account_id: string;
-  amount: number | bigint;
-  currency: string;
-  pending: boolean;
-  pending_id: string | null;
-  expires_at: Date | null;
-  description: string | null;
-  created_at: Date;
+export interface TransferRow extends Omit<TransfersTable, 'initiated_by'> {
   /** For a pending transfer: how it was resolved, if it was. */
   resolution: 'post' | 'void' | 'expire' | null;
   from_owner_id: string | null;
