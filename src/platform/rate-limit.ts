@@ -2,7 +2,7 @@
 // may send `max` requests at once, then one every window/max; no window-boundary bursts. With Redis
 // the state is one key per client updated by a Lua script on Redis's clock, so N instances enforce
 // one limit; without Redis (or while it is away) each instance keeps the same state in memory.
-// The store plugs into @fastify/rate-limit, which sends the RateLimit-* and Retry-After headers.
+// The HTTP transport turns decisions into RateLimit-* / Retry-After headers and 429s.
 import { LRUCache } from 'lru-cache';
 import type { RedisConnection } from './redis.js';
 
@@ -29,7 +29,8 @@ export interface GcraDecision {
 }
 
 export interface Gcra {
-  take(key: string, max: number, windowMs: number): Promise<GcraDecision>;
+  /** Synchronous when decided in memory (no Redis, or Redis away), a promise when Redis decides. */
+  take(key: string, max: number, windowMs: number): GcraDecision | Promise<GcraDecision>;
 }
 
 function decide(max: number, windowMs: number, allowed: boolean, waitMs: number, untilFullMs: number): GcraDecision {
@@ -41,7 +42,7 @@ function decide(max: number, windowMs: number, allowed: boolean, waitMs: number,
 export function createLocalGcra(maxKeys = 100_000, now: () => number = Date.now): Gcra {
   const tats = new LRUCache<string, number>({ max: maxKeys });
   return {
-    async take(key, max, windowMs) {
+    take(key, max, windowMs) {
       const at = now();
       const interval = windowMs / max;
       const tat = Math.max(tats.get(key) ?? at, at);
@@ -56,48 +57,14 @@ export function createLocalGcra(maxKeys = 100_000, now: () => number = Date.now)
 /** Redis when it is there, this instance's memory while it is not. */
 export function createSharedGcra(redis: RedisConnection, fallback: Gcra = createLocalGcra()): Gcra {
   return {
-    async take(key, max, windowMs) {
+    take(key, max, windowMs) {
       if (!redis.isAvailable()) return fallback.take(key, max, windowMs);
-      try {
-        const [allowed, waitMs, untilFullMs] = (await redis.client.eval(
-          GCRA,
-          1,
-          `bastion:v1:rate:${key}`,
-          String(windowMs / max),
-          String(windowMs),
-        )) as [number, number, number];
-        return decide(max, windowMs, allowed === 1, waitMs, untilFullMs);
-      } catch {
-        return fallback.take(key, max, windowMs);
-      }
-    },
-  };
-}
-
-interface StoreResult {
-  current: number;
-  ttl: number;
-}
-type StoreCallback = (error: Error | null, result?: StoreResult) => void;
-
-/**
- * A @fastify/rate-limit store over a Gcra: reports `current` as max minus what GCRA still allows
- * (max + 1 when rejected) and `ttl` as the wait, so the plugin's headers carry GCRA's numbers.
- */
-export function gcraStore(gcra: Gcra) {
-  return class GcraStore {
-    incr(key: string, callback: StoreCallback, timeWindow: number, max: number): void {
-      gcra.take(key, max, timeWindow).then(
-        (decision) =>
-          callback(null, {
-            current: decision.allowed ? max - decision.remaining : max + 1,
-            ttl: Math.max(1, decision.waitMs),
-          }),
-        (error: unknown) => callback(error instanceof Error ? error : new Error(String(error))),
+      return (redis.client.eval(GCRA, 1, `bastion:v1:rate:${key}`, String(windowMs / max), String(windowMs)) as Promise<
+        [number, number, number]
+      >).then(
+        ([allowed, waitMs, untilFullMs]) => decide(max, windowMs, allowed === 1, waitMs, untilFullMs),
+        () => fallback.take(key, max, windowMs),
       );
-    }
-    child(): GcraStore {
-      return new GcraStore();
-    }
+    },
   };
 }

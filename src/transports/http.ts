@@ -4,7 +4,6 @@ import compress from '@fastify/compress';
 import cors from '@fastify/cors';
 import helmet from 'helmet';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import rateLimit from '@fastify/rate-limit';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -23,7 +22,7 @@ import { sendError, toErrorPayload } from './http-errors.js';
 import { ErrorBody } from '../platform/http.js';
 import { newId } from '../platform/ids.js';
 import type { Metrics } from '../platform/metrics.js';
-import { gcraStore, type Gcra } from '../platform/rate-limit.js';
+import type { Gcra, GcraDecision } from '../platform/rate-limit.js';
 import type { Logger } from '../platform/logger.js';
 
 export interface HttpDependencies {
@@ -56,6 +55,25 @@ function helmetHeaders(): Record<string, string> {
   };
   helmet()({} as IncomingMessage, response as unknown as ServerResponse, () => undefined);
   return headers;
+}
+
+/**
+ * The per-client /api/ limit (GCRA, see platform/rate-limit.ts) with the draft-standard headers:
+ * RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset (seconds until the full budget is back)
+ * and, when refused, 429 RATE_LIMITED with Retry-After. Synchronous unless Redis decides.
+ */
+function rateLimitHook(gcra: Gcra, max: number, windowMs: number) {
+  return (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void): void => {
+    const apply = (decision: GcraDecision) => {
+      const waitSeconds = Math.max(1, Math.ceil(decision.waitMs / 1000));
+      void reply.headers({ 'ratelimit-limit': max, 'ratelimit-remaining': decision.remaining, 'ratelimit-reset': waitSeconds });
+      if (decision.allowed) return done();
+      done(new DomainError('RATE_LIMITED', 'Too many requests; retry later', { retryAfterSeconds: waitSeconds }));
+    };
+    const decision = gcra.take(request.ip, max, windowMs);
+    if (decision instanceof Promise) decision.then(apply, () => done());
+    else apply(decision);
+  };
 }
 
 /**
@@ -185,20 +203,24 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     }),
   );
 
-  await app.register(cors, {
-    origin: config.allowedOrigins.includes('*') ? '*' : config.allowedOrigins.length > 0 ? [...config.allowedOrigins] : false,
-    methods: ['GET', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],
-    allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id'],
-    exposedHeaders: [
-      'X-Request-Id',
-      'Retry-After',
-      'RateLimit-Limit',
-      'RateLimit-Remaining',
-      'RateLimit-Reset',
-      'Idempotent-Replayed',
-    ],
-    maxAge: 600,
-  });
+  // CORS only when origins are configured: without them no cross-origin request is allowed, and
+  // no hook needs to run on every request to say so.
+  if (config.allowedOrigins.length > 0) {
+    await app.register(cors, {
+      origin: config.allowedOrigins.includes('*') ? '*' : [...config.allowedOrigins],
+      methods: ['GET', 'POST', 'PATCH', 'DELETE', 'OPTIONS'],
+      allowedHeaders: ['Authorization', 'Content-Type', 'Idempotency-Key', 'X-Request-Id'],
+      exposedHeaders: [
+        'X-Request-Id',
+        'Retry-After',
+        'RateLimit-Limit',
+        'RateLimit-Remaining',
+        'RateLimit-Reset',
+        'Idempotent-Replayed',
+      ],
+      maxAge: 600,
+    });
+  }
   // Responses only: request bodies are small JSON, so no decompression hook on every request.
   await app.register(compress, { threshold: 1024, globalDecompression: false });
 
@@ -233,24 +255,10 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   await app.register(healthRoutes, { checks: deps.readiness, isShuttingDown: deps.isShuttingDown });
   await app.register(jwksRoutes, { keys: deps.signingKeys });
 
-  // The draft-standard RateLimit-* headers; the labels are fixed when the plugin registers.
-  await app.register(rateLimit, { global: false, enableDraftSpec: true, store: gcraStore(deps.rateLimiter) });
   await app.register(
     async (api) => {
       // Per-client limit on every /api/ route, checked before authentication or body parsing.
-      api.addHook(
-        'onRequest',
-        api.rateLimit({
-          max: config.rateLimitMax,
-          timeWindow: config.rateLimitWindowMs,
-          keyGenerator: (request) => request.ip,
-          enableDraftSpec: true,
-          errorResponseBuilder: (_request, context) =>
-            new DomainError('RATE_LIMITED', 'Too many requests; retry later', {
-              retryAfterSeconds: Math.max(1, Math.ceil(context.ttl / 1000)),
-            }),
-        }),
-      );
+      api.addHook('onRequest', rateLimitHook(deps.rateLimiter, config.rateLimitMax, config.rateLimitWindowMs));
       await api.register(authRoutes, { auth: deps.auth, users: deps.users });
       await api.register(usersRoutes, { users: deps.users });
       await api.register(ledgerRoutes, { ledger: deps.ledger });

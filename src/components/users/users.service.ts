@@ -131,7 +131,7 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     async get(principal, rawId) {
       const id = rawId.toLowerCase(); // UUIDs are valid in either case; ids and cache keys are lower case
       authorize(principal, 'users:read', [id], 'User');
-      const state = await getState(id);
+      const state = stateCache.peek(id) ?? (await getState(id));
       if (!state) throw notFound('User');
       return toUser(state);
     },
