@@ -1,13 +1,14 @@
 // HTTP benchmark: the real service (compiled, `node dist/src/main.js serve`) against a bare Fastify 5
 // route, with autocannon running in separate processes. `npm run bench` builds first.
 //
-// Scenarios (32 connections, BENCH_DURATION seconds each after a BENCH_WARMUP-second warm-up):
+// Scenarios (32 connections; BENCH_ROUNDS interleaved rounds of BENCH_DURATION seconds for the
+// bare route and the two reads, median reported; BENCH_DURATION seconds for the rest):
 //   bare route · GET /api/v1/users/me · GET /api/v1/users/:id (admin) · a login flood (16 connections
 //   of POST /api/v1/auth/login) measured together with /users/me running at the same time; then, on
 //   PostgreSQL + Redis when both answer: GET /users/:id with the cache disabled, from Redis (L1 off),
 //   from L1, and with WORKERS=2.
 //
-// Environment: BENCH_DURATION (10), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
+// Environment: BENCH_DURATION (5), BENCH_ROUNDS (3), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
 // (16); BENCH_DATABASE_URL runs the service on PostgreSQL (an empty database, or one whose admin is
 // BENCH_ADMIN_EMAIL / BENCH_ADMIN_PASSWORD); otherwise embedded PGlite in memory.
 // Prints a markdown table and writes it to bench/results/latest.md.
@@ -32,7 +33,8 @@ const numberFromEnv = (name: string, fallback: number): number => {
   if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${raw}`);
   return value;
 };
-const DURATION = numberFromEnv('BENCH_DURATION', 10);
+const DURATION = numberFromEnv('BENCH_DURATION', 5);
+const ROUNDS = numberFromEnv('BENCH_ROUNDS', 3);
 const WARMUP = numberFromEnv('BENCH_WARMUP', 2);
 const CONNECTIONS = numberFromEnv('BENCH_CONNECTIONS', 32);
 const LOGIN_CONNECTIONS = numberFromEnv('BENCH_LOGIN_CONNECTIONS', 16);
@@ -160,22 +162,37 @@ async function main(): Promise<void> {
   const backend = DATABASE_URL ? 'PostgreSQL' : 'PGlite (memory://)';
   log(`service on ${backend}; ${CONNECTIONS} connections, ${WARMUP} s warm-up + ${DURATION} s per scenario`);
 
-  const rows: Row[] = [];
-  log('bare route');
-  const bareResult = await measure({ url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS });
-  rows.push({ scenario: 'bare Fastify route (baseline)', result: bareResult });
-
-  log('GET /api/v1/users/me');
-  rows.push({
-    scenario: 'GET /api/v1/users/me',
-    result: await measure({ url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }),
-  });
-
-  log('GET /api/v1/users/:id (admin)');
-  rows.push({
-    scenario: 'GET /api/v1/users/:id (admin)',
-    result: await measure({ url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }),
-  });
+  // The bare route and the service's routes are measured in interleaved rounds and each reported
+  // as its median round: this VM's speed drifts by tens of percent within a minute, and a ratio of
+  // two runs minutes apart would mostly measure that drift.
+  const scenarios: Array<[name: string, spec: Omit<LoadSpec, 'durationSeconds'>]> = [
+    ['bare Fastify route (baseline)', { url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS }],
+    ['GET /api/v1/users/me', { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }],
+    ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }],
+  ];
+  for (const [name, spec] of scenarios) {
+    log(`warm-up: ${name}`);
+    await load({ ...spec, durationSeconds: WARMUP });
+  }
+  const samples = new Map<string, LoadSummary[]>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const [name, spec] of scenarios) {
+      log(`round ${round}/${ROUNDS}: ${name}`);
+      samples.set(name, [...(samples.get(name) ?? []), await load({ ...spec, durationSeconds: DURATION })]);
+    }
+  }
+  const median = (results: readonly LoadSummary[]): LoadSummary => {
+    const sorted = [...results].sort((a, b) => a.requestsPerSecond - b.requestsPerSecond);
+    const middle = sorted[Math.floor(sorted.length / 2)];
+    if (!middle) throw new Error('no samples');
+    return middle;
+  };
+  const rows: Row[] = scenarios.map(([name]) => ({ scenario: name, result: median(samples.get(name) ?? []) }));
+  const bareResult = rows[0]?.result;
+  if (!bareResult) throw new Error('no baseline');
+  const bareSamples = samples.get(scenarios[0]?.[0] ?? '') ?? [];
+  const perRoundRatios = (name: string) =>
+    (samples.get(name) ?? []).map((sample, index) => sample.requestsPerSecond / (bareSamples[index]?.requestsPerSecond ?? Number.NaN));
 
   log(`login flood (${LOGIN_CONNECTIONS} connections) + GET /users/me (${CONNECTIONS} connections) at the same time`);
   const loginSpec: LoadSpec = {
@@ -201,10 +218,14 @@ async function main(): Promise<void> {
     '# Bastion HTTP benchmark',
     '',
     `${new Date().toISOString()} · Node ${process.version} · ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? 'unknown'}) · ` +
-      `service on ${backend} · autocannon ${CONNECTIONS} connections, ${WARMUP} s warm-up + ${DURATION} s per scenario, ` +
+      `service on ${backend} · autocannon ${CONNECTIONS} connections, ${WARMUP} s warm-up, then ${DURATION} s per measurement, ` +
       'load generated from separate processes on the same machine.',
     '',
     table(rows, bareResult),
+    '',
+    `Bare, /users/me and /users/:id ran in ${ROUNDS} interleaved rounds of ${DURATION} s; each row is its median round. ` +
+      `Per-round ratios to bare — /users/me: ${perRoundRatios('GET /api/v1/users/me').map((ratio) => fixed(ratio, 2)).join(', ')}; ` +
+      `/users/:id: ${perRoundRatios('GET /api/v1/users/:id (admin)').map((ratio) => fixed(ratio, 2)).join(', ')}.`,
     '',
     'p50/p99 are autocannon latency percentiles; "ratio to bare" is req/s relative to the bare Fastify route. ' +
       'Logins are deliberately slow (argon2id, 19 MiB, t=2, in PASSWORD_HASH_CONCURRENCY worker threads at a lowered OS priority).',
