@@ -62,14 +62,34 @@ const GENERATION_TTL_MS = 86_400_000;
 // Jitter only ever shortens a lifetime: a 1 s bound stays a 1 s bound.
 const jittered = (ms: number) => Math.max(1, Math.floor(ms * (1 - JITTER * Math.random())));
 
-// Stores the value only if the key's generation is still the one read before the load.
-const SET_IF_GENERATION = `
-local current = redis.call('get', KEYS[1])
-if (current == false and ARGV[1] == '') or current == ARGV[1] then
-  redis.call('set', KEYS[2], ARGV[2], 'PX', ARGV[3])
+// Every Redis operation reads the current epoch inside its script, so all instances always agree on
+// which copy is live, even when a pub/sub message was missed. (Keys are derived in the scripts: this
+// needs a standalone Redis or a single-slot deployment, not Redis Cluster.)
+const READ = `
+local epoch = redis.call('get', ARGV[1] .. 'epoch') or '0'
+local base = ARGV[1] .. epoch .. ':'
+return {epoch, redis.call('get', base .. 'gen:' .. ARGV[2]), redis.call('get', base .. 'val:' .. ARGV[2])}`;
+
+// Stores the value only if neither the epoch nor the key's generation moved since the read.
+const SET_IF_UNCHANGED = `
+local epoch = redis.call('get', ARGV[1] .. 'epoch') or '0'
+if epoch ~= ARGV[3] then return 0 end
+local base = ARGV[1] .. epoch .. ':'
+local current = redis.call('get', base .. 'gen:' .. ARGV[2])
+if (current == false and ARGV[4] == '') or current == ARGV[4] then
+  redis.call('set', base .. 'val:' .. ARGV[2], ARGV[5], 'PX', ARGV[6])
   return 1
 end
 return 0`;
+
+const INVALIDATE = `
+local epoch = redis.call('get', ARGV[1] .. 'epoch') or '0'
+local base = ARGV[1] .. epoch .. ':'
+redis.call('incr', base .. 'gen:' .. ARGV[2])
+redis.call('pexpire', base .. 'gen:' .. ARGV[2], ARGV[3])
+redis.call('del', base .. 'val:' .. ARGV[2])
+redis.call('publish', ARGV[4], ARGV[2])
+return 1`;
 
 export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   const stats: CacheStats = { hits: 0, sharedHits: 0, misses: 0 };
@@ -82,9 +102,16 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   let epoch = '0';
 
   const l1TtlMs = () => (shared && !shared.redis.isAvailable() ? Math.min(options.ttlMs, shared.fallbackTtlMs) : options.ttlMs);
-  const redisKey = (kind: 'val' | 'gen', key: string) => `bastion:${FORMAT_VERSION}:${shared?.name}:${epoch}:${kind}:${key}`;
-  const channel = `bastion:${FORMAT_VERSION}:${shared?.name}:invalidate`;
-  const epochKey = `bastion:${FORMAT_VERSION}:${shared?.name}:epoch`;
+  const prefix = `bastion:${FORMAT_VERSION}:${shared?.name}:`;
+  const channel = `${prefix}invalidate`;
+  const epochKey = `${prefix}epoch`;
+  /** A read saw another epoch: copies in this instance's memory may predate it. */
+  const adoptEpoch = (seen: string) => {
+    if (seen !== epoch) {
+      epoch = seen;
+      clearLocally();
+    }
+  };
 
   const forgetLocally = (key: string) => {
     lru.delete(key);
@@ -106,8 +133,7 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   if (shared) {
     const { redis } = shared;
     const startNewEpoch = async () => {
-      epoch = String(await redis.client.incr(epochKey));
-      clearLocally();
+      adoptEpoch(String(await redis.client.incr(epochKey)));
       await redis.client.publish(channel, `epoch:${epoch}`);
     };
     redis.onAvailabilityChange((available) => {
@@ -115,13 +141,8 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
       if (available) startNewEpoch().catch(() => undefined);
     });
     void redis.subscribe(channel, (message) => {
-      if (message.startsWith('epoch:')) {
-        const announced = message.slice('epoch:'.length);
-        if (Number(announced) > Number(epoch)) {
-          epoch = announced;
-          clearLocally();
-        }
-      } else forgetLocally(message);
+      if (message.startsWith('epoch:')) adoptEpoch(message.slice('epoch:'.length));
+      else forgetLocally(message);
     });
     if (redis.isAvailable()) startNewEpoch().catch(() => undefined);
   }
@@ -132,23 +153,23 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
       return load(key);
     }
     const { client } = shared.redis;
-    let generation: string | null | undefined;
+    let seen: { epoch: string; generation: string } | undefined;
     try {
-      const [generationRead, valueRead] = (await client.pipeline().get(redisKey('gen', key)).get(redisKey('val', key)).exec()) ?? [];
-      generation = (generationRead?.[1] as string | null | undefined) ?? null;
-      const raw = valueRead?.[1];
+      const [readEpoch, generation, raw] = (await client.eval(READ, 0, prefix, key)) as [string, string | null, string | null];
+      adoptEpoch(readEpoch);
+      seen = { epoch: readEpoch, generation: generation ?? '' };
       if (typeof raw === 'string') {
         stats.sharedHits++;
         return JSON.parse(raw) as V | null;
       }
     } catch {
-      generation = undefined; // Redis failed mid-way: load from the source, do not store
+      seen = undefined; // Redis failed mid-way: load from the source, do not store
     }
     stats.misses++;
     const value = await load(key);
-    if (generation !== undefined) {
+    if (seen) {
       client
-        .eval(SET_IF_GENERATION, 2, redisKey('gen', key), redisKey('val', key), generation ?? '', JSON.stringify(value), jittered(shared.ttlSeconds * 1000))
+        .eval(SET_IF_UNCHANGED, 0, prefix, key, seen.epoch, seen.generation, JSON.stringify(value), jittered(shared.ttlSeconds * 1000))
         .catch(() => undefined);
     }
     return value;
@@ -203,14 +224,7 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
       const { redis } = shared;
       // While Redis is away the write reaches no other instance; the epoch bump on return covers it.
       if (!redis.isAvailable()) return;
-      redis.client
-        .multi()
-        .incr(redisKey('gen', key))
-        .pexpire(redisKey('gen', key), GENERATION_TTL_MS)
-        .del(redisKey('val', key))
-        .publish(channel, key)
-        .exec()
-        .catch(() => undefined);
+      redis.client.eval(INVALIDATE, 0, prefix, key, GENERATION_TTL_MS, channel).catch(() => undefined);
     },
     clear: clearLocally,
     stats,
