@@ -151,32 +151,6 @@ export type ExecuteOutcome =
   | 'INSUFFICIENT_FUNDS'
   | 'BALANCE_LIMIT_EXCEEDED';
 
-export async function execute(
-  executor: Executor,
-  input: {
-    id: string;
-    kind: 'transfer' | 'deposit' | 'withdrawal';
-    accountId: string;
-    counterpartyId: string | null;
-    amount: number;
-    description: string | null;
-    pending: boolean;
-    expiresAt: Date | null;
-    actorId: string;
-    actorSeesAll: boolean;
-    shard: number;
-    now: Date;
-  },
-): Promise<{ outcome: ExecuteOutcome; currency: string | null; fromAccountId: string | null; toAccountId: string | null }> {
-  const result = await sql<{ outcome: ExecuteOutcome; currency: string | null; from_account_id: string | null; to_account_id: string | null }>`
-    select * from ledger_execute(${input.id}::uuid, ${input.kind}, ${input.accountId}::uuid, ${input.counterpartyId}::uuid,
-      ${input.amount}::bigint, ${input.description}, ${input.pending}, ${input.expiresAt}::timestamptz,
-      ${input.actorId}::uuid, ${input.actorSeesAll}, ${input.shard}::smallint, ${input.now}::timestamptz)`.execute(executor);
-  const row = result.rows[0];
-  if (!row) throw new Error('ledger_execute returned no row');
-  return { outcome: row.outcome, currency: row.currency, fromAccountId: row.from_account_id, toAccountId: row.to_account_id };
-}
-
 export const MOVE_OUTCOMES = [
   'OK',
   'ACCOUNT_NOT_FOUND',

@@ -131,7 +131,9 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     async get(principal, rawId) {
       const id = rawId.toLowerCase(); // UUIDs are valid in either case; ids and cache keys are lower case
       authorize(principal, 'users:read', [id], 'User');
-      const state = stateCache.peek(id) ?? (await getState(id));
+      // In memory: decided without a promise hop. A cached miss (null) is an answer too.
+      const held = stateCache.peek(id);
+      const state = held !== undefined ? held : await getState(id);
       if (!state) throw notFound('User');
       return toUser(state);
     },
