@@ -1,99 +1,27 @@
-// The Redis the scale suites share: a cross-process lock (test files run in parallel, and one of
-// them stops the server), control of the local redis-server, and a client for looking at keys.
-import { execFile, spawn } from 'node:child_process';
-import { readFile, unlink, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+// Redis for the scale suites: the shared local server (TEST_REDIS_URL) that most suites use, a
+// private redis-server that the failure suite owns (it stops and starts that one, never the shared
+// one, so suites running in parallel are never left without Redis), and a client for looking at keys.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { Redis } from 'ioredis';
 import { servicesRequired, TEST_REDIS_URL } from './backends.js';
+import { freePort } from './ports.js';
 
 const execFileAsync = promisify(execFile);
 
-const LOCK_PATH = path.join(os.tmpdir(), 'bastion-test-redis.lock');
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
-
 /**
- * Takes the lock every suite holds while it uses the shared Redis, so that the suite that stops
- * Redis never does so under another suite's feet. A lock left by a dead process is taken over.
- * Resolves to the release function.
+ * Why a suite cannot run a redis-server of its own (undefined when it can): redis-server and
+ * redis-cli must be on the PATH. Throws in CI.
  */
-export async function lockSharedRedis(timeoutMs = 240_000): Promise<() => Promise<void>> {
-  const deadline = Date.now() + timeoutMs;
-  let told = false;
-  for (;;) {
-    try {
-      await writeFile(LOCK_PATH, String(process.pid), { flag: 'wx' });
-      return async () => {
-        const owner = await readFile(LOCK_PATH, 'utf8').catch(() => '');
-        if (owner === String(process.pid)) await unlink(LOCK_PATH).catch(() => undefined);
-      };
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-    }
-    const owner = Number(await readFile(LOCK_PATH, 'utf8').catch(() => ''));
-    if (!Number.isInteger(owner) || owner <= 0 || !alive(owner)) {
-      // Written by a process that is gone (or half-written: give the writer a moment first).
-      await sleep(100);
-      const again = Number(await readFile(LOCK_PATH, 'utf8').catch(() => ''));
-      if (again === owner || !alive(again)) await unlink(LOCK_PATH).catch(() => undefined);
-      continue;
-    }
-    if (Date.now() > deadline) throw new Error(`the shared Redis stayed locked by pid ${owner} for ${timeoutMs} ms (${LOCK_PATH})`);
-    if (!told) {
-      process.stdout.write(`# waiting for the shared Redis (locked by pid ${owner})\n`);
-      told = true;
-    }
-    await sleep(250);
-  }
-}
-
-/** The command CI starts Redis with (see the CI setup); the failure suite restarts it the same way. */
-export const REDIS_SERVER_ARGS: readonly string[] = [
-  '--daemonize', 'yes',
-  '--bind', '127.0.0.1', '-::1',
-  '--port', '6379',
-  '--save', '',
-  '--appendonly', 'no',
-  '--dir', '/var/lib/redis',
-  '--logfile', '/var/log/redis/ci.log',
-];
-
-const LOCAL_REDIS = /^redis:\/\/(127\.0\.0\.1|localhost)(:6379)?\/?(0)?$/;
-
-/** True when `redis-cli -p 6379 ping` answers PONG. */
-export async function redisAnswers(): Promise<boolean> {
-  try {
-    const { stdout } = await execFileAsync('redis-cli', ['-p', '6379', 'ping'], { timeout: 3_000 });
-    return stdout.trim() === 'PONG';
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Why the suite cannot stop and start the local Redis (undefined when it can): it needs the Redis
- * under test to be the local one on 6379 and redis-cli/redis-server on the PATH. Throws in CI.
- */
-export async function redisControlSkipReason(): Promise<string | undefined> {
+export async function privateRedisSkipReason(): Promise<string | undefined> {
   let reason: string | undefined;
-  if (!LOCAL_REDIS.test(TEST_REDIS_URL)) reason = `TEST_REDIS_URL ${TEST_REDIS_URL} is not the local redis-server on port 6379`;
-  else {
-    for (const binary of ['redis-cli', 'redis-server']) {
-      try {
-        await execFileAsync(binary, ['--version'], { timeout: 3_000 });
-      } catch (error) {
-        reason ??= `${binary} is not runnable (${(error as Error).message})`;
-      }
+  for (const binary of ['redis-cli', 'redis-server']) {
+    try {
+      await execFileAsync(binary, ['--version'], { timeout: 3_000 });
+    } catch (error) {
+      reason ??= `${binary} is not runnable (${(error as Error).message})`;
     }
   }
   if (reason === undefined) return undefined;
@@ -102,35 +30,70 @@ export async function redisControlSkipReason(): Promise<string | undefined> {
   return reason;
 }
 
-/** `redis-cli -p 6379 shutdown nosave`, then waits until it no longer answers. */
-export async function stopRedis(timeoutMs = 10_000): Promise<void> {
-  // redis-cli reports the connection closing under it; the exit code says nothing useful here.
-  await execFileAsync('redis-cli', ['-p', '6379', 'shutdown', 'nosave'], { timeout: 5_000 }).catch(() => undefined);
-  const deadline = Date.now() + timeoutMs;
-  while (await redisAnswers()) {
-    if (Date.now() > deadline) throw new Error('redis-server still answers after shutdown nosave');
-    await sleep(50);
-  }
-}
+/**
+ * A real redis-server process owned by one suite, on a port of its own, keeping nothing on disk
+ * (the flags CI starts the shared one with). `stop()` shuts it down the way an operator would
+ * (`SHUTDOWN NOSAVE`); `start()` starts it again on the same port.
+ */
+export class PrivateRedis {
+  private child: ChildProcess | undefined;
 
-/** Starts redis-server with the CI command (if it is not running) and waits until PING answers PONG. */
-export async function startRedis(timeoutMs = 15_000): Promise<void> {
-  if (await redisAnswers()) return;
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn('redis-server', [...REDIS_SERVER_ARGS], { stdio: 'ignore' });
-    child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`redis-server exited with ${code}`))));
-  });
-  const deadline = Date.now() + timeoutMs;
-  while (!(await redisAnswers())) {
-    if (Date.now() > deadline) throw new Error(`redis-server did not answer PONG within ${timeoutMs} ms`);
-    await sleep(50);
+  private constructor(readonly port: number) {}
+
+  static async create(): Promise<PrivateRedis> {
+    const redis = new PrivateRedis(await freePort());
+    await redis.start();
+    return redis;
+  }
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  /** True when PING answers PONG. */
+  async answers(): Promise<boolean> {
+    try {
+      const { stdout } = await execFileAsync('redis-cli', ['-p', String(this.port), 'ping'], { timeout: 3_000 });
+      return stdout.trim() === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  /** Starts the server (if it is not running) and waits until PING answers PONG. */
+  async start(timeoutMs = 15_000): Promise<void> {
+    if (this.child && this.child.exitCode === null && (await this.answers())) return;
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--loglevel', 'warning'];
+    const child = spawn('redis-server', args, { stdio: 'ignore' });
+    this.child = child;
+    const failed = once(child, 'error');
+    const deadline = Date.now() + timeoutMs;
+    while (!(await this.answers())) {
+      if (child.exitCode !== null) throw new Error(`redis-server on port ${this.port} exited with ${child.exitCode}`);
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${this.port} did not answer PONG within ${timeoutMs} ms`);
+      await Promise.race([sleep(50), failed.then(([error]) => Promise.reject(error as Error))]);
+    }
+  }
+
+  /** `SHUTDOWN NOSAVE`, then waits until the process has exited. */
+  async stop(timeoutMs = 10_000): Promise<void> {
+    const child = this.child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = once(child, 'exit');
+    // redis-cli reports the connection closing under it; the exit code says nothing useful here.
+    await execFileAsync('redis-cli', ['-p', String(this.port), 'shutdown', 'nosave'], { timeout: 5_000 }).catch(() => undefined);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    try {
+      await exited;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 }
 
 /** A plain client on the Redis under test, for looking at what the service stored. */
-export function inspectRedis(): Redis {
-  const client = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1, connectTimeout: 3_000 });
+export function inspectRedis(url = TEST_REDIS_URL): Redis {
+  const client = new Redis(url, { maxRetriesPerRequest: 1, connectTimeout: 3_000 });
   client.on('error', () => undefined);
   return client;
 }
@@ -149,10 +112,12 @@ export async function untilCachedInRedis(redis: Redis, cache: string, key: strin
 /** Deletes the rate-limit state the service keeps in Redis for these client addresses (clean-up). */
 export async function forgetRateLimitState(addresses: Iterable<string>): Promise<void> {
   const keys = [...addresses].map((address) => `bastion:v1:rate:${address}`);
-  if (keys.length === 0 || !(await redisAnswers())) return;
+  if (keys.length === 0) return;
   const redis = inspectRedis();
   try {
     await redis.del(...keys);
+  } catch {
+    // Clean-up only: a Redis that is gone keeps nothing to forget.
   } finally {
     redis.disconnect();
   }

@@ -26,7 +26,6 @@ import {
   type Backend,
   type TestDatabase,
 } from '../helpers/backends.js';
-import { lockSharedRedis } from '../helpers/redis.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { logLines, request, startServiceProcess, type HttpResult, type ServiceProcess } from './service-process.js';
 
@@ -277,17 +276,14 @@ describe('graceful shutdown of a WORKERS=2 primary (PostgreSQL + Redis)', () => 
   let skip: string | undefined;
   let database: TestDatabase | undefined;
   let service: ServiceProcess | undefined;
-  let releaseRedis: (() => Promise<void>) | undefined;
   before(async () => {
     skip = (await postgresSkipReason()) ?? (await redisSkipReason());
     if (skip) return;
-    releaseRedis = await lockSharedRedis();
     database = await postgresBackend.createDatabase();
   });
   after(async () => {
     await service?.kill();
     await database?.drop();
-    await releaseRedis?.();
   });
 
   it('when SIGTERM arrives while the workers are still starting, then the primary exits 0, not 1', { timeout: 300_000 }, async (t) => {

@@ -9,7 +9,6 @@ import { readdir, readFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { postgresBackend, postgresSkipReason, redisSkipReason, TEST_REDIS_URL, type TestDatabase } from '../helpers/backends.js';
-import { lockSharedRedis } from '../helpers/redis.js';
 import { parseCacheCounters } from '../helpers/metrics.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { logLines, request, runCli, startServiceProcess, type HttpResult, type ServiceProcess } from '../ops/service-process.js';
@@ -61,13 +60,10 @@ describe('WORKERS=2 on PostgreSQL and Redis: one port, two worker processes', as
   const skip = (await postgresSkipReason()) ?? (await redisSkipReason());
   let database: TestDatabase | undefined;
   let service: ServiceProcess | undefined;
-  let releaseRedis: (() => Promise<void>) | undefined;
   let token = '';
 
   before(async () => {
     if (skip) return;
-    // The Redis-failure suite stops Redis; the workers' shared limits need it up throughout.
-    releaseRedis = await lockSharedRedis();
     database = await postgresBackend.createDatabase();
     service = await startServiceProcess(
       {
@@ -99,7 +95,6 @@ describe('WORKERS=2 on PostgreSQL and Redis: one port, two worker processes', as
       for (const pid of workers) if (alive(pid)) process.kill(pid, 'SIGKILL');
     }
     await database?.drop();
-    await releaseRedis?.();
   });
 
   it('when it runs, then one port answers /health and /health/ready, and two different worker processes serve requests', { skip, timeout: 60_000 }, async () => {

@@ -15,7 +15,7 @@ import { postgresBackend, postgresSkipReason, redisSkipReason, TEST_REDIS_URL, t
 import { expectError } from '../helpers/errors.js';
 import { createLoopbackClient, randomLoopbackAddress, type LoopbackClient } from '../helpers/loopback.js';
 import { cacheCounters, counterDelta } from '../helpers/metrics.js';
-import { forgetRateLimitState, inspectRedis, lockSharedRedis, untilCachedInRedis } from '../helpers/redis.js';
+import { forgetRateLimitState, inspectRedis, untilCachedInRedis } from '../helpers/redis.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { expectUser, type User } from '../helpers/users.js';
 import { startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
@@ -60,7 +60,6 @@ const formatDelays = (delays: ReadonlyArray<number | undefined>) =>
 describe('three instances on one PostgreSQL and one Redis', async () => {
   const skip = (await postgresSkipReason()) ?? (await redisSkipReason());
   const address = randomLoopbackAddress();
-  let release: (() => Promise<void>) | undefined;
   let database: TestDatabase | undefined;
   const processes: ServiceProcess[] = [];
   const clients: LoopbackClient[] = [];
@@ -85,7 +84,6 @@ describe('three instances on one PostgreSQL and one Redis', async () => {
 
   before(async () => {
     if (skip) return;
-    release = await lockSharedRedis();
     database = await postgresBackend.createDatabase();
     trio = asTrio(await start(3));
     admin = await loginAdmin(trio[0]);
@@ -97,7 +95,6 @@ describe('three instances on one PostgreSQL and one Redis', async () => {
     await Promise.all(processes.map((service) => service.kill()));
     await forgetRateLimitState(new Set(clients.map((client) => client.localAddress)));
     await database?.drop();
-    await release?.();
   });
 
   /** Creates a user through A (no instance has read it yet) and logs them in there. */

@@ -1,6 +1,7 @@
 // Redis going away and coming back under load, for real: two service processes on one PostgreSQL and
-// the local redis-server, a steady mix of reads, logins and transfers, and in the middle the test
-// shuts redis-server down (`redis-cli shutdown nosave`) and later starts it again with CI's command.
+// a real redis-server that this suite starts for itself on a port of its own (so that the suites
+// running beside it keep the shared one), a steady mix of reads, logins and transfers, and in the
+// middle the test shuts that redis-server down (`redis-cli shutdown nosave`) and later starts it again.
 //
 // Expected: no request ever gets a 5xx (Redis is an accelerator, not a dependency); readiness says
 // "degraded" (HTTP 200) while Redis is away and "ok" once it is back; each instance logs the loss
@@ -14,20 +15,11 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { login, uniqueEmail, type Session } from '../helpers/auth.js';
-import { postgresBackend, postgresSkipReason, redisSkipReason, TEST_REDIS_URL, type TestDatabase } from '../helpers/backends.js';
+import { postgresBackend, postgresSkipReason, type TestDatabase } from '../helpers/backends.js';
 import { expectError } from '../helpers/errors.js';
 import { createLoopbackClient, randomLoopbackAddress, type LoopbackClient } from '../helpers/loopback.js';
 import { cacheCounters, counterDelta } from '../helpers/metrics.js';
-import {
-  inspectRedis,
-  lockSharedRedis,
-  redisAnswers,
-  redisControlSkipReason,
-  startRedis,
-  stopRedis,
-  forgetRateLimitState,
-  untilCachedInRedis,
-} from '../helpers/redis.js';
+import { inspectRedis, PrivateRedis, privateRedisSkipReason, untilCachedInRedis } from '../helpers/redis.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { expectUser, type User } from '../helpers/users.js';
 import { logLines, startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
@@ -62,8 +54,8 @@ interface Readiness {
 }
 
 describe('two instances while the real Redis goes away and comes back', async () => {
-  const skip = (await postgresSkipReason()) ?? (await redisSkipReason()) ?? (await redisControlSkipReason());
-  let release: (() => Promise<void>) | undefined;
+  const skip = (await postgresSkipReason()) ?? (await privateRedisSkipReason());
+  let redisServer: PrivateRedis | undefined;
   let database: TestDatabase | undefined;
   const processes: ServiceProcess[] = [];
   const clients = new Map<string, LoopbackClient>();
@@ -83,12 +75,11 @@ describe('two instances while the real Redis goes away and comes back', async ()
 
   before(async () => {
     if (skip) return;
-    release = await lockSharedRedis();
-    await startRedis(); // a previous run killed mid-outage may have left it down
+    redisServer = await PrivateRedis.create();
     database = await postgresBackend.createDatabase();
     const env = {
       DATABASE_URL: database.databaseUrl ?? '',
-      REDIS_URL: TEST_REDIS_URL,
+      REDIS_URL: redisServer.url,
       BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
       BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
       RATE_LIMIT_MAX: String(RATE_LIMIT),
@@ -101,22 +92,18 @@ describe('two instances while the real Redis goes away and comes back', async ()
   });
 
   after(async () => {
-    // Redis comes back whatever happened, and answers before anything else runs.
-    if (!skip) {
-      await startRedis();
-      assert.ok(await redisAnswers(), 'redis-server did not come back');
-    }
     for (const client of clients.values()) client.close();
     await Promise.all(processes.map((service) => service.kill()));
-    await forgetRateLimitState(new Set([...clients.values()].map((client) => client.localAddress)));
+    await redisServer?.stop();
     await database?.drop();
-    await release?.();
   });
 
   it('when redis-server stops and starts again under load, then no 5xx, readiness degrades and recovers, one log line, cache and global limit come back', { skip, timeout: 90_000 }, async () => {
     const setupAddress = randomLoopbackAddress();
     const [a, b] = [clientFor(0, setupAddress), clientFor(1, setupAddress)];
     const admin = await login(a, ADMIN_EMAIL, ADMIN_PASSWORD);
+    const server = redisServer;
+    assert.ok(server);
 
     // Three users who read their profile and log in; two funded accounts to transfer between.
     const users: Array<{ user: User; session: Session }> = [];
@@ -226,7 +213,7 @@ describe('two instances while the real Redis goes away and comes back', async ()
 
       // ---- Redis goes away ----
       redisStoppedAt = performance.now();
-      await stopRedis();
+      await server.stop();
       say(`redis-server stopped ${((performance.now() - redisStoppedAt) / 1000).toFixed(2)} s after shutdown nosave was sent`);
       const degradedAfter = await untilBothRedis('degraded', redisStoppedAt, 5_000);
       assert.ok(degradedAfter !== undefined, `readiness never said redis "degraded": ${JSON.stringify(readiness.slice(-4))}`);
@@ -265,7 +252,7 @@ describe('two instances while the real Redis goes away and comes back', async ()
 
       // ---- Redis comes back ----
       redisStartedAt = performance.now();
-      await startRedis();
+      await server.start();
       say(`redis-server answers PONG ${((performance.now() - redisStartedAt) / 1000).toFixed(2)} s after it was started`);
       const okAfter = await untilBothRedis('ok', redisStartedAt, 15_000);
       assert.ok(okAfter !== undefined, `readiness never said redis "ok" again: ${JSON.stringify(readiness.slice(-4))}`);
@@ -275,7 +262,7 @@ describe('two instances while the real Redis goes away and comes back', async ()
       stopLoad = true;
       stopPolling = true;
       await Promise.all([load, polling]);
-      if (!(await redisAnswers())) await startRedis();
+      await server.start();
     }
 
     // ---- no request failed ----
@@ -326,7 +313,7 @@ describe('two instances while the real Redis goes away and comes back', async ()
     const beforeA = await cacheCounters(processes[0]?.baseUrl ?? '');
     assert.deepEqual(dataOf(await a.get(`/api/v1/users/${freshUser.id}`, { token: admin.accessToken })), freshUser);
     const deltaA = counterDelta(beforeA, await cacheCounters(processes[0]?.baseUrl ?? ''));
-    const redis = inspectRedis();
+    const redis = inspectRedis(server.url);
     try {
       assert.ok(await untilCachedInRedis(redis, 'users', freshUser.id), `the user never reached the restarted Redis (A: ${JSON.stringify(deltaA)})`);
     } finally {
