@@ -100,6 +100,11 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   let clears = 0;
   const shared = options.shared;
   let epoch = '0';
+  const scripts = shared && {
+    read: shared.redis.script<[string, string | null, string | null]>('bastionCacheRead', READ),
+    setIfUnchanged: shared.redis.script<unknown>('bastionCacheSetIfUnchanged', SET_IF_UNCHANGED),
+    invalidate: shared.redis.script<unknown>('bastionCacheInvalidate', INVALIDATE),
+  };
 
   const l1TtlMs = () => (shared && !shared.redis.isAvailable() ? Math.min(options.ttlMs, shared.fallbackTtlMs) : options.ttlMs);
   const prefix = `bastion:${FORMAT_VERSION}:${shared?.name}:`;
@@ -148,14 +153,13 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
   }
 
   const loadThrough = async (key: string, load: (key: string) => Promise<V | null>): Promise<V | null> => {
-    if (!shared || !shared.redis.isAvailable()) {
+    if (!shared || !scripts || !shared.redis.isAvailable()) {
       stats.misses++;
       return load(key);
     }
-    const { client } = shared.redis;
     let seen: { epoch: string; generation: string } | undefined;
     try {
-      const [readEpoch, generation, raw] = (await client.eval(READ, 0, prefix, key)) as [string, string | null, string | null];
+      const [readEpoch, generation, raw] = await scripts.read(0, prefix, key);
       adoptEpoch(readEpoch);
       seen = { epoch: readEpoch, generation: generation ?? '' };
       if (typeof raw === 'string') {
@@ -168,8 +172,8 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
     stats.misses++;
     const value = await load(key);
     if (seen) {
-      client
-        .eval(SET_IF_UNCHANGED, 0, prefix, key, seen.epoch, seen.generation, JSON.stringify(value), jittered(shared.ttlSeconds * 1000))
+      scripts
+        .setIfUnchanged(0, prefix, key, seen.epoch, seen.generation, JSON.stringify(value), jittered(shared.ttlSeconds * 1000))
         .catch(() => undefined);
     }
     return value;
@@ -220,11 +224,10 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
     },
     delete(key) {
       forgetLocally(key);
-      if (!shared) return;
-      const { redis } = shared;
+      if (!shared || !scripts) return;
       // While Redis is away the write reaches no other instance; the epoch bump on return covers it.
-      if (!redis.isAvailable()) return;
-      redis.client.eval(INVALIDATE, 0, prefix, key, GENERATION_TTL_MS, channel).catch(() => undefined);
+      if (!shared.redis.isAvailable()) return;
+      scripts.invalidate(0, prefix, key, GENERATION_TTL_MS, channel).catch(() => undefined);
     },
     clear: clearLocally,
     stats,

@@ -105,6 +105,19 @@ export async function normalizeEmail(request: FastifyRequest, _reply: FastifyRep
 
 export const bearerSecurity = [{ bearerAuth: [] }];
 
+/** Responses from this size on are compressed (gzip, brotli or deflate, as the client accepts). */
+export const COMPRESS_THRESHOLD_BYTES = 1024;
+
+/**
+ * Route option for responses that always stay well below COMPRESS_THRESHOLD_BYTES: one user, one
+ * account, a health answer (their fields are bounded: a user is at most ~800 bytes of JSON) and the
+ * short errors those routes give. Compression would never apply to them, yet @fastify/compress would
+ * run two hooks on each such request to find that out; measured, that was a tenth of the cost of
+ * GET /users/:id. Lists, and anything that carries free text of unbounded total size (a transfer's
+ * 500-character description, validation errors of a body), keep compression.
+ */
+export const SMALL_RESPONSE = { compress: false } as const;
+
 /** preValidation hook for routes whose body is optional: no body at all counts as `{}`. */
 export async function emptyBodyAsObject(request: FastifyRequest): Promise<void> {
   if (request.body === undefined || request.body === null) request.body = {};

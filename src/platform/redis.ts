@@ -4,8 +4,16 @@
 import { Redis } from 'ioredis';
 import type { Logger } from './logger.js';
 
+/** A Lua script on the command connection: `numberOfKeys` keys first, then arguments. */
+export type RedisScript<Result> = (numberOfKeys: number, ...keysAndArgs: Array<string | number>) => Promise<Result>;
+
 export interface RedisConnection {
   readonly client: Redis;
+  /**
+   * Defines a Lua script (ioredis defineCommand): calls send EVALSHA, and the body goes over the
+   * wire only the first time on each connection or after Redis forgot it (NOSCRIPT).
+   */
+  script<Result>(name: string, lua: string): RedisScript<Result>;
   /** True while the command connection is ready. */
   isAvailable(): boolean;
   /** Subscribes to a channel; the handler is called for every message, across reconnects. */
@@ -54,6 +62,12 @@ export function connectRedis(url: string, logger: Logger): RedisConnection {
 
   return {
     client,
+    script<Result>(name: string, lua: string): RedisScript<Result> {
+      client.defineCommand(name, { lua });
+      const command = (client as unknown as Record<string, (...args: Array<string | number>) => Promise<unknown>>)[name];
+      if (!command) throw new Error(`redis: script ${name} was not defined`);
+      return (numberOfKeys, ...keysAndArgs) => command.call(client, numberOfKeys, ...keysAndArgs) as Promise<Result>;
+    },
     isAvailable: () => available,
     async subscribe(channel, handler) {
       const existing = handlers.get(channel);

@@ -19,7 +19,7 @@ import { ledgerRoutes, type LedgerService } from '../components/ledger/index.js'
 import { usersRoutes, type UsersService } from '../components/users/index.js';
 import { DomainError } from '../platform/errors.js';
 import { sendError, toErrorPayload } from './http-errors.js';
-import { ErrorBody } from '../platform/http.js';
+import { COMPRESS_THRESHOLD_BYTES, ErrorBody } from '../platform/http.js';
 import { newId } from '../platform/ids.js';
 import type { Metrics } from '../platform/metrics.js';
 import type { Gcra, GcraDecision } from '../platform/rate-limit.js';
@@ -222,7 +222,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     });
   }
   // Responses only: request bodies are small JSON, so no decompression hook on every request.
-  await app.register(compress, { threshold: 1024, globalDecompression: false });
+  await app.register(compress, { threshold: COMPRESS_THRESHOLD_BYTES, globalDecompression: false });
 
   app.addSchema(ErrorBody);
   await app.register(swagger, {

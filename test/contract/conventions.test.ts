@@ -2,6 +2,7 @@
 // error shape, request ids, security headers, CORS and the per-client rate limit on /api/.
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import { gunzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { backends } from '../helpers/backends.js';
 import type { ApiResponse } from '../helpers/client.js';
@@ -332,6 +333,36 @@ for (const backend of backends) {
         expectHelmetHeaders(await server.client.get('/api/v1/users/me'));
         expectHelmetHeaders(await server.client.post(REGISTER, {}));
         expectHelmetHeaders(await server.client.get('/nope'));
+      });
+    });
+
+    describe('compression', () => {
+      /** GET with Accept-Encoding: gzip over node:http, which (unlike fetch) leaves the body as sent. */
+      const getGzip = (path: string, token: string) =>
+        new Promise<{ status: number; encoding: string | undefined; body: Buffer }>((resolve, reject) => {
+          const request = http.get(`${server.baseUrl}${path}`, { headers: { authorization: `Bearer ${token}`, 'accept-encoding': 'gzip' } }, (response) => {
+            const parts: Buffer[] = [];
+            response.on('data', (part: Buffer) => parts.push(part));
+            response.on('end', () => resolve({ status: response.statusCode ?? 0, encoding: response.headers['content-encoding'], body: Buffer.concat(parts) }));
+            response.on('error', reject);
+          });
+          request.on('error', reject);
+        });
+
+      it('when a client accepts gzip and a list is over 1 KiB, then it is sent gzipped; one user (always small) is sent as is', { skip }, async () => {
+        const admin = await loginAdmin(server.client);
+        for (let index = 0; index < 8; index++) {
+          assert.equal((await server.client.post(REGISTER, validRegistration())).status, 201);
+        }
+        const list = await getGzip('/api/v1/users?limit=100', admin.accessToken);
+        assert.equal(list.status, 200);
+        assert.equal(list.encoding, 'gzip');
+        const users = (JSON.parse(gunzipSync(list.body).toString('utf8')) as { data: unknown[] }).data;
+        assert.ok(users.length >= 9, `listed ${users.length} users`);
+        const me = await getGzip('/api/v1/users/me', admin.accessToken);
+        assert.equal(me.status, 200);
+        assert.equal(me.encoding, undefined);
+        assert.equal((JSON.parse(me.body.toString('utf8')) as { data: { email: string } }).data.email, admin.user.email);
       });
     });
 

@@ -77,6 +77,8 @@ export function createSharedLoginThrottle(
   fallback: LoginThrottle = createMemoryLoginThrottle(options),
 ): LoginThrottle {
   const windowMs = options.windowSeconds * 1000;
+  const retryAfter = redis.script<number>('bastionLoginRetryAfter', RETRY_AFTER);
+  const recordFailure = redis.script<unknown>('bastionLoginRecordFailure', RECORD_FAILURE);
   const redisKey = (key: string) => `bastion:v1:login-failures:${createHash('sha256').update(key).digest('base64url')}`;
   const attempt = async <T>(viaRedis: () => Promise<T>, viaMemory: () => Promise<T>): Promise<T> => {
     if (!redis.isAvailable()) return viaMemory();
@@ -89,12 +91,12 @@ export function createSharedLoginThrottle(
   return {
     retryAfterSeconds: (key) =>
       attempt(
-        async () => Number(await redis.client.eval(RETRY_AFTER, 1, redisKey(key), String(windowMs), String(options.maxFailures))),
+        async () => Number(await retryAfter(1, redisKey(key), windowMs, options.maxFailures)),
         () => fallback.retryAfterSeconds(key),
       ),
     recordFailure: (key) =>
       attempt(
-        async () => void (await redis.client.eval(RECORD_FAILURE, 1, redisKey(key), String(windowMs), randomUUID())),
+        async () => void (await recordFailure(1, redisKey(key), windowMs, randomUUID())),
         () => fallback.recordFailure(key),
       ),
     reset: (key) =>

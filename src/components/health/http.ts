@@ -1,6 +1,7 @@
 // Liveness (no dependency touched) and readiness (each dependency checked, with a time bound).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { SMALL_RESPONSE } from '../../platform/http.js';
 
 /** Resolves 'ok', or 'degraded' when the service still serves without it; throws when failing. */
 export type ReadinessCheck = () => Promise<'ok' | 'degraded'>;
@@ -18,6 +19,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
   app.get(
     '/health',
     {
+      ...SMALL_RESPONSE,
       schema: {
         tags: ['health'],
         summary: 'Liveness',
@@ -29,7 +31,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{
 
   app.get(
     '/health/ready',
-    { schema: { tags: ['health'], summary: 'Readiness of every dependency', response: { 200: ReadyBody, 503: ReadyBody } } },
+    { ...SMALL_RESPONSE, schema: { tags: ['health'], summary: 'Readiness of every dependency', response: { 200: ReadyBody, 503: ReadyBody } } },
     async (request, reply) => {
       const results: Record<string, string> = {};
       await Promise.all(

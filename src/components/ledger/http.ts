@@ -13,6 +13,7 @@ import {
   PageMeta,
   principalOf,
   requirePermission,
+  SMALL_RESPONSE,
 } from '../../platform/http.js';
 import { errorBody, toErrorPayload } from '../../transports/http-errors.js';
 import {
@@ -104,6 +105,7 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
   app.get(
     '/accounts/:id',
     {
+      ...SMALL_RESPONSE,
       schema: {
         tags: accountTags,
         summary: 'An account (owner or admin)',

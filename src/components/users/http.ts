@@ -10,6 +10,7 @@ import {
   PageQuery,
   principalOf,
   requirePermission,
+  SMALL_RESPONSE,
 } from '../../platform/http.js';
 import { CreateUserBody, UpdateUserBody, UserSchema } from './users.schemas.js';
 import type { UsersService } from './users.service.js';
@@ -23,6 +24,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ users: UsersService }> = a
   app.get(
     '/users/me',
     {
+      ...SMALL_RESPONSE,
       schema: {
         tags,
         summary: 'The calling user',
@@ -75,6 +77,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ users: UsersService }> = a
   app.get(
     '/users/:id',
     {
+      ...SMALL_RESPONSE,
       schema: {
         tags,
         summary: 'Get a user (self or admin)',
