@@ -172,20 +172,23 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     void reply.headers(securityHeaders).header('x-request-id', request.id);
     done();
   });
-  app.addHook('onResponse', (request, reply, done) => {
-    deps.accessLogger.info(
-      {
-        reqId: request.id,
-        method: request.method,
-        url: request.url,
-        statusCode: reply.statusCode,
-        durationMs: Math.round(reply.elapsedTime * 100) / 100,
-        userId: request.principal?.userId,
-      },
-      'request completed',
-    );
-    done();
-  });
+  // One access line per request, when info lines are logged at all (no hook otherwise).
+  if (deps.accessLogger.isLevelEnabled('info')) {
+    app.addHook('onResponse', (request, reply, done) => {
+      deps.accessLogger.info(
+        {
+          reqId: request.id,
+          method: request.method,
+          url: request.url,
+          statusCode: reply.statusCode,
+          durationMs: Math.round(reply.elapsedTime * 100) / 100,
+          userId: request.principal?.userId,
+        },
+        'request completed',
+      );
+      done();
+    });
+  }
 
   app.setErrorHandler((error, request, reply) => {
     const payload = toErrorPayload(error);
