@@ -124,11 +124,16 @@ export function createSharedGcra(
   const now = options.now ?? Date.now;
   const gcra = redis.script<[number, number, number]>('bastionGcra', GCRA);
   const leases = new Map<string, Lease>();
+  /** Leases with admissions not yet sent: the flush visits these, not every client's lease. */
+  const unreported = new Map<string, Lease>();
   let flushTimer: NodeJS.Timeout | undefined;
 
   // Redis may have lost every key, and unreported admissions cannot be told to the Redis that
   // comes back as anything but noise: start over from what Redis says.
-  redis.onAvailabilityChange(() => leases.clear());
+  redis.onAvailabilityChange(() => {
+    leases.clear();
+    unreported.clear();
+  });
 
   /** Adopts what Redis answered for a call that carried `carried` earlier admissions. */
   const adopt = (lease: Lease, carried: number, allowed: boolean, waitMs: number, untilFullMs: number) => {
@@ -143,8 +148,10 @@ export function createSharedGcra(
 
   const flush = () => {
     flushTimer = undefined;
-    for (const [key, lease] of leases) {
-      if (lease.unreported === 0) continue;
+    const due = [...unreported];
+    unreported.clear();
+    for (const [key, lease] of due) {
+      if (lease.unreported === 0) continue; // an ask carried them already
       const carried = lease.unreported;
       lease.unreported = 0;
       lease.inFlight += carried;
@@ -188,6 +195,7 @@ export function createSharedGcra(
       if (fresh && lease.admitted < Math.floor(lease.remaining / LOCAL_SHARE)) {
         lease.admitted++;
         lease.unreported++;
+        unreported.set(key, lease);
         if (!flushTimer) {
           flushTimer = setTimeout(flush, FLUSH_MS);
           flushTimer.unref();
