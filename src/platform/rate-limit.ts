@@ -146,15 +146,21 @@ export function createSharedGcra(
     lease.blockedUntil = allowed ? 0 : at + waitMs;
   };
 
+  /** Moves the lease's unreported admissions onto a call about to be sent; how many it carries. */
+  const carry = (lease: Lease): number => {
+    const carried = lease.unreported;
+    lease.unreported = 0;
+    lease.inFlight += carried;
+    return carried;
+  };
+
   const flush = () => {
     flushTimer = undefined;
     const due = [...unreported];
     unreported.clear();
     for (const [key, lease] of due) {
       if (lease.unreported === 0) continue; // an ask carried them already
-      const carried = lease.unreported;
-      lease.unreported = 0;
-      lease.inFlight += carried;
+      const carried = carry(lease);
       gcra(1, `bastion:v1:rate:${key}`, lease.windowMs / lease.max, lease.windowMs, carried, 0).then(
         ([, , untilFullMs]) => adopt(lease, carried, true, 0, untilFullMs),
         () => void (lease.inFlight -= carried), // lost with Redis; the availability change resets all
@@ -163,9 +169,7 @@ export function createSharedGcra(
   };
 
   const ask = (key: string, lease: Lease): Promise<GcraDecision> => {
-    const carried = lease.unreported;
-    lease.unreported = 0;
-    lease.inFlight += carried;
+    const carried = carry(lease);
     const { max, windowMs } = lease;
     return gcra(1, `bastion:v1:rate:${key}`, windowMs / max, windowMs, carried, 1).then(
       ([allowed, waitMs, untilFullMs]) => {
