@@ -27,7 +27,7 @@ import {
   type TestDatabase,
 } from '../helpers/backends.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
-import { logLines, request, startServiceProcess, type HttpResult, type ServiceProcess } from './service-process.js';
+import { logLines, request, serviceEnv, startServiceProcess, type HttpResult, type ServiceProcess } from './service-process.js';
 
 const SHUTDOWN_TIMEOUT_MS = 5_000;
 /** Scheduling slack on a loaded 2-core CI box between "the bound passed" and "the exit was observed". */
@@ -36,18 +36,8 @@ const LOGINS = 24;
 const ME_REQUESTS = 60;
 const CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE']);
 
-const baseEnv = (database: TestDatabase, extra: Record<string, string> = {}): Record<string, string> => ({
-  DATA_DIR: database.dataDir,
-  ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
-  BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
-  BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-  RATE_LIMIT_MAX: '1000000000',
-  LOGIN_MAX_FAILURES: '1000',
-  PASSWORD_HASH_CONCURRENCY: '1',
-  SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
-  LOG_LEVEL: 'info',
-  ...extra,
-});
+const baseEnv = (database: TestDatabase, extra: Record<string, string> = {}): Record<string, string> =>
+  serviceEnv(database, { LOGIN_MAX_FAILURES: '1000', SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS), LOG_LEVEL: 'info', ...extra });
 
 async function loginToken(port: number): Promise<string> {
   const response = await request(port, 'POST', '/api/v1/auth/login', {

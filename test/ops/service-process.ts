@@ -5,7 +5,9 @@ import { once } from 'node:events';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { TestDatabase } from '../helpers/backends.js';
 import { freePort } from '../helpers/ports.js';
+import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const MAIN_ENTRY = path.join(REPO_ROOT, 'src/main.ts');
@@ -28,6 +30,22 @@ export function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
     if (value !== undefined) base[name] = value;
   }
   return { ...base, NODE_ENV: 'test', ...env };
+}
+
+/**
+ * The service's environment on a test database: the bootstrap admin, a rate limit no test reaches
+ * unless it sets its own, one hashing thread; `extra` adds to it or overrides it.
+ */
+export function serviceEnv(database: TestDatabase, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    DATA_DIR: database.dataDir,
+    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
+    BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
+    BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    RATE_LIMIT_MAX: '1000000000',
+    PASSWORD_HASH_CONCURRENCY: '1',
+    ...extra,
+  };
 }
 
 export interface RunResult {

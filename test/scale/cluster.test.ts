@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { postgresBackend, postgresSkipReason, redisSkipReason, TEST_REDIS_URL, type TestDatabase } from '../helpers/backends.js';
 import { parseCacheCounters } from '../helpers/metrics.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
-import { logLines, request, runCli, startServiceProcess, type HttpResult, type ServiceProcess } from '../ops/service-process.js';
+import { logLines, request, runCli, serviceEnv, startServiceProcess, type HttpResult, type ServiceProcess } from '../ops/service-process.js';
 
 const SHUTDOWN_TIMEOUT_MS = 10_000;
 const say = (line: string) => process.stdout.write(`# ${line}\n`);
@@ -66,18 +66,13 @@ describe('WORKERS=2 on PostgreSQL and Redis: one port, two worker processes', as
     if (skip) return;
     database = await postgresBackend.createDatabase();
     service = await startServiceProcess(
-      {
+      serviceEnv(database, {
         WORKERS: '2',
-        DATABASE_URL: database.databaseUrl ?? '',
         REDIS_URL: TEST_REDIS_URL,
-        BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
-        BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-        RATE_LIMIT_MAX: '1000000000',
         DATABASE_POOL_SIZE: '4',
-        PASSWORD_HASH_CONCURRENCY: '1',
         SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
         LOG_LEVEL: 'info',
-      },
+      }),
       { startTimeoutMs: 45_000 },
     );
     // /health answered: one worker listens. Wait for the second.

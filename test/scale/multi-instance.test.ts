@@ -16,9 +16,8 @@ import { expectError } from '../helpers/errors.js';
 import { createLoopbackClient, randomLoopbackAddress, type LoopbackClient } from '../helpers/loopback.js';
 import { cacheCounters, counterDelta } from '../helpers/metrics.js';
 import { forgetRateLimitState, inspectRedis, untilCachedInRedis } from '../helpers/redis.js';
-import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { expectUser, type User } from '../helpers/users.js';
-import { startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
+import { serviceEnv, startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
 
 /** The contract's bound for a write or a revocation to reach every instance. */
 const PROPAGATION_BOUND_MS = 1_000;
@@ -28,17 +27,8 @@ const RATE_LIMIT = 30;
 
 const say = (line: string) => process.stdout.write(`# ${line}\n`);
 
-const instanceEnv = (database: TestDatabase, extra: Record<string, string> = {}): Record<string, string> => ({
-  DATABASE_URL: database.databaseUrl ?? '',
-  REDIS_URL: TEST_REDIS_URL,
-  BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
-  BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-  RATE_LIMIT_MAX: '1000000000',
-  DATABASE_POOL_SIZE: '4',
-  PASSWORD_HASH_CONCURRENCY: '1',
-  LOG_LEVEL: 'warn',
-  ...extra,
-});
+const instanceEnv = (database: TestDatabase, extra: Record<string, string> = {}): Record<string, string> =>
+  serviceEnv(database, { REDIS_URL: TEST_REDIS_URL, DATABASE_POOL_SIZE: '4', LOG_LEVEL: 'warn', ...extra });
 
 const dataOf = <T>(response: { body: unknown }): T => (response.body as { data: T }).data;
 

@@ -22,7 +22,7 @@ import { cacheCounters, counterDelta } from '../helpers/metrics.js';
 import { inspectRedis, PrivateRedis, privateRedisSkipReason, untilCachedInRedis } from '../helpers/redis.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { expectUser, type User } from '../helpers/users.js';
-import { logLines, startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
+import { logLines, serviceEnv, startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
 
 const RATE_LIMIT = 30;
 const LOAD_WORKERS = 6;
@@ -77,17 +77,13 @@ describe('two instances while the real Redis goes away and comes back', async ()
     if (skip) return;
     redisServer = await PrivateRedis.create();
     database = await postgresBackend.createDatabase();
-    const env = {
-      DATABASE_URL: database.databaseUrl ?? '',
+    const env = serviceEnv(database, {
       REDIS_URL: redisServer.url,
-      BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
-      BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
       RATE_LIMIT_MAX: String(RATE_LIMIT),
       RATE_LIMIT_WINDOW_MS: '3600000',
       DATABASE_POOL_SIZE: '4',
-      PASSWORD_HASH_CONCURRENCY: '1',
       LOG_LEVEL: 'info',
-    };
+    });
     processes.push(...(await Promise.all([0, 1].map(() => startServiceProcess(env, { startTimeoutMs: 45_000 })))));
   });
 
