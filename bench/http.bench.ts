@@ -2,7 +2,8 @@
 // route, with autocannon running in separate processes. `npm run bench` builds first.
 //
 // Scenarios (32 connections):
-//   bare route · GET /api/v1/users/me · GET /api/v1/users/:id (admin), in BENCH_ROUNDS interleaved
+//   bare route · the bare route with the service's response headers (a diagnostic) ·
+//   GET /api/v1/users/me · GET /api/v1/users/:id (admin), in BENCH_ROUNDS interleaved
 //   rounds of BENCH_DURATION seconds, median reported; a login flood (16 connections of
 //   POST /api/v1/auth/login) measured together with /users/me running at the same time; then, on
 //   PostgreSQL + Redis when both answer, four services side by side: GET /users/:id with the cache
@@ -116,6 +117,8 @@ function table(rows: readonly Row[], bare: LoadSummary): string {
 
 type Scenario = [name: string, spec: Omit<LoadSpec, 'durationSeconds'>];
 
+const HEADERS_DIAGNOSTIC = 'bare route + the service\'s response headers (diagnostic)';
+
 /**
  * Warms every scenario up, then runs them in ROUNDS interleaved rounds (the first scenario is the
  * baseline): this VM's speed drifts by tens of percent within a minute, so each scenario is
@@ -201,6 +204,7 @@ async function main(): Promise<void> {
   // two runs minutes apart would mostly measure that drift.
   const scenarios: Scenario[] = [
     ['bare Fastify route (baseline)', { url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS }],
+    [HEADERS_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-headers`, connections: CONNECTIONS }],
     ['GET /api/v1/users/me', { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }],
     ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }],
   ];
@@ -240,6 +244,10 @@ async function main(): Promise<void> {
     `Bare, /users/me and /users/:id ran in ${ROUNDS} interleaved rounds of ${DURATION} s; each row is its median round. ` +
       `Per-round ratios to bare — /users/me: ${perRoundRatios('GET /api/v1/users/me').map((ratio) => fixed(ratio, 2)).join(', ')}; ` +
       `/users/:id: ${perRoundRatios('GET /api/v1/users/:id (admin)').map((ratio) => fixed(ratio, 2)).join(', ')}.`,
+    '',
+    `"${HEADERS_DIAGNOSTIC}" is the bare route answering with the service's response headers (helmet's twelve, ` +
+      'X-Request-Id, three RateLimit-*): what those headers cost before any of the service\'s own work ' +
+      `(per round: ${perRoundRatios(HEADERS_DIAGNOSTIC).map((ratio) => fixed(ratio, 2)).join(', ')}).`,
     '',
     'p50/p99 are autocannon latency percentiles; "ratio to bare" is req/s relative to the bare Fastify route. ' +
       'Logins are deliberately slow (argon2id, 19 MiB, t=2, in PASSWORD_HASH_CONCURRENCY worker threads at a lowered OS priority).',

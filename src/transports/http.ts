@@ -47,7 +47,7 @@ const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
  * The headers helmet sets (its defaults), computed once: helmet's middleware re-parses its CSP
  * directives on every call, which measured as a fifth of an authenticated request's cost.
  */
-function helmetHeaders(): Record<string, string> {
+export function helmetHeaders(): Record<string, string> {
   const headers: Record<string, string> = {};
   const response = {
     setHeader: (name: string, value: string) => void (headers[name.toLowerCase()] = value),

@@ -56,6 +56,8 @@ export interface RunResult {
   /** The process was still running at `timeoutMs` and was SIGKILLed. */
   readonly timedOut: boolean;
   readonly durationMs: number;
+  /** Milliseconds from its last line of output (or its start, without output) to its exit. */
+  readonly lingeredMs: number;
 }
 
 /**
@@ -76,8 +78,15 @@ export async function runCli(
   });
   let stdout = '';
   let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  let lastOutputAt = startedAt;
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    lastOutputAt = performance.now();
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+    lastOutputAt = performance.now();
+  });
   child.stdin.on('error', () => undefined);
   if (options.stdin !== undefined) child.stdin.end(options.stdin);
   else child.stdin.end();
@@ -87,8 +96,9 @@ export async function runCli(
     child.kill('SIGKILL');
   }, options.timeoutMs ?? 60_000);
   const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+  const exitedAt = performance.now();
   clearTimeout(timer);
-  return { code, signal, stdout, stderr, timedOut, durationMs: performance.now() - startedAt };
+  return { code, signal, stdout, stderr, timedOut, durationMs: exitedAt - startedAt, lingeredMs: exitedAt - lastOutputAt };
 }
 
 export { freePort };
