@@ -71,12 +71,14 @@ export async function runCli(argv: readonly string[]): Promise<number> {
 
 async function withDatabase(config: Config, work: (database: Database) => Promise<number>): Promise<number> {
   const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
-  const database = await openDatabase({
-    databaseUrl: config.databaseUrl,
-    dataDir: config.dataDir,
-    poolSize: 2,
-    logger,
-  });
+  let database: Database;
+  try {
+    database = await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: 2, logger });
+  } catch (error) {
+    // Unreachable server, a data directory another process holds: one line, not a stack trace.
+    process.stderr.write(`bastion: could not open the database: ${error instanceof Error ? error.message : String(error)}\n`);
+    return 1;
+  }
   try {
     return await work(database);
   } finally {

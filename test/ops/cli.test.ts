@@ -245,6 +245,30 @@ describe('CLI on embedded PGlite (DATA_DIR)', { concurrency: 2 }, () => {
     assertExited(second, 'the second migrate');
   });
 
+  it('when a service holds the data directory, then migrate refuses with one line naming it and exits 1; once the service stops, migrate runs', { timeout: 180_000 }, async () => {
+    const dataDir = path.join(await freshDirectory(), 'data');
+    const env = { DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
+    // The service runs in this test's process: a different process from the CLI's.
+    const server = await startServer(pgliteBackend, {}, { database: { databaseUrl: undefined, dataDir, drop: async () => undefined } });
+    let stopped = false;
+    try {
+      const refused = await runCli(['migrate'], env, { timeoutMs: COMMAND_TIMEOUT_MS });
+      assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+      assert.equal(refused.stdout, '', 'nothing was applied');
+      assert.match(refused.stderr, new RegExp(`^bastion: could not open the database: DATA_DIR .* is in use by process ${process.pid};`));
+      assert.equal(refused.stderr.trim().split('\n').length, 1, `one line, no stack trace: ${refused.stderr}`);
+      const me = await server.client.get('/health/ready');
+      assert.equal(me.status, 200, 'the owner keeps running');
+      await server.stop();
+      stopped = true;
+      const after = await runCli(['migrate'], env, { timeoutMs: COMMAND_TIMEOUT_MS });
+      assert.equal(after.stdout.trim(), 'database is up to date', after.stderr);
+      assertExited(after, 'migrate after the service stopped');
+    } finally {
+      if (!stopped) await server.stop();
+    }
+  });
+
   it('when create-admin writes to a data directory, then a service started on it lets that admin log in', { timeout: 180_000 }, async () => {
     const dataDir = path.join(await freshDirectory(), 'data');
     const created = await runCli(['create-admin', '--email', 'local.admin@example.com'], { DATA_DIR: dataDir, LOG_LEVEL: 'warn' }, {

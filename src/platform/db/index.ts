@@ -5,6 +5,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { Kysely, PostgresDialect, sql, type Transaction } from 'kysely';
 import pg from 'pg';
 import type { Logger } from '../logger.js';
+import { lockDataDir } from './data-dir-lock.js';
 import { Mutex, PGliteDialect } from './pglite-dialect.js';
 import type { Tables } from './tables.js';
 
@@ -108,8 +109,18 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
 
 async function openPglite(dataDir: string): Promise<Database> {
   const inMemory = dataDir === 'memory://' || dataDir.startsWith('memory://');
-  if (!inMemory) await mkdir(dataDir, { recursive: true });
-  const pglite = await PGlite.create(inMemory ? undefined : dataDir);
+  let unlock = async () => undefined as void;
+  if (!inMemory) {
+    await mkdir(dataDir, { recursive: true });
+    unlock = await lockDataDir(dataDir);
+  }
+  let pglite: PGlite;
+  try {
+    pglite = await PGlite.create(inMemory ? undefined : dataDir);
+  } catch (error) {
+    await unlock();
+    throw error;
+  }
   const dialect = new PGliteDialect(pglite);
   const db = new Kysely<Tables>({ dialect });
   const advisoryLock = new Mutex();
@@ -133,8 +144,12 @@ async function openPglite(dataDir: string): Promise<Database> {
     },
     ping: (timeoutMs) => withTimeout(sql`select 1`.execute(db).then(() => undefined), timeoutMs, 'database ping'),
     async close() {
-      await db.destroy();
-      if (!pglite.closed) await pglite.close();
+      try {
+        await db.destroy();
+        if (!pglite.closed) await pglite.close();
+      } finally {
+        await unlock();
+      }
     },
   };
 }
