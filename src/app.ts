@@ -124,6 +124,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     });
 
     ledger.startBackgroundWork();
+    auth.startBackgroundWork();
 
     return {
       config,
@@ -140,6 +141,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
           await http.close();
         } finally {
           ledger.stopBackgroundWork();
+          auth.stopBackgroundWork();
           signingKeys.stop();
           await passwords.close();
           await redis?.close();

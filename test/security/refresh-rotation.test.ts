@@ -153,6 +153,40 @@ for (const backend of backends) {
       assert.equal((await rows.childrenOf(row.id)).length, 0);
     });
 
+    it('when every token of a login has expired, then the purge deletes that family whole and leaves families with a live token alone', { skip }, async () => {
+      const rows = tokenRows(server);
+      const db = server.app.database.db;
+      const expireFamily = (familyId: string, except?: string) =>
+        db
+          .updateTable('refresh_tokens')
+          .set({ expires_at: new Date(Date.now() - 60_000) })
+          .where('family_id', '=', familyId)
+          .where('id', '!=', except ?? '00000000-0000-0000-0000-000000000000')
+          .execute();
+
+      // A: rotated twice, then everything expired. B: its first token expired, its successor lives.
+      const a = await registerAndLogin(server.client);
+      const aLast = refreshTokenOf(await refresh(refreshTokenOf(await refresh(a.refreshToken), 'A 1')), 'A 2');
+      const aFamily = (await rows.of(a.refreshToken))!.family_id;
+      assert.equal((await rows.family(aFamily)).length, 3);
+      await expireFamily(aFamily);
+      const b = await registerAndLogin(server.client);
+      const bNext = refreshTokenOf(await refresh(b.refreshToken), 'B 1');
+      const bFamily = (await rows.of(b.refreshToken))!.family_id;
+      await expireFamily(bFamily, (await rows.of(bNext))!.id);
+      const c = await registerAndLogin(server.client);
+      const cFamily = (await rows.of(c.refreshToken))!.family_id;
+
+      const deleted = await server.app.auth.purgeExpiredSessions();
+      assert.ok(deleted >= 3, `deleted ${deleted} rows, expected at least A's three`);
+      assert.deepEqual(await rows.family(aFamily), [], 'A is gone whole');
+      assert.equal((await rows.family(bFamily)).length, 2, 'B keeps its expired parent while its successor lives');
+      assert.equal((await rows.family(cFamily)).length, 1);
+      assertError(await refresh(aLast), 401, 'INVALID_REFRESH_TOKEN', 'a purged token');
+      refreshTokenOf(await refresh(bNext), 'B after the purge');
+      assert.equal(await server.app.auth.purgeExpiredSessions(), 0, 'a second purge finds nothing');
+    });
+
     it('when the refresh token was revoked by logout-all, then 401 INVALID_REFRESH_TOKEN', { skip }, async () => {
       const rows = tokenRows(server);
       const session = await registerAndLogin(server.client);

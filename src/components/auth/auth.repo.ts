@@ -218,3 +218,24 @@ export async function revokeAllOfUser(executor: Executor, userId: string): Promi
     .where('revoked_at', 'is', null)
     .execute();
 }
+
+/**
+ * Deletes up to `limit` refresh-token families none of whose tokens is still unexpired, each family
+ * whole in one statement (a token's parent is in its family, and the foreign key is checked at the
+ * statement's end). Uses the expires_at and family_id indexes.
+ */
+export async function deleteExpiredFamilies(executor: Executor, limit: number): Promise<{ rows: number; families: number }> {
+  const result = await sql<{ family_id: string }>`
+    with dead as (
+      select distinct expired.family_id
+      from refresh_tokens expired
+      where expired.expires_at <= now()
+        and not exists (
+          select 1 from refresh_tokens live where live.family_id = expired.family_id and live.expires_at > now()
+        )
+      limit ${limit}
+    )
+    delete from refresh_tokens where family_id in (select family_id from dead)
+    returning family_id`.execute(executor);
+  return { rows: result.rows.length, families: new Set(result.rows.map((row) => row.family_id)).size };
+}

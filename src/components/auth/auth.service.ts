@@ -5,6 +5,7 @@ import type { Principal } from '../access/index.js';
 import type { Database } from '../../platform/db/index.js';
 import { newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
+import { repeatEvery } from '../../platform/periodic.js';
 import { toUser, type User, type UserState, type UsersService } from '../users/index.js';
 import type { AccessClaims, AccessTokens } from './access-tokens.js';
 import { invalidAccessToken, invalidCredentials, invalidRefreshToken, tokenReused, tooManyLoginAttempts } from './auth.errors.js';
@@ -35,7 +36,19 @@ export interface AuthService {
    * in memory (the hot path of every authenticated request); undefined when it needs I/O.
    */
   authenticateCached(accessToken: string): Principal | undefined;
+  /**
+   * Deletes every login (refresh-token family) whose tokens have all expired: nothing can be done
+   * with them any more, reuse detection included. Resolves to the number of rows deleted.
+   */
+  purgeExpiredSessions(): Promise<number>;
+  /** Starts the hourly purge; stopBackgroundWork ends it. */
+  startBackgroundWork(): void;
+  stopBackgroundWork(): void;
 }
+
+const PURGE_INTERVAL_MS = 3_600_000;
+/** Families per delete statement: keeps each purge transaction short on a large table. */
+const PURGE_BATCH_FAMILIES = 1_000;
 
 export interface AuthServiceDeps {
   readonly database: Database;
@@ -76,6 +89,7 @@ function principalFor(claims: AccessClaims, state: UserState | null): Principal 
 export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer): AuthService {
   const { database, users, accessTokens, loginThrottle } = deps;
   const db = database.db;
+  const stops: Array<() => void> = [];
   const successorOf = (token: string): string =>
     createHmac('sha256', successorSecret).update(token).digest('base64url');
 
@@ -177,6 +191,23 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     async authenticate(accessToken) {
       const claims = await accessTokens.verify(accessToken);
       return principalFor(claims, await users.getState(claims.userId));
+    },
+
+    async purgeExpiredSessions() {
+      let total = 0;
+      for (;;) {
+        const { rows, families } = await repo.deleteExpiredFamilies(db, PURGE_BATCH_FAMILIES);
+        total += rows;
+        if (families < PURGE_BATCH_FAMILIES) return total;
+      }
+    },
+
+    startBackgroundWork() {
+      stops.push(repeatEvery(deps.logger, 'auth: purged expired refresh tokens', PURGE_INTERVAL_MS, () => this.purgeExpiredSessions()));
+    },
+
+    stopBackgroundWork() {
+      for (const stop of stops.splice(0)) stop();
     },
 
     authenticateCached(accessToken) {

@@ -8,6 +8,7 @@ import { isConnectionError, sqlState } from '../../platform/db/index.js';
 import { assert, DomainError, notFound, validationFailed } from '../../platform/errors.js';
 import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
+import { repeatEvery } from '../../platform/periodic.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
 import * as repo from './ledger.repo.js';
@@ -189,7 +190,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   const now = deps.now ?? (() => new Date());
   /** Keys being executed by this instance; other instances are covered by the advisory lock. */
   const inFlight = new Set<string>();
-  const timers: NodeJS.Timeout[] = [];
+  const stops: Array<() => void> = [];
 
   const readVisibleAccount = async (principal: Principal, id: string): Promise<repo.AccountRow> => {
     const row = await repo.findAccount(db, id);
@@ -482,27 +483,16 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     purgeIdempotencyKeys: () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds),
 
     startBackgroundWork() {
-      const every = (intervalMs: number, name: string, job: () => Promise<number>) => {
-        let running = false;
-        const timer = setInterval(() => {
-          if (running) return;
-          running = true;
-          job()
-            .then((count) => {
-              if (count > 0) logger.info({ count }, `ledger: ${name}`);
-            })
-            .catch((error: unknown) => logger.warn({ err: error }, `ledger: ${name} failed`))
-            .finally(() => (running = false));
-        }, intervalMs);
-        timer.unref();
-        timers.push(timer);
-      };
-      every(deps.pendingSweepIntervalMs, 'expired pending transfers', sweep);
-      every(3_600_000, 'purged idempotency keys', () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds));
+      stops.push(
+        repeatEvery(logger, 'ledger: expired pending transfers', deps.pendingSweepIntervalMs, sweep),
+        repeatEvery(logger, 'ledger: purged idempotency keys', 3_600_000, () =>
+          repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds),
+        ),
+      );
     },
 
     stopBackgroundWork() {
-      for (const timer of timers.splice(0)) clearInterval(timer);
+      for (const stop of stops.splice(0)) stop();
     },
   };
 }
