@@ -154,6 +154,10 @@ export function createSharedGcra(
     return carried;
   };
 
+  /** One GCRA call for the client: report `carried` earlier admissions, and decide one more if `take`. */
+  const callRedis = (key: string, lease: Lease, carried: number, take: 0 | 1) =>
+    gcra(1, `bastion:v1:rate:${key}`, lease.windowMs / lease.max, lease.windowMs, carried, take);
+
   const flush = () => {
     flushTimer = undefined;
     const due = [...unreported];
@@ -161,7 +165,7 @@ export function createSharedGcra(
     for (const [key, lease] of due) {
       if (lease.unreported === 0) continue; // an ask carried them already
       const carried = carry(lease);
-      gcra(1, `bastion:v1:rate:${key}`, lease.windowMs / lease.max, lease.windowMs, carried, 0).then(
+      callRedis(key, lease, carried, 0).then(
         ([, , untilFullMs]) => adopt(lease, carried, true, 0, untilFullMs),
         () => void (lease.inFlight -= carried), // lost with Redis; the availability change resets all
       );
@@ -171,7 +175,7 @@ export function createSharedGcra(
   const ask = (key: string, lease: Lease): Promise<GcraDecision> => {
     const carried = carry(lease);
     const { max, windowMs } = lease;
-    return gcra(1, `bastion:v1:rate:${key}`, windowMs / max, windowMs, carried, 1).then(
+    return callRedis(key, lease, carried, 1).then(
       ([allowed, waitMs, untilFullMs]) => {
         adopt(lease, carried, allowed === 1, waitMs, untilFullMs);
         return decide(max, windowMs, allowed === 1, waitMs, untilFullMs);

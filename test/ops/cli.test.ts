@@ -257,8 +257,8 @@ describe('CLI on embedded PGlite (DATA_DIR)', { concurrency: 2 }, () => {
       assert.equal(refused.stdout, '', 'nothing was applied');
       assert.match(refused.stderr, new RegExp(`^bastion: could not open the database: DATA_DIR .* is in use by process ${process.pid};`));
       assert.equal(refused.stderr.trim().split('\n').length, 1, `one line, no stack trace: ${refused.stderr}`);
-      const me = await server.client.get('/health/ready');
-      assert.equal(me.status, 200, 'the owner keeps running');
+      const ready = await server.client.get('/health/ready');
+      assert.equal(ready.status, 200, 'the owner keeps running');
       await server.stop();
       stopped = true;
       const after = await runCli(['migrate'], env, { timeoutMs: COMMAND_TIMEOUT_MS });

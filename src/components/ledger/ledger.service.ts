@@ -191,6 +191,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   /** Keys being executed by this instance; other instances are covered by the advisory lock. */
   const inFlight = new Set<string>();
   const stops: Array<() => void> = [];
+  const purgeIdempotencyKeys = () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds);
 
   const readVisibleAccount = async (principal: Principal, id: string): Promise<repo.AccountRow> => {
     const row = await repo.findAccount(db, id);
@@ -480,14 +481,12 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
 
     expirePendingTransfers: sweep,
 
-    purgeIdempotencyKeys: () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds),
+    purgeIdempotencyKeys,
 
     startBackgroundWork() {
       stops.push(
         repeatEvery(logger, 'ledger: expired pending transfers', deps.pendingSweepIntervalMs, sweep),
-        repeatEvery(logger, 'ledger: purged idempotency keys', 3_600_000, () =>
-          repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds),
-        ),
+        repeatEvery(logger, 'ledger: purged idempotency keys', 3_600_000, purgeIdempotencyKeys),
       );
     },
 

@@ -109,7 +109,7 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
 
 async function openPglite(dataDir: string): Promise<Database> {
   const inMemory = dataDir === 'memory://' || dataDir.startsWith('memory://');
-  let unlock = async () => undefined as void;
+  let unlock: () => Promise<void> = async () => {};
   if (!inMemory) {
     await mkdir(dataDir, { recursive: true });
     unlock = await lockDataDir(dataDir);
