@@ -1,15 +1,18 @@
 // The baseline for bench/http.bench.ts: a bare Fastify 5 server with one route returning a small JSON
 // object, no plugins, no logging. It prints {"port": N} on stdout once listening.
 //
-// A second route, /bare-headers, is a diagnostic: the same bare handler, but answering with the
-// response headers every /api/ answer of the service carries (helmet's set, the request id, the three
-// RateLimit-* headers). The gap between it and /bare is what those headers cost, before any of the
-// service's own work.
+// Two more routes are diagnostics, each the same bare handler with one thing of the service's added:
+// - /bare-headers answers with the response headers every /api/ answer of the service carries
+//   (helmet's set, the request id, the three RateLimit-* headers): what those headers cost, before
+//   any of the service's own work;
+// - /bare-coalesced writes its response the way the service does (coalesceWrite, in the check phase
+//   of the event loop): what that technique gives a route that does nothing else.
 import Fastify from 'fastify';
-import { helmetHeaders } from '../src/transports/http.js';
+import { coalesceWrite, helmetHeaders } from '../src/transports/http.js';
 
 const app = Fastify({ logger: false });
-app.get('/bare', async () => ({ status: 'ok', service: 'bare', n: 1 }));
+const answer = async () => ({ status: 'ok', service: 'bare', n: 1 });
+app.get('/bare', answer);
 
 const securityHeaders = helmetHeaders();
 let requests = 0;
@@ -25,8 +28,9 @@ app.get(
       done();
     },
   },
-  async () => ({ status: 'ok', service: 'bare', n: 1 }),
+  answer,
 );
+app.get('/bare-coalesced', { onSend: coalesceWrite }, answer);
 
 await app.listen({ port: Number(process.env['PORT'] ?? 0), host: '127.0.0.1' });
 const address = app.server.address();

@@ -2,15 +2,16 @@
 // route, with autocannon running in separate processes. `npm run bench` builds first.
 //
 // Scenarios (32 connections):
-//   bare route · the bare route with the service's response headers (a diagnostic) ·
-//   GET /api/v1/users/me · GET /api/v1/users/:id (admin), in BENCH_ROUNDS interleaved
-//   rounds of BENCH_DURATION seconds, median reported; a login flood (16 connections of
-//   POST /api/v1/auth/login) measured together with /users/me running at the same time; then, on
-//   PostgreSQL + Redis when both answer, four services side by side: GET /users/:id with the cache
-//   disabled, from Redis (L1 off), from L1, and with WORKERS=2, in interleaved rounds with the bare
-//   route again.
+//   bare route · two diagnostics (the bare route with the service's response headers; the bare
+//   route writing as the service does) · GET /api/v1/users/me · GET /api/v1/users/:id (admin), in
+//   BENCH_ROUNDS interleaved rounds of BENCH_DURATION seconds, each compared with the bare route's
+//   run in the same round (median of the per-round ratios reported); a login flood (16 connections
+//   of POST /api/v1/auth/login) measured together with /users/me running at the same time; then,
+//   on PostgreSQL + Redis when both answer, four services side by side: GET /users/:id with the
+//   cache disabled, from Redis (L1 off), from L1, and with WORKERS=2, in interleaved rounds with
+//   the bare route again.
 //
-// Environment: BENCH_DURATION (5), BENCH_ROUNDS (3), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
+// Environment: BENCH_DURATION (3), BENCH_ROUNDS (7), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
 // (16); BENCH_DATABASE_URL runs the service on PostgreSQL (an empty database, or one whose admin is
 // BENCH_ADMIN_EMAIL / BENCH_ADMIN_PASSWORD); otherwise embedded PGlite in a fresh data directory.
 // Prints a markdown table and writes it to bench/results/latest.md.
@@ -35,8 +36,8 @@ const numberFromEnv = (name: string, fallback: number): number => {
   if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number, got ${raw}`);
   return value;
 };
-const DURATION = numberFromEnv('BENCH_DURATION', 5);
-const ROUNDS = numberFromEnv('BENCH_ROUNDS', 3);
+const DURATION = numberFromEnv('BENCH_DURATION', 3);
+const ROUNDS = numberFromEnv('BENCH_ROUNDS', 7);
 const WARMUP = numberFromEnv('BENCH_WARMUP', 2);
 const CONNECTIONS = numberFromEnv('BENCH_CONNECTIONS', 32);
 const LOGIN_CONNECTIONS = numberFromEnv('BENCH_LOGIN_CONNECTIONS', 16);
@@ -94,22 +95,42 @@ async function load(spec: LoadSpec): Promise<LoadSummary> {
   return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as LoadSummary;
 }
 
+interface Ratio {
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+}
+
 interface Row {
   readonly scenario: string;
   readonly result: LoadSummary;
+  /** For interleaved scenarios: the per-round ratios to the baseline's run in the same round. */
+  readonly ratio?: Ratio;
 }
 
 const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : 'n/a');
 
+function medianOf(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  if (sorted.length === 0) return Number.NaN;
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] ?? Number.NaN) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+}
+
+const ratioOf = (values: readonly number[]): Ratio => ({ median: medianOf(values), min: Math.min(...values), max: Math.max(...values) });
+
 function table(rows: readonly Row[], bare: LoadSummary): string {
   const lines = [
-    '| scenario | req/s | p50 ms | p99 ms | ratio to bare | non-2xx / errors |',
+    '| scenario | req/s | p50 ms | p99 ms | ratio to bare (per-round range) | non-2xx / errors |',
     '| --- | ---: | ---: | ---: | ---: | ---: |',
   ];
-  for (const { scenario, result } of rows) {
+  for (const { scenario, result, ratio } of rows) {
+    const shown = ratio
+      ? `${fixed(ratio.median, 3)} (${fixed(ratio.min, 2)}–${fixed(ratio.max, 2)})`
+      : fixed(result.requestsPerSecond / bare.requestsPerSecond, 3);
     lines.push(
       `| ${scenario} | ${fixed(result.requestsPerSecond, 0)} | ${fixed(result.p50Ms, 1)} | ${fixed(result.p99Ms, 1)} | ` +
-        `${fixed(result.requestsPerSecond / bare.requestsPerSecond, 3)} | ${result.non2xx} / ${result.errors} |`,
+        `${shown} | ${result.non2xx} / ${result.errors} |`,
     );
   }
   return lines.join('\n');
@@ -118,13 +139,22 @@ function table(rows: readonly Row[], bare: LoadSummary): string {
 type Scenario = [name: string, spec: Omit<LoadSpec, 'durationSeconds'>];
 
 const HEADERS_DIAGNOSTIC = 'bare route + the service\'s response headers (diagnostic)';
+const COALESCED_DIAGNOSTIC = 'bare route, writes coalesced as the service does (diagnostic)';
+
+interface Interleaved {
+  /** One row per scenario: its median round, and its ratio to the baseline (the first scenario). */
+  readonly rows: Row[];
+  /** The median over rounds of a's req/s over b's in the same round. */
+  pairedRatio(a: string, b: string): number;
+}
 
 /**
  * Warms every scenario up, then runs them in ROUNDS interleaved rounds (the first scenario is the
- * baseline): this VM's speed drifts by tens of percent within a minute, so each scenario is
- * reported as its median round, and its ratio to the baseline per round.
+ * baseline). This VM's speed drifts by tens of percent within a minute, so a scenario is compared
+ * with the baseline's run in the same round, seconds apart, and the ratio reported is the median
+ * of those per-round ratios (with their range); req/s and latencies are the median round's.
  */
-async function interleaved(scenarios: readonly Scenario[]): Promise<{ rows: Row[]; perRoundRatios: (name: string) => number[] }> {
+async function interleaved(scenarios: readonly Scenario[]): Promise<Interleaved> {
   for (const [name, spec] of scenarios) {
     log(`warm-up: ${name}`);
     await load({ ...spec, durationSeconds: WARMUP });
@@ -136,17 +166,24 @@ async function interleaved(scenarios: readonly Scenario[]): Promise<{ rows: Row[
       samples.set(name, [...(samples.get(name) ?? []), await load({ ...spec, durationSeconds: DURATION })]);
     }
   }
-  const median = (results: readonly LoadSummary[]): LoadSummary => {
+  const medianRound = (results: readonly LoadSummary[]): LoadSummary => {
     const sorted = [...results].sort((a, b) => a.requestsPerSecond - b.requestsPerSecond);
     const middle = sorted[Math.floor(sorted.length / 2)];
     if (!middle) throw new Error('no samples');
     return middle;
   };
-  const baseline = samples.get(scenarios[0]?.[0] ?? '') ?? [];
+  const perRound = (a: string, b: string): number[] => {
+    const of = samples.get(b) ?? [];
+    return (samples.get(a) ?? []).map((sample, index) => sample.requestsPerSecond / (of[index]?.requestsPerSecond ?? Number.NaN));
+  };
+  const baseline = scenarios[0]?.[0] ?? '';
   return {
-    rows: scenarios.map(([name]) => ({ scenario: name, result: median(samples.get(name) ?? []) })),
-    perRoundRatios: (name) =>
-      (samples.get(name) ?? []).map((sample, index) => sample.requestsPerSecond / (baseline[index]?.requestsPerSecond ?? Number.NaN)),
+    rows: scenarios.map(([name]) => ({
+      scenario: name,
+      result: medianRound(samples.get(name) ?? []),
+      ratio: ratioOf(perRound(name, baseline)),
+    })),
+    pairedRatio: (a, b) => medianOf(perRound(a, b)),
   };
 }
 
@@ -199,16 +236,17 @@ async function main(): Promise<void> {
   const backend = DATABASE_URL ? 'PostgreSQL' : 'PGlite (a data directory on disk, the default)';
   log(`service on ${backend}; ${CONNECTIONS} connections, ${WARMUP} s warm-up + ${DURATION} s per scenario`);
 
-  // The bare route and the service's routes are measured in interleaved rounds and each reported
-  // as its median round: this VM's speed drifts by tens of percent within a minute, and a ratio of
-  // two runs minutes apart would mostly measure that drift.
+  // The bare route and the service's routes are measured in interleaved rounds, each compared with
+  // the bare route's run of the same round: this VM's speed drifts by tens of percent within a
+  // minute, and a ratio of two runs minutes apart would mostly measure that drift.
   const scenarios: Scenario[] = [
     ['bare Fastify route (baseline)', { url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS }],
     [HEADERS_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-headers`, connections: CONNECTIONS }],
+    [COALESCED_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-coalesced`, connections: CONNECTIONS }],
     ['GET /api/v1/users/me', { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }],
     ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }],
   ];
-  const { rows, perRoundRatios } = await interleaved(scenarios);
+  const { rows } = await interleaved(scenarios);
   const bareResult = rows[0]?.result;
   if (!bareResult) throw new Error('no baseline');
 
@@ -241,15 +279,16 @@ async function main(): Promise<void> {
     '',
     table(rows, bareResult),
     '',
-    `Bare, /users/me and /users/:id ran in ${ROUNDS} interleaved rounds of ${DURATION} s; each row is its median round. ` +
-      `Per-round ratios to bare — /users/me: ${perRoundRatios('GET /api/v1/users/me').map((ratio) => fixed(ratio, 2)).join(', ')}; ` +
-      `/users/:id: ${perRoundRatios('GET /api/v1/users/:id (admin)').map((ratio) => fixed(ratio, 2)).join(', ')}.`,
+    `The first five rows ran in ${ROUNDS} interleaved rounds of ${DURATION} s. "Ratio to bare" is the median of the ` +
+      'per-round ratios (req/s over the bare route\'s req/s in the same round), with their range; req/s, p50 and p99 are ' +
+      'the median round\'s. The two login-flood rows ran once, after the rounds; their ratio is to the median bare round.',
     '',
-    `"${HEADERS_DIAGNOSTIC}" is the bare route answering with the service's response headers (helmet's twelve, ` +
-      'X-Request-Id, three RateLimit-*): what those headers cost before any of the service\'s own work ' +
-      `(per round: ${perRoundRatios(HEADERS_DIAGNOSTIC).map((ratio) => fixed(ratio, 2)).join(', ')}).`,
+    'The two diagnostic rows are the bare route with one thing of the service\'s added. ' +
+      `"${HEADERS_DIAGNOSTIC}": helmet's twelve headers, X-Request-Id and three RateLimit-*, what they cost before any of ` +
+      `the service's own work. "${COALESCED_DIAGNOSTIC}": its response written in the check phase of the event loop ` +
+      '(src/transports/http.ts, coalesceWrite), what that technique gives a route that does nothing else.',
     '',
-    'p50/p99 are autocannon latency percentiles; "ratio to bare" is req/s relative to the bare Fastify route. ' +
+    'p50/p99 are autocannon latency percentiles. ' +
       'Logins are deliberately slow (argon2id, 19 MiB, t=2, in PASSWORD_HASH_CONCURRENCY worker threads at a lowered OS priority).',
     '',
     ...(scaleRows
@@ -259,9 +298,7 @@ async function main(): Promise<void> {
           table(scaleRows.rows, scaleRows.rows[0]?.result ?? bareResult),
           '',
           `The bare route and the four services (all running, on one database) ran in ${ROUNDS} interleaved rounds of ${DURATION} s; ` +
-            'each row is its median round. Per-round ratios to bare — ' +
-            scaleRows.perRound.map(([name, ratios]) => `${name}: ${ratios.map((ratio) => fixed(ratio, 2)).join(', ')}`).join('; ') +
-            '.',
+            'ratios are medians of per-round ratios, as above.',
           '',
           `L1 hit vs cache disabled: ${fixed(scaleRows.l1VsDisabled, 2)}×; Redis hit vs cache disabled: ${fixed(scaleRows.redisVsDisabled, 2)}×; ` +
             `2 worker processes vs 1: ${fixed(scaleRows.twoVsOne, 2)}×.`,
@@ -287,7 +324,7 @@ async function reachable(port: number): Promise<boolean> {
 }
 
 async function scaleScenarios(baseline: Scenario | undefined): Promise<
-  { rows: Row[]; perRound: Array<[name: string, ratios: number[]]>; l1VsDisabled: number; redisVsDisabled: number; twoVsOne: number } | undefined
+  { rows: Row[]; l1VsDisabled: number; redisVsDisabled: number; twoVsOne: number } | undefined
 > {
   const postgresUrl = process.env['BENCH_SCALE_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
   const redisUrl = process.env['BENCH_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
@@ -349,17 +386,13 @@ async function scaleScenarios(baseline: Scenario | undefined): Promise<
         { url: `${base}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: { authorization: `Bearer ${session.accessToken}` } },
       ]);
     }
-    const { rows, perRoundRatios } = await interleaved(scenarios);
-    const rps = (key: string) => {
-      const index = variants.findIndex(([candidate]) => candidate === key);
-      return rows[index + 1]?.result.requestsPerSecond ?? Number.NaN;
-    };
+    const { rows, pairedRatio } = await interleaved(scenarios);
+    const named = (key: string) => variants.find(([candidate]) => candidate === key)?.[1] ?? key;
     return {
       rows,
-      perRound: variants.map(([, scenario]) => [scenario, perRoundRatios(scenario)]),
-      l1VsDisabled: rps('l1') / rps('disabled'),
-      redisVsDisabled: rps('redis') / rps('disabled'),
-      twoVsOne: rps('two') / rps('l1'),
+      l1VsDisabled: pairedRatio(named('l1'), named('disabled')),
+      redisVsDisabled: pairedRatio(named('redis'), named('disabled')),
+      twoVsOne: pairedRatio(named('two'), named('l1')),
     };
   } finally {
     await Promise.all(

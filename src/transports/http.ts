@@ -77,6 +77,24 @@ function rateLimitHook(gcra: Gcra, max: number, windowMs: number) {
 }
 
 /**
+ * An onSend hook that hands the payload on in the check phase of the event loop. Under load, one
+ * poll phase reads many connections' requests; answering each as soon as it is handled interleaves
+ * a write (and, on the peer's side, a wake-up) with every read. Deferring the writes to the end of
+ * the turn sends them as one burst, and the peer (a load balancer, a proxy, a client) wakes once
+ * for all of them. Measured on a bare Fastify route under 32 connections: ~20 % less CPU per
+ * request and ~25 % more throughput (README, "Benchmarks"). At low load it adds one event-loop
+ * phase, microseconds, to a response's latency.
+ */
+export function coalesceWrite(
+  _request: FastifyRequest,
+  _reply: FastifyReply,
+  payload: unknown,
+  done: (error: Error | null, payload: unknown) => void,
+): void {
+  setImmediate(done, null, payload);
+}
+
+/**
  * Request ids: a random per-process prefix and a counter. Unique across instances for every
  * practical purpose, and far cheaper than a random UUID per request.
  */
@@ -226,6 +244,10 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   }
   // Responses only: request bodies are small JSON, so no decompression hook on every request.
   await app.register(compress, { threshold: COMPRESS_THRESHOLD_BYTES, globalDecompression: false });
+  // Response writes are coalesced per event-loop turn: a finished response is written in the check
+  // phase (setImmediate), after every request that arrived in the same poll phase was handled,
+  // instead of in the middle of reading them. Registered after compress, so it is the last onSend.
+  app.addHook('onSend', coalesceWrite);
 
   app.addSchema(ErrorBody);
   await app.register(swagger, {
