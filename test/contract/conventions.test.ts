@@ -2,6 +2,7 @@
 // error shape, request ids, security headers, CORS and the per-client rate limit on /api/.
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { after, before, describe, it } from 'node:test';
 import { backends } from '../helpers/backends.js';
@@ -307,6 +308,34 @@ for (const backend of backends) {
         const ids = responses.map((response) => response.headers.get('x-request-id'));
         for (const id of ids) assert.ok(id && id.length > 0);
         assert.equal(new Set(ids).size, ids.length);
+      });
+
+      // Responses are written at the end of the event-loop turn that handled them (coalesceWrite):
+      // requests that arrive in one read, answered by fast and slow paths alike, must still be
+      // answered each once, in order, with its own status and body.
+      it('when 12 requests arrive pipelined in one write, then each is answered once, in order, with its own status and id', { skip }, async () => {
+        const paths = ['/health', '/api/v1/users/me', '/nope', '/health/ready'];
+        const sent = Array.from({ length: 12 }, (_, index) => ({ path: paths[index % paths.length] ?? '/health', id: `pipelined-${index}` }));
+        const wire = sent
+          .map(({ path, id }, index) => `GET ${path} HTTP/1.1\r\nHost: bastion.test\r\nX-Request-Id: ${id}\r\n${index === sent.length - 1 ? 'Connection: close\r\n' : ''}\r\n`)
+          .join('');
+        const { port } = new URL(server.baseUrl);
+        const received = await new Promise<string>((resolve, reject) => {
+          const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(wire));
+          let text = '';
+          socket.setEncoding('latin1').on('data', (chunk: string) => (text += chunk));
+          socket.once('end', () => resolve(text));
+          socket.once('error', reject);
+        });
+        const answers = [...received.matchAll(/HTTP\/1\.1 (\d{3}) [^\r]*\r\n([\s\S]*?)\r\n\r\n/g)].map(([, status, head]) => ({
+          status: Number(status),
+          id: /^x-request-id: (\S+)$/im.exec(head ?? '')?.[1],
+        }));
+        const expectedStatus: Record<string, number> = { '/health': 200, '/api/v1/users/me': 401, '/nope': 404, '/health/ready': 200 };
+        assert.deepEqual(
+          answers,
+          sent.map(({ path, id }) => ({ status: expectedStatus[path], id })),
+        );
       });
     });
 
