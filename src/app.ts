@@ -8,6 +8,7 @@ import {
   createAuthService,
   createMemoryLoginThrottle,
   createSharedLoginThrottle,
+  createKeySealer,
   loadSigningKeys,
   loadSuccessorSecret,
   revokeSessionsOfUser,
@@ -68,10 +69,15 @@ export async function createApplication(config: Config, options: ApplicationOpti
     metrics.observeCache('users', userStateCache.stats);
     const users = createUsersService({ database, passwords, logger, stateCache: userStateCache });
     const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
+    const sealer = config.keyEncryptionSecret === undefined ? undefined : createKeySealer(config.keyEncryptionSecret);
+    if (!sealer) {
+      logger.warn('auth: private signing keys are stored unencrypted in the database; set KEY_ENCRYPTION_SECRET to seal them');
+    }
     const signingKeys = await loadSigningKeys({
       database,
       logger,
       retiredKeyGraceSeconds: config.accessTokenTtlSeconds + 300,
+      ...(sealer ? { sealer } : {}),
     });
     const auth = createAuthService(
       {
@@ -83,7 +89,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
         refreshReuseGraceSeconds: config.refreshReuseGraceSeconds,
         logger,
       },
-      await loadSuccessorSecret(database),
+      await loadSuccessorSecret(database, sealer),
     );
     const ledger = createLedgerService({
       database,

@@ -62,4 +62,10 @@ describe('config', () => {
     const problems = problemsOf({ BOOTSTRAP_ADMIN_EMAIL: 'admin@example.com' });
     assert.ok(problems.some((line) => line.startsWith('BOOTSTRAP_ADMIN_PASSWORD:')));
   });
+
+  it('when KEY_ENCRYPTION_SECRET is shorter than 32 characters, then it is refused; 32 or more is kept as given', () => {
+    assert.ok(problemsOf({ KEY_ENCRYPTION_SECRET: 'x'.repeat(31) }).some((line) => line.startsWith('KEY_ENCRYPTION_SECRET:')));
+    assert.equal(loadConfig({ KEY_ENCRYPTION_SECRET: 'x'.repeat(32) }).keyEncryptionSecret, 'x'.repeat(32));
+    assert.equal(loadConfig({}).keyEncryptionSecret, undefined);
+  });
 });

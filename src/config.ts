@@ -11,6 +11,8 @@ export interface Config {
   readonly dataDir: string;
   readonly redisUrl: string | undefined;
   readonly bootstrapAdmin: { readonly email: string; readonly password: string } | undefined;
+  /** Seals private signing keys and server secrets at rest; unset: they are stored in the clear. */
+  readonly keyEncryptionSecret: string | undefined;
   readonly allowedOrigins: readonly string[];
   readonly rateLimitMax: number;
   readonly rateLimitWindowMs: number;
@@ -101,6 +103,10 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  const keyEncryptionSecret = read('KEY_ENCRYPTION_SECRET');
+  if (keyEncryptionSecret !== undefined && keyEncryptionSecret.length < 32) {
+    problems.push('KEY_ENCRYPTION_SECRET: must be at least 32 characters (e.g. openssl rand -base64 32)');
+  }
   const allowedOrigins = (read('ALLOWED_ORIGINS') ?? '')
     .split(',')
     .map((origin) => origin.trim())
@@ -123,6 +129,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: read('DATA_DIR') ?? './data',
     redisUrl,
     bootstrapAdmin,
+    keyEncryptionSecret,
     allowedOrigins,
     rateLimitMax: integer('RATE_LIMIT_MAX', 100, 1, 1_000_000_000),
     rateLimitWindowMs: integer('RATE_LIMIT_WINDOW_MS', 900_000, 1, 86_400_000 * 7),

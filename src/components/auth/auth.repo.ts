@@ -77,6 +77,18 @@ export async function insertSigningKey(
     .execute();
 }
 
+export async function listPrivateKeys(executor: Executor): Promise<Array<{ kid: string; private_jwk: Record<string, unknown> }>> {
+  return executor.selectFrom('signing_keys').select(['kid', 'private_jwk']).execute();
+}
+
+export async function replacePrivateKey(executor: Executor, kid: string, privateJwk: Record<string, unknown>): Promise<void> {
+  await executor
+    .updateTable('signing_keys')
+    .set({ private_jwk: sql<Record<string, unknown>>`${JSON.stringify(privateJwk)}::jsonb` })
+    .where('kid', '=', kid)
+    .execute();
+}
+
 export async function retireSigningKeysExcept(executor: Executor, kid: string): Promise<void> {
   await executor
     .updateTable('signing_keys')
@@ -91,6 +103,10 @@ export async function retireSigningKeysExcept(executor: Executor, kid: string): 
 export async function findSecret(executor: Executor, name: string): Promise<Uint8Array | undefined> {
   const row = await executor.selectFrom('auth_secrets').select('secret').where('name', '=', name).executeTakeFirst();
   return row?.secret;
+}
+
+export async function replaceSecret(executor: Executor, name: string, secret: Uint8Array): Promise<void> {
+  await executor.updateTable('auth_secrets').set({ secret }).where('name', '=', name).execute();
 }
 
 export async function insertSecretIfAbsent(executor: Executor, name: string, secret: Uint8Array): Promise<void> {

@@ -10,6 +10,7 @@ import { toUser, type User, type UserState, type UsersService } from '../users/i
 import type { AccessClaims, AccessTokens } from './access-tokens.js';
 import { invalidAccessToken, invalidCredentials, invalidRefreshToken, tokenReused, tooManyLoginAttempts } from './auth.errors.js';
 import * as repo from './auth.repo.js';
+import { isSealedBytes, openBytes, sealBytes, type KeySealer } from './key-sealing.js';
 import { throttleKey, type LoginThrottle } from './login-throttle.js';
 
 export interface TokenPair {
@@ -69,15 +70,20 @@ const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
 /**
  * Loads (creating once) the secret that derives each refresh token's successor. Deriving instead of
  * storing lets a racing tab receive the very same successor again within the grace window, on any
- * instance, while the database keeps nothing but hashes.
+ * instance, while the database keeps nothing but hashes. With a sealer (KEY_ENCRYPTION_SECRET) the
+ * secret is stored sealed, and one stored in the clear before is sealed in place.
  */
-export async function loadSuccessorSecret(database: Database): Promise<Buffer> {
-  const existing = await repo.findSecret(database.db, SUCCESSOR_SECRET_NAME);
-  if (existing) return Buffer.from(existing);
-  await repo.insertSecretIfAbsent(database.db, SUCCESSOR_SECRET_NAME, randomBytes(32));
-  const created = await repo.findSecret(database.db, SUCCESSOR_SECRET_NAME);
-  if (!created) throw new Error('auth: could not create the refresh successor secret');
-  return Buffer.from(created);
+export async function loadSuccessorSecret(database: Database, sealer?: KeySealer): Promise<Buffer> {
+  let stored = await repo.findSecret(database.db, SUCCESSOR_SECRET_NAME);
+  if (!stored) {
+    const secret = randomBytes(32);
+    await repo.insertSecretIfAbsent(database.db, SUCCESSOR_SECRET_NAME, sealer ? await sealBytes(sealer, secret) : secret);
+    stored = await repo.findSecret(database.db, SUCCESSOR_SECRET_NAME);
+    if (!stored) throw new Error('auth: could not create the refresh successor secret');
+  }
+  const secret = await openBytes(sealer, stored);
+  if (sealer && !isSealedBytes(stored)) await repo.replaceSecret(database.db, SUCCESSOR_SECRET_NAME, await sealBytes(sealer, secret));
+  return secret;
 }
 
 /** The caller behind verified claims, if the user still exists with the token's version. */

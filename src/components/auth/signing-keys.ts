@@ -1,12 +1,15 @@
 // Access-token signing keys: Ed25519, generated on first start and kept in the database so every
 // instance signs and verifies with the same set. The newest unretired key signs; `keys rotate`
 // adds a new one and retires the others, which keep verifying until their tokens have expired.
-// Instances reload the set periodically and when they meet an unknown `kid`.
+// Instances reload the set periodically and when they meet an unknown `kid`. With
+// KEY_ENCRYPTION_SECRET, private keys are stored sealed (key-sealing.ts), and keys stored before the
+// secret was set are sealed in place at start.
 import { randomUUID } from 'node:crypto';
 import { exportJWK, generateKeyPair, importJWK, type JWK, type CryptoKey as JoseKey } from 'jose';
 import type { Database } from '../../platform/db/index.js';
 import type { Logger } from '../../platform/logger.js';
 import * as repo from './auth.repo.js';
+import { isSealedJwk, openJwk, sealJwk, type KeySealer } from './key-sealing.js';
 
 export const SIGNING_ALGORITHM = 'EdDSA';
 const KEY_BOOTSTRAP_LOCK = 0x6b65_7973; // "keys"
@@ -35,17 +38,18 @@ export interface SigningKeys {
   stop(): void;
 }
 
-async function generateKey() {
+async function generateKey(sealer: KeySealer | undefined) {
   const { publicKey, privateKey } = await generateKeyPair(SIGNING_ALGORITHM, { crv: 'Ed25519', extractable: true });
   const kid = randomUUID();
   const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: SIGNING_ALGORITHM, use: 'sig' };
   const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: SIGNING_ALGORITHM };
-  return { kid, algorithm: SIGNING_ALGORITHM, public_jwk: publicJwk, private_jwk: privateJwk };
+  const stored = sealer ? { ...(await sealJwk(sealer, privateJwk)) } : privateJwk;
+  return { kid, algorithm: SIGNING_ALGORITHM, public_jwk: publicJwk, private_jwk: stored };
 }
 
 /** Adds a new signing key and retires the others (CLI `keys rotate`). Returns the new kid. */
-export async function rotateSigningKey(database: Database): Promise<string> {
-  const key = await generateKey();
+export async function rotateSigningKey(database: Database, sealer?: KeySealer): Promise<string> {
+  const key = await generateKey(sealer);
   await database.transaction(async (tx) => {
     await repo.insertSigningKey(tx, key);
     await repo.retireSigningKeysExcept(tx, key.kid);
@@ -59,8 +63,10 @@ export async function loadSigningKeys(options: {
   /** How long a retired key keeps verifying: the access-token lifetime plus the reload interval. */
   retiredKeyGraceSeconds: number;
   reloadIntervalMs?: number;
+  /** Seals private keys at rest (KEY_ENCRYPTION_SECRET); without it they are stored as JWKs. */
+  sealer?: KeySealer;
 }): Promise<SigningKeys> {
-  const { database, logger } = options;
+  const { database, logger, sealer } = options;
   let signing: { kid: string; privateKey: JoseKey | Uint8Array } | undefined;
   let verifying = new Map<string, LoadedKey>();
   let lastUnknownKidReload = 0;
@@ -72,7 +78,7 @@ export async function loadSigningKeys(options: {
       await database.withAdvisoryLock(KEY_BOOTSTRAP_LOCK, async () => {
         const again = await repo.listVerifyingKeys(database.db, options.retiredKeyGraceSeconds);
         if (!again.some((row) => row.retired_at === null)) {
-          const key = await generateKey();
+          const key = await generateKey(sealer);
           await repo.insertSigningKey(database.db, key);
           logger.info({ kid: key.kid }, 'auth: generated the first access-token signing key');
         }
@@ -90,11 +96,12 @@ export async function loadSigningKeys(options: {
     const newest = rows.find((row) => row.retired_at === null);
     if (!newest) throw new Error('no active signing key after bootstrap');
     if (signing?.kid !== newest.kid) {
-      signing = { kid: newest.kid, privateKey: await importJWK(newest.private_jwk as JWK, SIGNING_ALGORITHM) };
+      signing = { kid: newest.kid, privateKey: await importJWK((await openJwk(sealer, newest.private_jwk)) as JWK, SIGNING_ALGORITHM) };
     }
     verifying = next;
   };
 
+  if (sealer) await sealStoredKeys(database, sealer, logger);
   await reload();
   const timer = setInterval(() => {
     reload().catch((error: unknown) => logger.warn({ err: error }, 'auth: reloading signing keys failed'));
@@ -121,6 +128,13 @@ export async function loadSigningKeys(options: {
     reload,
     stop: () => clearInterval(timer),
   };
+}
+
+/** Seals every private key still stored in the clear (kept from before KEY_ENCRYPTION_SECRET was set). */
+async function sealStoredKeys(database: Database, sealer: KeySealer, logger: Logger): Promise<void> {
+  const inTheClear = (await repo.listPrivateKeys(database.db)).filter((row) => !isSealedJwk(row.private_jwk));
+  for (const row of inTheClear) await repo.replacePrivateKey(database.db, row.kid, { ...(await sealJwk(sealer, row.private_jwk)) });
+  if (inTheClear.length > 0) logger.info({ keys: inTheClear.length }, 'auth: sealed private signing keys stored in the clear');
 }
 
 /** Only the public members of a stored JWK, so a private component can never be published. */
