@@ -8,7 +8,7 @@ import {
   createAuthService,
   createMemoryLoginThrottle,
   createSharedLoginThrottle,
-  createKeySealer,
+  keySealerFor,
   loadSigningKeys,
   loadSuccessorSecret,
   revokeSessionsOfUser,
@@ -69,7 +69,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     metrics.observeCache('users', userStateCache.stats);
     const users = createUsersService({ database, passwords, logger, stateCache: userStateCache });
     const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
-    const sealer = config.keyEncryptionSecret === undefined ? undefined : createKeySealer(config.keyEncryptionSecret);
+    const sealer = keySealerFor(config.keyEncryptionSecret);
     if (!sealer) {
       logger.warn('auth: private signing keys are stored unencrypted in the database; set KEY_ENCRYPTION_SECRET to seal them');
     }
@@ -77,7 +77,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       database,
       logger,
       retiredKeyGraceSeconds: config.accessTokenTtlSeconds + 300,
-      ...(sealer ? { sealer } : {}),
+      sealer,
     });
     const auth = createAuthService(
       {

@@ -4,7 +4,7 @@ import cluster from 'node:cluster';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createApplication, type Application } from '../app.js';
-import { createKeySealer, rotateSigningKey } from '../components/auth/index.js';
+import { keySealerFor, rotateSigningKey } from '../components/auth/index.js';
 import { checkLedger } from '../components/ledger/index.js';
 import { createPasswordHasher, createUsersService, type UserState } from '../components/users/index.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
@@ -49,8 +49,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       if (rest[0] !== 'rotate') break;
       return withDatabase(config, async (database) => {
         await migrate(database);
-        const sealer = config.keyEncryptionSecret === undefined ? undefined : createKeySealer(config.keyEncryptionSecret);
-        const kid = await rotateSigningKey(database, sealer);
+        const kid = await rotateSigningKey(database, keySealerFor(config.keyEncryptionSecret));
         process.stdout.write(`new signing key ${kid}; older keys verify until their tokens expire\n`);
         return 0;
       });

@@ -37,6 +37,16 @@ export function createKeySealer(secret: string): KeySealer {
   };
 }
 
+/** The sealer for KEY_ENCRYPTION_SECRET, or none when it is unset (values stay in the clear). */
+export const keySealerFor = (secret: string | undefined): KeySealer | undefined =>
+  secret === undefined ? undefined : createKeySealer(secret);
+
+/** A stored value is sealed: only a sealer opens it. */
+function sealerToOpen(sealer: KeySealer | undefined): KeySealer {
+  if (!sealer) throw new SealedKeyError('the stored private keys are encrypted: set KEY_ENCRYPTION_SECRET');
+  return sealer;
+}
+
 /** A sealed value as stored in a bytea column: a marker that 32 random bytes never begin with. */
 const SEALED_BYTES_PREFIX = 'bastion-sealed:';
 
@@ -49,14 +59,11 @@ export async function sealBytes(sealer: KeySealer, plaintext: Uint8Array): Promi
 
 export async function openBytes(sealer: KeySealer | undefined, stored: Uint8Array): Promise<Buffer> {
   if (!isSealedBytes(stored)) return Buffer.from(stored);
-  if (!sealer) throw new SealedKeyError('the stored private keys are encrypted: set KEY_ENCRYPTION_SECRET');
-  return Buffer.from(await sealer.open(Buffer.from(stored).subarray(SEALED_BYTES_PREFIX.length).toString('latin1')));
+  return Buffer.from(await sealerToOpen(sealer).open(Buffer.from(stored).subarray(SEALED_BYTES_PREFIX.length).toString('latin1')));
 }
 
 /** A sealed private JWK as stored in a jsonb column. */
-export interface SealedJwk {
-  readonly sealed: string;
-}
+export type SealedJwk = { readonly sealed: string };
 
 export const isSealedJwk = (stored: Record<string, unknown>): stored is Record<string, unknown> & SealedJwk =>
   typeof stored['sealed'] === 'string';
@@ -67,6 +74,5 @@ export async function sealJwk(sealer: KeySealer, jwk: Record<string, unknown>): 
 
 export async function openJwk(sealer: KeySealer | undefined, stored: Record<string, unknown>): Promise<Record<string, unknown>> {
   if (!isSealedJwk(stored)) return stored;
-  if (!sealer) throw new SealedKeyError('the stored private keys are encrypted: set KEY_ENCRYPTION_SECRET');
-  return JSON.parse(Buffer.from(await sealer.open(stored.sealed)).toString('utf8')) as Record<string, unknown>;
+  return JSON.parse(Buffer.from(await sealerToOpen(sealer).open(stored.sealed)).toString('utf8')) as Record<string, unknown>;
 }

@@ -43,7 +43,7 @@ async function generateKey(sealer: KeySealer | undefined) {
   const kid = randomUUID();
   const publicJwk = { ...(await exportJWK(publicKey)), kid, alg: SIGNING_ALGORITHM, use: 'sig' };
   const privateJwk = { ...(await exportJWK(privateKey)), kid, alg: SIGNING_ALGORITHM };
-  const stored = sealer ? { ...(await sealJwk(sealer, privateJwk)) } : privateJwk;
+  const stored = sealer ? await sealJwk(sealer, privateJwk) : privateJwk;
   return { kid, algorithm: SIGNING_ALGORITHM, public_jwk: publicJwk, private_jwk: stored };
 }
 
@@ -133,7 +133,7 @@ export async function loadSigningKeys(options: {
 /** Seals every private key still stored in the clear (kept from before KEY_ENCRYPTION_SECRET was set). */
 async function sealStoredKeys(database: Database, sealer: KeySealer, logger: Logger): Promise<void> {
   const inTheClear = (await repo.listPrivateKeys(database.db)).filter((row) => !isSealedJwk(row.private_jwk));
-  for (const row of inTheClear) await repo.replacePrivateKey(database.db, row.kid, { ...(await sealJwk(sealer, row.private_jwk)) });
+  for (const row of inTheClear) await repo.replacePrivateKey(database.db, row.kid, await sealJwk(sealer, row.private_jwk));
   if (inTheClear.length > 0) logger.info({ keys: inTheClear.length }, 'auth: sealed private signing keys stored in the clear');
 }
 
