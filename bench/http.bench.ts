@@ -17,7 +17,7 @@
 // Prints a markdown table and writes it to bench/results/latest.md.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -116,6 +116,19 @@ function medianOf(values: readonly number[]): number {
   const middle = Math.floor(sorted.length / 2);
   return sorted.length % 2 === 1 ? (sorted[middle] ?? Number.NaN) : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
 }
+
+/** A process's resident memory now and at its peak, in MB (Linux /proc; undefined elsewhere). */
+function memoryOf(pid: number | undefined): { residentMb: number; peakMb: number } | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kib = (field: string) => Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? Number.NaN);
+    return { residentMb: kib('VmRSS') / 1024, peakMb: kib('VmHWM') / 1024 };
+  } catch {
+    return undefined;
+  }
+}
+const IDLE_SETTLE_MS = 3_000;
 
 const ratioOf = (values: readonly number[]): Ratio => ({ median: medianOf(values), min: Math.min(...values), max: Math.max(...values) });
 
@@ -219,6 +232,8 @@ async function main(): Promise<void> {
     BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
   };
   const service = await startProcess('service', [DIST_MAIN, 'serve'], serviceEnv, servicePort, '/health');
+  await new Promise((resolve) => setTimeout(resolve, IDLE_SETTLE_MS));
+  const idleMemory = memoryOf(service.child.pid);
   const api = `http://127.0.0.1:${service.port}`;
 
   const loginBody = JSON.stringify({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD });
@@ -265,6 +280,8 @@ async function main(): Promise<void> {
   rows.push({ scenario: `POST /api/v1/auth/login flood (${LOGIN_CONNECTIONS} conns)`, result: flood });
   rows.push({ scenario: `GET /api/v1/users/me during the login flood (${CONNECTIONS} conns)`, result: meDuringFlood });
 
+  const loadedMemory = memoryOf(service.child.pid);
+
   // Scale-out: the same read through each cache tier, and one process against two, on PostgreSQL
   // and Redis (skipped with a line when either is absent).
   service.child.kill('SIGTERM');
@@ -284,9 +301,13 @@ async function main(): Promise<void> {
       'the median round\'s. The two login-flood rows ran once, after the rounds; their ratio is to the median bare round.',
     '',
     'The two diagnostic rows are the bare route with one thing of the service\'s added. ' +
-      `"${HEADERS_DIAGNOSTIC}": helmet's twelve headers, X-Request-Id and three RateLimit-*, what they cost before any of ` +
+      `"${HEADERS_DIAGNOSTIC}": the ten API security headers (src/transports/http.ts), X-Request-Id and three RateLimit-*, what they cost before any of ` +
       `the service's own work. "${COALESCED_DIAGNOSTIC}": its response written in the check phase of the event loop ` +
       '(src/transports/http.ts, coalesceWrite), what that technique gives a route that does nothing else.',
+    '',
+    `Service memory (resident): ${fixed(idleMemory?.residentMb ?? Number.NaN, 0)} MB idle ${IDLE_SETTLE_MS / 1000} s after its first start ` +
+      `on a new data directory; ${fixed(loadedMemory?.residentMb ?? Number.NaN, 0)} MB after the rounds and the login flood, ` +
+      `${fixed(loadedMemory?.peakMb ?? Number.NaN, 0)} MB at its peak.`,
     '',
     'p50/p99 are autocannon latency percentiles. ' +
       'Logins are deliberately slow (argon2id, 19 MiB, t=2, in PASSWORD_HASH_CONCURRENCY worker threads at a lowered OS priority).',
