@@ -3,18 +3,17 @@
 //
 // Two more routes are diagnostics, each the same bare handler with one thing of the service's added:
 // - /bare-headers answers with the response headers every /api/ answer of the service carries
-//   (helmet's set, the request id, the three RateLimit-* headers): what those headers cost, before
+//   (the API security set, the request id, the three RateLimit-* headers): what those headers cost, before
 //   any of the service's own work;
 // - /bare-coalesced writes its response the way the service does (coalesceWrite, in the check phase
 //   of the event loop): what that technique gives a route that does nothing else.
 import Fastify from 'fastify';
-import { coalesceWrite, helmetHeaders } from '../src/transports/http.js';
+import { API_SECURITY_HEADERS, coalesceWrite } from '../src/transports/http.js';
 
 const app = Fastify({ logger: false });
 const answer = async () => ({ status: 'ok', service: 'bare', n: 1 });
 app.get('/bare', answer);
 
-const securityHeaders = helmetHeaders();
 let requests = 0;
 app.get(
   '/bare-headers',
@@ -22,7 +21,7 @@ app.get(
     onRequest: (_request, reply, done) => {
       requests++;
       void reply
-        .headers(securityHeaders)
+        .headers(API_SECURITY_HEADERS)
         .header('x-request-id', `0123456789ab-${requests.toString(36)}`)
         .headers({ 'ratelimit-limit': 1_000_000_000, 'ratelimit-remaining': 1_000_000_000 - requests, 'ratelimit-reset': 1 });
       done();

@@ -68,10 +68,13 @@ export const PageMeta = Type.Object({
 });
 
 /**
- * Text that is stored: PostgreSQL text cannot hold NUL, so it is a validation error, not a 500.
+ * Text that is stored. PostgreSQL text cannot hold NUL, and a lone UTF-16 surrogate has no UTF-8 form
+ * (a driver stores U+FFFD in its place, a JSON or batched statement refuses it and takes its batch
+ * down with it): both are validation errors, never a 500 or silently changed text. Surrogate pairs
+ * (emoji) are fine. The pattern means the same with and without the regex `u` flag.
  */
 export const StoredText = (options: { minLength?: number; maxLength: number; description?: string }) =>
-  Type.String({ ...options, pattern: '^[^\\u0000]*$' });
+  Type.String({ ...options, pattern: '^(?:[^\\u0000\\uD800-\\uDFFF]|[\\uD800-\\uDBFF][\\uDC00-\\uDFFF])*$' });
 
 /** A body that must be empty or `{}` (operations that take no input). */
 export const NoBody = Type.Object({}, { additionalProperties: false });

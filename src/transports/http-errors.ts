@@ -1,5 +1,6 @@
 // The one error mapper: every failure (domain errors, validation, Fastify's own, the unexpected)
 // becomes the contract's body {error: {code, message, requestId, errors?}} with its HTTP status.
+import { STATUS_CODES } from 'node:http';
 import type { ErrorObject } from 'ajv';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isConnectionError } from '../platform/db/index.js';
@@ -31,11 +32,25 @@ export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   AMOUNT_EXCEEDS_PENDING: 422,
   BALANCE_LIMIT_EXCEEDED: 422,
   RATE_LIMITED: 429,
+  SERVICE_UNAVAILABLE: 503,
   SERVICE_BUSY: 503,
 };
 
 /** Fastify's own errors -> the contract's codes. */
-const FASTIFY_ERRORS: Readonly<Record<string, { status: number; code: string; message: string }>> = {
+const FASTIFY_ERRORS: Readonly<Record<string, ErrorPayload>> = {
+  // The router's (frameworkErrors): the path cannot name any resource, so it is a malformed request.
+  FST_ERR_BAD_URL: {
+    status: 400,
+    code: 'VALIDATION_FAILED',
+    message: 'The URL path is not valid percent-encoded UTF-8',
+    errors: [{ path: 'url', message: 'has an invalid percent-encoding' }],
+  },
+  FST_ERR_MAX_PARAM_LENGTH: {
+    status: 400,
+    code: 'VALIDATION_FAILED',
+    message: 'A URL path segment is too long',
+    errors: [{ path: 'url', message: 'has a path segment longer than 100 characters' }],
+  },
   FST_ERR_CTP_INVALID_MEDIA_TYPE: {
     status: 415,
     code: 'UNSUPPORTED_MEDIA_TYPE',
@@ -139,3 +154,36 @@ export function errorBody(payload: ErrorPayload, requestId: string) {
   };
 }
 
+
+/**
+ * Errors of Node's HTTP parser (the server's clientError event): the bytes never became a request,
+ * so no route, hook or client request id exists. The contract's body all the same.
+ */
+export function clientErrorPayload(error: Error & { code?: string }): ErrorPayload {
+  if (error.code === 'HPE_HEADER_OVERFLOW') {
+    return { status: 431, code: 'HEADERS_TOO_LARGE', message: 'The request line and headers are larger than 16 KiB' };
+  }
+  if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+    return { status: 408, code: 'REQUEST_TIMEOUT', message: 'The request did not arrive in time' };
+  }
+  return {
+    status: 400,
+    code: 'VALIDATION_FAILED',
+    message: 'The request is not well-formed HTTP/1.1',
+    errors: [{ path: 'request', message: 'is not well-formed HTTP/1.1' }],
+  };
+}
+
+/** A complete HTTP/1.1 error response, for sockets Fastify never got a request from; it closes the connection. */
+export function rawErrorResponse(payload: ErrorPayload, requestId: string, headers: Readonly<Record<string, string>>): string {
+  const body = JSON.stringify(errorBody(payload, requestId));
+  const lines = [
+    `HTTP/1.1 ${payload.status} ${STATUS_CODES[payload.status] ?? 'Error'}`,
+    ...Object.entries(headers).map(([name, value]) => `${name}: ${value}`),
+    `x-request-id: ${requestId}`,
+    'content-type: application/json; charset=utf-8',
+    `content-length: ${Buffer.byteLength(body)}`,
+    'connection: close',
+  ];
+  return `${lines.join('\r\n')}\r\n\r\n${body}`;
+}

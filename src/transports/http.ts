@@ -2,8 +2,8 @@
 // route plugins, and holds the ONE error mapper that turns every failure into the contract's body.
 import compress from '@fastify/compress';
 import cors from '@fastify/cors';
-import helmet from 'helmet';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -17,8 +17,8 @@ import { authRoutes, jwksRoutes } from '../components/auth/index.js';
 import { healthRoutes, type ReadinessCheck } from '../components/health/http.js';
 import { ledgerRoutes, type LedgerService } from '../components/ledger/index.js';
 import { usersRoutes, type UsersService } from '../components/users/index.js';
-import { DomainError } from '../platform/errors.js';
-import { sendError, toErrorPayload } from './http-errors.js';
+import { DomainError, validationFailed } from '../platform/errors.js';
+import { clientErrorPayload, errorBody, rawErrorResponse, sendError, toErrorPayload, type ErrorPayload } from './http-errors.js';
 import { COMPRESS_THRESHOLD_BYTES, ErrorBody } from '../platform/http.js';
 import { newId } from '../platform/ids.js';
 import type { Metrics } from '../platform/metrics.js';
@@ -44,18 +44,24 @@ export const BODY_LIMIT_BYTES = 1024 * 1024;
 const REQUEST_ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 
 /**
- * The headers helmet sets (its defaults), computed once: helmet's middleware re-parses its CSP
- * directives on every call, which measured as a fifth of an authenticated request's cost.
+ * The API set of the OWASP REST Security Cheat Sheet (the contract, "Conventions"), sent on every
+ * answer, errors included: JSON is never rendered, framed or shared cross-origin, and no answer is
+ * cached (`no-store`: token and personal-data bodies are most of the API; a route whose answer is
+ * public, the JWKS, sets its own Cache-Control). /docs replaces the CSP with the HTML policy
+ * Swagger UI needs (see its registration below).
  */
-export function helmetHeaders(): Record<string, string> {
-  const headers: Record<string, string> = {};
-  const response = {
-    setHeader: (name: string, value: string) => void (headers[name.toLowerCase()] = value),
-    removeHeader: (name: string) => void delete headers[name.toLowerCase()],
-  };
-  helmet()({} as IncomingMessage, response as unknown as ServerResponse, () => undefined);
-  return headers;
-}
+export const API_SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'strict-transport-security': 'max-age=31536000; includeSubDomains',
+  'referrer-policy': 'no-referrer',
+  'cross-origin-opener-policy': 'same-origin',
+  'cross-origin-resource-policy': 'same-origin',
+  'x-dns-prefetch-control': 'off',
+  'x-permitted-cross-domain-policies': 'none',
+  'cache-control': 'no-store',
+});
 
 /**
  * The per-client /api/ limit (GCRA, see platform/rate-limit.ts) with the draft-standard headers:
@@ -105,24 +111,78 @@ function requestIdGenerator(): () => string {
 }
 
 /**
+ * The contract's ids: 8-4-4-4-12 hex, either case. ajv-formats' `uuid` also takes `urn:uuid:…`,
+ * which PostgreSQL's uuid type refuses (a 500 where a 400 is due).
+ */
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
  * Two validators: bodies are never coerced ("10" is not an integer) and unknown fields are errors,
  * while query strings and path params are parsed as their declared types.
  */
 function createValidators() {
   const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+  const withFormats = (ajv: Ajv) => addFormats(ajv).addFormat('uuid', UUID_PATTERN);
   const common = { allErrors: true, removeAdditional: false, strict: false, useDefaults: true } as const;
-  const bodyAjv = addFormats(new Ajv({ ...common, coerceTypes: false }));
-  const queryAjv = addFormats(new Ajv({ ...common, coerceTypes: 'array' }));
+  const bodyAjv = withFormats(new Ajv({ ...common, coerceTypes: false }));
+  const queryAjv = withFormats(new Ajv({ ...common, coerceTypes: 'array' }));
   return ({ schema, httpPart }: { schema: object; httpPart?: string }) => {
     const ajv = httpPart === 'body' ? bodyAjv : queryAjv;
     return ajv.compile(schema);
   };
 }
 
+/** A complete error response on a socket no Fastify reply exists for; then the connection is closed. */
+function writeAndClose(socket: Socket, payload: ErrorPayload, requestId: string): void {
+  socket.write(rawErrorResponse(payload, requestId, API_SECURITY_HEADERS));
+  socket.destroy();
+}
+
+/**
+ * Node's HTTP parser errors (a malformed request line or header, headers over 16 KiB, a timeout)
+ * never become requests: the contract's error with a new request id and the API headers.
+ */
+function answerClientError(nextRequestId: () => string) {
+  return (error: Error & { code?: string }, socket: Socket): void => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    // A response already under way on this connection cannot be followed by another one.
+    const inProgress = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (!socket.writable || inProgress?.headersSent) return void socket.destroy();
+    writeAndClose(socket, clientErrorPayload(error), nextRequestId());
+  };
+}
+
+/**
+ * The two answers Node's HTTP server gives on its own: to CONNECT (without a listener it closes the
+ * socket without a word) and to an `Expect` other than 100-continue (an empty 417).
+ */
+function answerConnectAndExpect(server: Server, requestIdOf: (raw: IncomingMessage) => string): void {
+  server.on('connect', (raw: IncomingMessage, socket: Socket) =>
+    writeAndClose(socket, { status: 404, code: 'ROUTE_NOT_FOUND', message: 'CONNECT is not supported' }, requestIdOf(raw)),
+  );
+  server.on('checkExpectation', (raw: IncomingMessage, response: ServerResponse) => {
+    const requestId = requestIdOf(raw);
+    const body = JSON.stringify(
+      errorBody({ status: 417, code: 'EXPECTATION_FAILED', message: 'Only Expect: 100-continue is supported' }, requestId),
+    );
+    response.writeHead(417, {
+      ...API_SECURITY_HEADERS,
+      'x-request-id': requestId,
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      connection: 'close',
+    });
+    response.end(body);
+  });
+}
+
 export async function buildServer(deps: HttpDependencies): Promise<FastifyInstance> {
   const { config } = deps;
-  const securityHeaders = helmetHeaders();
   const nextRequestId = requestIdGenerator();
+  const requestIdOf = (raw: IncomingMessage): string => {
+    const header = raw.headers['x-request-id'];
+    return typeof header === 'string' && REQUEST_ID_PATTERN.test(header) ? header : nextRequestId();
+  };
   const app = Fastify({
     // No Fastify logger: it would build a child logger per request just to carry the request id.
     // The service logs through its own loggers, with reqId, where it has something to say.
@@ -132,14 +192,23 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
       typeof config.trustProxy === 'number'
         ? (_address: string, hop: number) => hop < (config.trustProxy as number)
         : config.trustProxy,
-    genReqId: (raw) => {
-      const header = raw.headers['x-request-id'];
-      return typeof header === 'string' && REQUEST_ID_PATTERN.test(header) ? header : nextRequestId();
-    },
+    genReqId: requestIdOf,
     requestTimeout: 30_000,
-    return503OnClosing: true,
+    // A request that arrives while closing is refused by the onRequest hook below, in the contract's
+    // shape; Fastify's own 503 has another body and none of the headers.
+    return503OnClosing: false,
+    // A missing Host is refused by the onRequest hook below (Node's own refusal has no body at all).
+    http: { requireHostHeader: false },
+    // Router errors (a bad percent-encoding, a path segment over 100 characters) skip every hook and
+    // the error handler; this sends them through the one mapper with the headers the hooks would set.
+    frameworkErrors: (error, request, reply) => {
+      void reply.headers(API_SECURITY_HEADERS);
+      return sendError(request, reply, toErrorPayload(error));
+    },
+    clientErrorHandler: answerClientError(nextRequestId),
     ajv: { customOptions: { removeAdditional: false } },
   }).withTypeProvider<TypeBoxTypeProvider>();
+  answerConnectAndExpect(app.server, requestIdOf);
 
   app.setValidatorCompiler(createValidators());
 
@@ -187,7 +256,14 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   });
 
   app.addHook('onRequest', (request, reply, done) => {
-    void reply.headers(securityHeaders).header('x-request-id', request.id);
+    void reply.headers(API_SECURITY_HEADERS).header('x-request-id', request.id);
+    if (request.headers.host === undefined && request.raw.httpVersion === '1.1') {
+      return done(validationFailed([{ path: 'host', message: 'is required in HTTP/1.1' }], 'The Host header is missing'));
+    }
+    if (deps.isShuttingDown()) {
+      void reply.header('connection', 'close');
+      return done(new DomainError('SERVICE_UNAVAILABLE', 'The service is shutting down; retry', { retryAfterSeconds: 1 }));
+    }
     done();
   });
   // One access line per request, when info lines are logged at all (no hook otherwise).

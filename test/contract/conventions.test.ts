@@ -9,6 +9,8 @@ import { backends } from '../helpers/backends.js';
 import type { ApiResponse } from '../helpers/client.js';
 import { loginAdmin, registerAndLogin, uniqueEmail } from '../helpers/auth.js';
 import { expectError, pathsOf } from '../helpers/errors.js';
+import { parseRawResponse, rawExchange } from '../helpers/raw-http.js';
+import { expectApiHeaders } from '../helpers/security-headers.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const ONE_MIB = 1024 * 1024;
@@ -340,28 +342,237 @@ for (const backend of backends) {
     });
 
     describe('security headers', () => {
-      const expectHelmetHeaders = (response: ApiResponse<unknown>) => {
-        const header = (name: string) => response.headers.get(name);
-        assert.ok(header('content-security-policy'), 'content-security-policy missing');
-        assert.match(header('strict-transport-security') ?? '', /max-age=\d+/);
-        assert.equal(header('x-content-type-options'), 'nosniff');
-        assert.equal(header('x-frame-options'), 'SAMEORIGIN');
-        assert.equal(header('referrer-policy'), 'no-referrer');
-        assert.equal(header('cross-origin-opener-policy'), 'same-origin');
-        assert.equal(header('cross-origin-resource-policy'), 'same-origin');
-        assert.equal(header('x-dns-prefetch-control'), 'off');
-        assert.equal(header('x-permitted-cross-domain-policies'), 'none');
-        assert.equal(header('x-download-options'), 'noopen');
-        assert.equal(header('origin-agent-cluster'), '?1');
-        assert.equal(header('x-xss-protection'), '0');
-        assert.equal(header('x-powered-by'), null);
-      };
+      it('when any API answer is sent (success, token body, personal data, API error, unknown route), then it carries exactly the API set and Cache-Control: no-store', { skip }, async () => {
+        const admin = await loginAdmin(server.client);
+        const registration = validRegistration();
+        const answers: Array<[string, ApiResponse<unknown>]> = [
+          ['GET /health', await server.client.get('/health')],
+          ['POST register (201, personal data)', await server.client.post(REGISTER, registration)],
+          ['POST login (200, tokens)', await server.client.post('/api/v1/auth/login', { email: registration.email, password: registration.password })],
+          ['GET /users/me (200, personal data)', await server.client.get('/api/v1/users/me', { token: admin.accessToken })],
+          ['GET /users/me (401)', await server.client.get('/api/v1/users/me')],
+          ['POST register (400)', await server.client.post(REGISTER, {})],
+          ['GET /nope (404)', await server.client.get('/nope')],
+          ['GET /openapi.json', await server.client.get('/openapi.json')],
+        ];
+        for (const [what, response] of answers) {
+          assert.ok(response.status < 500, `${what}: ${response.status}`);
+          expectApiHeaders(response.headers, what);
+        }
+      });
 
-      it('when any response is sent (success, API error, unknown route), then it carries helmet\'s headers', { skip }, async () => {
-        expectHelmetHeaders(await server.client.get('/health'));
-        expectHelmetHeaders(await server.client.get('/api/v1/users/me'));
-        expectHelmetHeaders(await server.client.post(REGISTER, {}));
-        expectHelmetHeaders(await server.client.get('/nope'));
+      it('when the JWKS is fetched, then it carries the API set and stays cacheable (public keys, no personal data)', { skip }, async () => {
+        const response = await server.client.get('/.well-known/jwks.json');
+        assert.equal(response.status, 200);
+        expectApiHeaders(response.headers, 'GET /.well-known/jwks.json', 'public, max-age=300');
+      });
+
+      it('when /docs is fetched, then it keeps the HTML policy Swagger UI needs, not the API\'s default-src \'none\'', { skip }, async () => {
+        const response = await server.client.get('/docs');
+        assert.equal(response.status, 200);
+        const csp = response.headers.get('content-security-policy') ?? '';
+        assert.match(csp, /script-src 'self'/, csp);
+        assert.doesNotMatch(csp, /default-src 'none'/, csp);
+        assert.equal(response.headers.get('x-content-type-options'), 'nosniff');
+        assert.equal(response.headers.get('x-powered-by'), null);
+      });
+    });
+
+    // Answers Fastify's router and Node's HTTP parser give before any route or hook runs: each must
+    // still be the contract's error, with the request id and the security headers.
+    describe('framework and parser errors', () => {
+      const CLIENT_ID = 'client-chosen.id_1';
+
+      it('when a path has a bad percent-encoding, then 400 VALIDATION_FAILED with the request id and the API headers', { skip }, async () => {
+        for (const path of ['/api/v1/users/%zz', '/api/v1/users/%', '/api/v1/accounts/%E0%A4/transfers', '/api/v1/users/%ED%A0%80', '/nope/%zz']) {
+          const response = await server.client.get(path, { headers: { 'x-request-id': CLIENT_ID } });
+          assert.equal(expectError(response, 400, 'VALIDATION_FAILED').requestId, CLIENT_ID, path);
+          expectApiHeaders(response.headers, `GET ${path}`);
+        }
+      });
+
+      it('when a path segment is longer than 100 characters, then 400 VALIDATION_FAILED (not Fastify\'s 414) with the request id and the API headers', { skip }, async () => {
+        for (const path of [`/api/v1/users/${'a'.repeat(101)}`, `/api/v1/accounts/${'b'.repeat(5000)}/transfers`]) {
+          const response = await server.client.get(path, { headers: { 'x-request-id': CLIENT_ID } });
+          assert.equal(expectError(response, 400, 'VALIDATION_FAILED').requestId, CLIENT_ID, path);
+          expectApiHeaders(response.headers, `GET ${path.slice(0, 40)}…`);
+        }
+      });
+
+      it('when HEAD meets a bad percent-encoding, then 400 with the request id and the API headers, and no body', { skip }, async () => {
+        const response = await server.client.request('HEAD', '/api/v1/users/%zz', undefined, { headers: { 'x-request-id': CLIENT_ID } });
+        assert.equal(response.status, 400);
+        assert.equal(response.headers.get('x-request-id'), CLIENT_ID);
+        expectApiHeaders(response.headers, 'HEAD /api/v1/users/%zz');
+        assert.equal(response.text, '');
+      });
+
+      const parserCases: Array<[string, string, number, string]> = [
+        ['a malformed request line', 'BLAH\r\n\r\n', 400, 'VALIDATION_FAILED'],
+        ['a method Node does not know', 'FOO /health HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'VALIDATION_FAILED'],
+        ['a NUL in the request target', 'GET /api/v1/users/\u0000 HTTP/1.1\r\nHost: x\r\n\r\n', 400, 'VALIDATION_FAILED'],
+        ['a control character in a header', 'GET /health HTTP/1.1\r\nHost: x\r\nX-A: a\u0001b\r\n\r\n', 400, 'VALIDATION_FAILED'],
+        ['both Content-Length and Transfer-Encoding', 'POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'VALIDATION_FAILED'],
+        ['an HTTP/1.1 request without Host', 'GET /health HTTP/1.1\r\nConnection: close\r\n\r\n', 400, 'VALIDATION_FAILED'],
+        ['headers over 16 KiB', `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+        ['a request target over 16 KiB', `GET /api/v1/users/${'a'.repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`, 431, 'HEADERS_TOO_LARGE'],
+        ['an expectation other than 100-continue', 'POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}', 417, 'EXPECTATION_FAILED'],
+        ['CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', 404, 'ROUTE_NOT_FOUND'],
+      ];
+      for (const [what, wire, status, code] of parserCases) {
+        it(`when the HTTP parser meets ${what}, then ${status} ${code} in the contract's shape with a request id and the API headers`, { skip }, async () => {
+          const response = await rawExchange(server.baseUrl, wire);
+          const error = expectError(response, status, code);
+          assert.match(error.requestId, /^[A-Za-z0-9._-]{1,128}$/);
+          expectApiHeaders(response.headers, what);
+        });
+      }
+    });
+
+    describe('while closing', () => {
+      it('when a request arrives on an open connection after shutdown began, then 503 SERVICE_UNAVAILABLE in the contract\'s shape with the API headers', { skip }, async () => {
+        const closing = await startServer(backend);
+        const { port } = new URL(closing.baseUrl);
+        const body = JSON.stringify({ email: 'nobody@example.com', password: 'not-the-password' });
+        const socket = net.connect(Number(port), '127.0.0.1');
+        const received: Buffer[] = [];
+        socket.on('data', (chunk: Buffer) => received.push(chunk));
+        socket.on('error', () => undefined);
+        const ended = new Promise((resolve) => socket.once('close', resolve));
+        // The first request's body is held back, so the connection is busy (not idle) when closing starts.
+        const seen = new Promise((resolve) => closing.app.http.server.once('request', resolve));
+        socket.write(`POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`);
+        await seen;
+        const stopped = closing.stop();
+        socket.write(`${body.slice(5)}GET /health HTTP/1.1\r\nHost: x\r\nX-Request-Id: late-1\r\n\r\n`);
+        await ended;
+        await stopped;
+        const wire = Buffer.concat(received);
+        const second = wire.indexOf('HTTP/1.1 ', 1);
+        assert.ok(second > 0, `one answer only: ${wire.toString('latin1').slice(0, 300)}`);
+        const late = parseRawResponse(wire.subarray(second));
+        assert.equal(expectError(late, 503, 'SERVICE_UNAVAILABLE').requestId, 'late-1');
+        assert.equal(late.headers.get('connection'), 'close');
+        expectApiHeaders(late.headers, 'the late request');
+      });
+    });
+
+    // Ids are plain 8-4-4-4-12 hex in either case; stored text is well-formed UTF-16 without NUL.
+    describe('ids and stored text', () => {
+      const uuid = '0190c0de-7e57-7000-8000-00000000abcd';
+      const oddIds = [`urn:uuid:${uuid}`, `URN:UUID:${uuid}`, `{${uuid}}`, uuid.replace(/-/g, ''), `${uuid}x`, `${uuid}%00`, `${uuid}%20`];
+
+      it('when an id is in urn:uuid:, braced, unhyphenated or trailing-junk form, then 400 VALIDATION_FAILED on every route that takes one, never 500', { skip }, async () => {
+        const admin = await loginAdmin(server.client);
+        const token = { token: admin.accessToken };
+        const problems: string[] = [];
+        const check = (what: string, response: ApiResponse<unknown>) => {
+          try {
+            expectError(response, 400, 'VALIDATION_FAILED');
+          } catch (error) {
+            problems.push(`${what} -> ${response.status} ${response.text.slice(0, 200)}`);
+            void error;
+          }
+        };
+        for (const id of oddIds) {
+          const segment = id;
+          check(`GET /users/${id}`, await server.client.get(`/api/v1/users/${segment}`, token));
+          check(`PATCH /users/${id}`, await server.client.patch(`/api/v1/users/${segment}`, { name: 'x' }, token));
+          check(`DELETE /users/${id}`, await server.client.delete(`/api/v1/users/${segment}`, token));
+          check(`GET /accounts/${id}`, await server.client.get(`/api/v1/accounts/${segment}`, token));
+          check(`GET /accounts/${id}/transfers`, await server.client.get(`/api/v1/accounts/${segment}/transfers`, token));
+          check(`GET /transfers/${id}`, await server.client.get(`/api/v1/transfers/${segment}`, token));
+          check(`GET /accounts?ownerId=${id}`, await server.client.get(`/api/v1/accounts?ownerId=${encodeURIComponent(id)}`, token));
+          check(
+            `POST /accounts/${id}/deposits`,
+            await server.client.post(`/api/v1/accounts/${segment}/deposits`, { amount: 1 }, { ...token, headers: { 'idempotency-key': `odd-${id}` } }),
+          );
+          check(`POST /accounts ownerId=${id}`, await server.client.post('/api/v1/accounts', { currency: 'USD', ownerId: id }, token));
+          check(
+            `POST /transfers fromAccountId=${id}`,
+            await server.client.post('/api/v1/transfers', { fromAccountId: id, toAccountId: uuid, amount: 1 }, { ...token, headers: { 'idempotency-key': `odd-t-${id}` } }),
+          );
+        }
+        assert.deepEqual(problems, []);
+      });
+
+      it('when an id is a real one in upper case, then it names the same resource', { skip }, async () => {
+        const admin = await loginAdmin(server.client);
+        const session = await registerAndLogin(server.client);
+        const response = await server.client.get<{ data: { id: string } }>(`/api/v1/users/${session.user.id.toUpperCase()}`, { token: admin.accessToken });
+        assert.equal(response.status, 200, response.text);
+        assert.equal(response.body.data.id, session.user.id);
+      });
+
+      const loneSurrogates = ['\ud800', 'a\udbffb', '\udc00', 'x\udfff', '\ud800\ud800', '\udc00\ud800'];
+
+      it('when a name has a lone surrogate, then register, admin create and update answer 400 VALIDATION_FAILED naming it, and nothing is stored', { skip }, async () => {
+        const admin = await loginAdmin(server.client);
+        const session = await registerAndLogin(server.client, { name: 'Unchanged' });
+        for (const name of loneSurrogates) {
+          const registration = { ...validRegistration(), name };
+          assert.deepEqual(pathsOf(expectError(await server.client.post(REGISTER, registration), 400, 'VALIDATION_FAILED')), ['name'], JSON.stringify(name));
+          assert.equal(await usersWithEmail(registration.email), 0);
+          const created = { ...validRegistration(), name };
+          assert.deepEqual(
+            pathsOf(expectError(await server.client.post('/api/v1/users', created, { token: admin.accessToken }), 400, 'VALIDATION_FAILED')),
+            ['name'],
+          );
+          assert.equal(await usersWithEmail(created.email), 0);
+          for (const token of [session.accessToken, admin.accessToken]) {
+            const patched = await server.client.patch(`/api/v1/users/${session.user.id}`, { name }, { token });
+            assert.deepEqual(pathsOf(expectError(patched, 400, 'VALIDATION_FAILED')), ['name']);
+          }
+        }
+        const row = await server.app.database.db.selectFrom('users').select('name').where('id', '=', session.user.id).executeTakeFirstOrThrow();
+        assert.equal(row.name, 'Unchanged');
+      });
+
+      it('when an email has a lone surrogate, then 400 VALIDATION_FAILED naming it', { skip }, async () => {
+        const registration = { ...validRegistration(), email: 'lone\ud800@example.com' };
+        assert.deepEqual(pathsOf(expectError(await server.client.post(REGISTER, registration), 400, 'VALIDATION_FAILED')), ['email']);
+      });
+
+      it('when an account name or a transfer description has a lone surrogate, then 400 VALIDATION_FAILED and no money moves; a valid pair is kept', { skip }, async () => {
+        const admin = await loginAdmin(server.client);
+        const owner = await registerAndLogin(server.client);
+        const token = { token: owner.accessToken };
+        const createAccount = async () => {
+          const response = await server.client.post<{ data: { id: string } }>('/api/v1/accounts', { currency: 'USD' }, token);
+          assert.equal(response.status, 201, response.text);
+          return response.body.data.id;
+        };
+        const [from, to] = [await createAccount(), await createAccount()];
+        const deposit = await server.client.post(`/api/v1/accounts/${from}/deposits`, { amount: 1_000 }, {
+          token: admin.accessToken,
+          headers: { 'idempotency-key': `surrogate-${from}` },
+        });
+        assert.equal(deposit.status, 201, deposit.text);
+        const accountsBefore = await server.client.get<{ meta: { total: number } }>('/api/v1/accounts', token);
+        for (const [index, text] of loneSurrogates.entries()) {
+          const account = await server.client.post('/api/v1/accounts', { currency: 'USD', name: text }, token);
+          assert.deepEqual(pathsOf(expectError(account, 400, 'VALIDATION_FAILED')), ['name'], JSON.stringify(text));
+          for (const pending of [false, true]) {
+            const transfer = await server.client.post(
+              '/api/v1/transfers',
+              { fromAccountId: from, toAccountId: to, amount: 10, description: text, ...(pending ? { pending } : {}) },
+              { ...token, headers: { 'idempotency-key': `surrogate-${pending}-${index}-${from}` } },
+            );
+            assert.deepEqual(pathsOf(expectError(transfer, 400, 'VALIDATION_FAILED')), ['description'], JSON.stringify(text));
+          }
+        }
+        const accountsAfter = await server.client.get<{ meta: { total: number } }>('/api/v1/accounts', token);
+        assert.equal(accountsAfter.body.meta.total, accountsBefore.body.meta.total, 'no account was created');
+        const balance = await server.client.get<{ data: { balance: number } }>(`/api/v1/accounts/${from}`, token);
+        assert.equal(balance.body.data.balance, 1_000, 'no money moved');
+
+        const kept = await server.client.post<{ data: { description: string } }>(
+          '/api/v1/transfers',
+          { fromAccountId: from, toAccountId: to, amount: 10, description: 'pair 💥 ok' },
+          { ...token, headers: { 'idempotency-key': `surrogate-pair-${from}` } },
+        );
+        assert.equal(kept.status, 201, kept.text);
+        assert.equal(kept.body.data.description, 'pair 💥 ok');
       });
     });
 

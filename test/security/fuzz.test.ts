@@ -5,12 +5,18 @@
 //   - on 4xx, the contract's error body, with a code the contract lists for that status;
 //   - rows are created only by a 2xx (users and refresh_tokens are counted around every request).
 // Well-formed inputs may legitimately succeed; the properties hold either way.
+// A second fuzzer sends malformed requests (bad percent-encodings, overlong segments, odd id forms,
+// encoded slashes and NULs, odd methods and content types, lone surrogates, broken HTTP/1.1) and checks
+// that every answer, including those Fastify's router and Node's parser give, is on contract.
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { loginAdmin, registerAndLogin, type Session } from '../helpers/auth.js';
 import { backends } from '../helpers/backends.js';
 import type { ApiResponse } from '../helpers/client.js';
+import { rawExchange } from '../helpers/raw-http.js';
+import { apiHeaderProblems } from '../helpers/security-headers.js';
 import { startServer, type TestServer } from '../helpers/server.js';
 
 const NUM_RUNS = Number(process.env['FUZZ_RUNS'] ?? 150);
@@ -263,6 +269,387 @@ const queryString: fc.Arbitrary<string> = fc.oneof(
     ),
   },
 );
+
+// ---------- malformed requests ----------
+
+const MALFORMED_RUNS = Number(process.env['FUZZ_MALFORMED_RUNS'] ?? 10_000);
+const MALFORMED_CONCURRENCY = 16;
+
+/** What each status may carry on a malformed request (more routes are reached than above). */
+const MALFORMED_CODES: Readonly<Record<number, readonly string[]>> = {
+  ...CODES_BY_STATUS,
+  409: ['EMAIL_TAKEN', 'IDEMPOTENCY_IN_PROGRESS', 'PENDING_ALREADY_POSTED', 'PENDING_ALREADY_VOIDED', 'PENDING_EXPIRED', 'ACCOUNT_NOT_EMPTY'],
+  417: ['EXPECTATION_FAILED'],
+  422: ['INSUFFICIENT_FUNDS', 'CURRENCY_MISMATCH', 'IDEMPOTENCY_KEY_REUSED', 'AMOUNT_EXCEEDS_PENDING', 'BALANCE_LIMIT_EXCEEDED'],
+  431: ['HEADERS_TOO_LARGE'],
+};
+
+/** Sent with node:http over keep-alive connections, or as raw bytes on a connection of its own. */
+type MalformedRequest =
+  | {
+      readonly kind: 'http';
+      readonly method: string;
+      readonly target: string;
+      readonly headers: Readonly<Record<string, string>>;
+      readonly body: Buffer | undefined;
+    }
+  | { readonly kind: 'raw'; readonly wire: string };
+
+const BAD_PERCENT = [
+  '%', '%z', '%zz', '%g0', '%0', '%%', '%%30', '%E0%A4', '%ED%A0%80', '%ED%B0%80', '%C0%AF', '%FF', '%C3', '%F0%9F%92',
+  '%u0041', 'a%', 'a%2', '%2', '%00', '%2F', '%2f', '%5C', '%2e%2e', '..%2F', '%252F', '%0A', '%0D%0A', '%09', '%7F', '%25',
+];
+
+const oddUuid: fc.Arbitrary<string> = fc.uuid().chain((id) =>
+  fc.constantFrom(
+    id,
+    id.toUpperCase(),
+    `urn:uuid:${id}`,
+    `URN:UUID:${id}`,
+    `urn:uuid:${id.toUpperCase()}`,
+    `{${id}}`,
+    `%7B${id}%7D`,
+    id.replace(/-/g, ''),
+    id.replace(/-/g, '%2D'),
+    `${id}x`,
+    `x${id}`,
+    `${id}%00`,
+    `${id}%20`,
+    `%20${id}`,
+    `${id}%2F`,
+    `${id}%2Fx`,
+    `${id}.json`,
+    `${id};x=1`,
+    `${id},${id}`,
+    `${id}0`,
+    id.slice(0, 35),
+    id.replace(/[0-9a-f]/, 'g'),
+    `${id.slice(0, 8)}-${id.slice(9)}`.replace('-', ''),
+  ),
+);
+
+const overlongSegment: fc.Arbitrary<string> = fc.oneof(
+  fc.integer({ min: 95, max: 400 }).map((count) => 'a'.repeat(count)),
+  fc.integer({ min: 30, max: 140 }).map((count) => '%41'.repeat(count)),
+  fc.integer({ min: 3, max: 12 }).chain((count) => fc.uuid().map((id) => id.repeat(count))),
+  fc.integer({ min: 2, max: 6 }).chain((count) => fc.uuid().map((id) => `urn:uuid:${id}`.repeat(count))),
+);
+
+function malformedSegment(realIds: readonly string[]): fc.Arbitrary<string> {
+  const realIdForms =
+    realIds.length === 0
+      ? oddUuid
+      : fc.constantFrom(...realIds).chain((id) => fc.constantFrom(id, id.toUpperCase(), `urn:uuid:${id}`, `{${id}}`, `${id}%00`));
+  return fc.oneof(
+    { weight: 4, arbitrary: oddUuid },
+    { weight: 1, arbitrary: realIdForms },
+    { weight: 3, arbitrary: fc.constantFrom(...BAD_PERCENT) },
+    { weight: 2, arbitrary: fc.tuple(oddUuid, fc.constantFrom(...BAD_PERCENT)).map(([id, junk]) => `${id}${junk}`) },
+    { weight: 2, arbitrary: overlongSegment },
+    { weight: 2, arbitrary: shortText.map(encodeSome) },
+    { weight: 1, arbitrary: shortText.map(encodeAll) },
+    { weight: 1, arbitrary: fc.constantFrom('me', '', '.', '..', '~', '*', '{}', '{id}', ':id', 'null', 'undefined', '0', '-1') },
+  );
+}
+
+const ID_ROUTES = [
+  '/api/v1/users/:id',
+  '/api/v1/accounts/:id',
+  '/api/v1/transfers/:id',
+  '/api/v1/accounts/:id/transfers',
+  '/api/v1/accounts/:id/deposits',
+  '/api/v1/accounts/:id/withdrawals',
+  '/api/v1/transfers/:id/post',
+  '/api/v1/transfers/:id/void',
+  '/api/v1/users/:id/:id',
+  '/api/v1/:id',
+  '/api/:id/users/me',
+  '/:id',
+  '/health/:id',
+];
+const FIXED_PATHS = [
+  '/api/v1/users',
+  '/api/v1/users/me',
+  '/api/v1/accounts',
+  '/api/v1/transfers',
+  '/api/v1/auth/login',
+  '/api/v1/auth/register',
+  '/api/v1/auth/refresh',
+  '/health',
+  '//api/v1/users',
+  '/api/v1/users/',
+  '/API/V1/USERS',
+  '/api/v1/users;x=1',
+  '/api/v1/./users',
+  '/api/v1/users/../users/me',
+  '/api/v1/users%2Fme',
+  '/api/v1%2Fusers%2Fme',
+  '/api/v1/users/me%00',
+  '/api/v1/users/me%2500',
+  '/api/v1/users\\me',
+  '/api/v1/users/me/',
+  '/api/v1/users/me.json',
+];
+
+function malformedPath(realIds: readonly string[]): fc.Arbitrary<string> {
+  const segment = malformedSegment(realIds);
+  return fc.oneof(
+    { weight: 5, arbitrary: fc.tuple(fc.constantFrom(...ID_ROUTES), segment, segment).map(([route, first, second]) => route.replace(':id', first).replace(':id', second)) },
+    { weight: 2, arbitrary: fc.constantFrom(...FIXED_PATHS) },
+  );
+}
+
+const malformedQuery: fc.Arbitrary<string> = fc.oneof(
+  { weight: 4, arbitrary: fc.constant('') },
+  { weight: 2, arbitrary: queryString.map((query) => `?${query}`) },
+  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('ownerId', 'page', 'limit', 'cursor', 'system'), malformedSegment([])).map(([key, value]) => `?${key}=${value}`) },
+  { weight: 1, arbitrary: fc.constantFrom('?', '??', '?%zz', '?a=%', '?system=maybe', '?cursor=%00', '#frag', '?#', '?page=1#x') },
+);
+
+const LONE_SURROGATES = ['\ud800', 'a\udbffb', '\udc00', 'x\udfff', '\ud800\ud800', '\udc00\ud800', `${'y'.repeat(99)}\ud800`];
+const loneSurrogateText = fc.constantFrom(...LONE_SURROGATES);
+
+/** JSON bodies, each with a lone surrogate (or another fault) in a stored or checked field. */
+const malformedJsonBody: fc.Arbitrary<unknown> = fc.oneof(
+  fc.record({ email: fc.emailAddress(), name: loneSurrogateText, password: fc.constant('password-123') }),
+  fc.record({ email: loneSurrogateText.map((text) => `a${text}@example.com`), name: fc.constant('x'), password: fc.constant('password-123') }),
+  fc.record({ name: loneSurrogateText }),
+  fc.record({ currency: fc.constantFrom('USD', 'EUR', 'usd', '\ud800SD'), name: loneSurrogateText }),
+  fc.record({ fromAccountId: oddUuid, toAccountId: oddUuid, amount: fc.constantFrom(1, 10, 0, -1, 1.5, '10'), description: loneSurrogateText }),
+  fc.record({ amount: fc.constantFrom(1, '1', 1e300, -0, null) }),
+  fc.record({ refreshToken: loneSurrogateText }),
+  fc.record({ email: fc.emailAddress(), password: loneSurrogateText }),
+  fc.dictionary(loneSurrogateText, anyValue, { minKeys: 1, maxKeys: 2 }),
+  fc.jsonValue({ maxDepth: 2 }),
+);
+
+const malformedBody: fc.Arbitrary<Buffer | undefined> = fc.oneof(
+  { weight: 3, arbitrary: fc.constant(undefined) },
+  { weight: 4, arbitrary: malformedJsonBody.map((value) => Buffer.from(JSON.stringify(value) ?? 'null', 'utf8')) },
+  { weight: 2, arbitrary: rawText.filter((text) => text.length < 50_000).map((text) => Buffer.from(text, 'utf8')) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      Buffer.from([0x7b, 0x22, 0x6e, 0x61, 0x6d, 0x65, 0x22, 0x3a, 0x22, 0xed, 0xa0, 0x80, 0x22, 0x7d]), // {"name":"<CESU surrogate>"}
+      Buffer.from([0xff, 0xfe, 0x7b, 0x7d]),
+      Buffer.from([0xef, 0xbb, 0xbf, 0x7b, 0x7d]),
+      Buffer.from('{"name":"\\ud800"}', 'utf8'),
+      Buffer.from('{"description":"\\udfff"}', 'utf8'),
+    ),
+  },
+);
+
+const malformedContentType = fc.oneof(
+  contentType,
+  fc.constantFrom(
+    'application/json; charset=utf-16',
+    'application/json;;',
+    'application/',
+    '*/*',
+    'application/json, text/html',
+    'application/json\t',
+    'APPLICATION/JSON; CHARSET=UTF-8',
+    'application/json; charset="utf-8"',
+    'application/merge-patch+json',
+    'application/problem+json; q=1',
+    'text/json',
+    'json',
+    ';',
+    '',
+  ),
+);
+
+const GOOD_METHODS = ['GET', 'HEAD', 'POST', 'PATCH', 'DELETE', 'PUT', 'OPTIONS'] as const;
+const ODD_METHODS = ['PROPFIND', 'TRACE', 'PURGE', 'SEARCH', 'LOCK', 'MKCOL', 'COPY', 'M-SEARCH', 'FOO', 'BREW', 'GETS', 'X'] as const;
+
+function malformedHttpRequest(realIds: readonly string[], tokens: readonly string[]): fc.Arbitrary<MalformedRequest> {
+  return fc
+    .record({
+      method: fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...GOOD_METHODS) }, { weight: 1, arbitrary: fc.constantFrom(...ODD_METHODS) }),
+      path: malformedPath(realIds),
+      query: malformedQuery,
+      authorization: fc.oneof(
+        { weight: 4, arbitrary: fc.constantFrom(...tokens).map((token) => `Bearer ${token}`) },
+        { weight: 1, arbitrary: fc.constantFrom('', 'Bearer', 'Bearer x', 'Basic Zm9vOmJhcg==', `Bearer ${tokens[0] ?? ''}x`, 'bearer  a.b.c') },
+      ),
+      withAuthorization: fc.boolean(),
+      contentType: fc.option(malformedContentType, { freq: 4 }),
+      requestId: fc.option(fc.constantFrom('fuzz-id.1', 'A'.repeat(128), 'A'.repeat(129), 'has space', 'ümlaut', ''), { freq: 2 }),
+      acceptEncoding: fc.option(fc.constantFrom('gzip', 'br', 'deflate', '*;q=0', 'identity;q=0', 'x'), { freq: 3 }),
+      idempotencyKey: fc.option(fc.constantFrom('k', 'x'.repeat(255), 'x'.repeat(256), ' '), { freq: 2 }),
+      body: malformedBody,
+    })
+    .map(({ method, path, query, authorization, withAuthorization, contentType: type, requestId, acceptEncoding, idempotencyKey, body }) => {
+      const headers: Record<string, string> = {};
+      if (withAuthorization && authorization !== '') headers['authorization'] = authorization;
+      if (type !== null && type !== undefined) headers['content-type'] = type;
+      if (requestId !== null && requestId !== '') headers['x-request-id'] = requestId;
+      if (acceptEncoding !== null) headers['accept-encoding'] = acceptEncoding;
+      if (idempotencyKey !== null) headers['idempotency-key'] = idempotencyKey;
+      return { kind: 'http', method, target: `${path}${query}`, headers, body };
+    });
+}
+
+/** Raw bytes that node:http would refuse to send: broken request lines, headers and framing. */
+function malformedRawRequest(realIds: readonly string[]): fc.Arbitrary<MalformedRequest> {
+  const target = fc.oneof(
+    malformedPath(realIds),
+    fc.constantFrom(
+      '/api/v1/users/\u0000',
+      '/api/v1/users/a b',
+      '/api/v1/users/\t',
+      '/api/v1/users/\u00e9\u00ff',
+      '/api/v1/users/\u007f',
+      '*',
+      'http://evil.example/api/v1/users/me',
+      'api/v1/users',
+      '',
+      '/health#frag',
+      `/api/v1/users/${'a'.repeat(20_000)}`,
+    ),
+  );
+  const requestLine = fc.oneof(
+    { weight: 4, arbitrary: fc.tuple(fc.constantFrom(...GOOD_METHODS, ...ODD_METHODS), target).map(([method, path]) => `${method} ${path} HTTP/1.1`) },
+    {
+      weight: 2,
+      arbitrary: fc
+        .tuple(fc.constantFrom('HTTP/1.0', 'HTTP/1.2', 'HTTP/2.0', 'HTTP/0.9', 'HTTPS/1.1', 'http/1.1', 'HTTP/1.1 ', 'HTTP/11', ''), target)
+        .map(([version, path]) => `GET ${path} ${version}`.trimEnd()),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.constantFrom('BLAH', 'GET', 'GET /', ' GET / HTTP/1.1', 'G@T / HTTP/1.1', 'GET  / HTTP/1.1', '\u0000', 'CONNECT example.com:443 HTTP/1.1'),
+    },
+  );
+  const headerBlock = fc.constantFrom<readonly string[]>(
+    ['Host: x'],
+    [],
+    ['Host: x', 'Host: y'],
+    ['Host: a b'],
+    ['Host: x', 'X-No-Colon'],
+    ['Host: x', 'Bad Name: v'],
+    ['Host: x', 'X-Fold: a', ' b'],
+    ['Host: x', 'X-Ctl: a\u0001b'],
+    ['Host: x', 'X-Nul: a\u0000b'],
+    ['Host: x', 'Content-Length: 2', 'Transfer-Encoding: chunked'],
+    ['Host: x', 'Transfer-Encoding: gzip'],
+    ['Host: x', 'Content-Length: -1'],
+    ['Host: x', 'Content-Length: abc'],
+    ['Host: x', 'Content-Length: 1', 'Content-Length: 2'],
+    ['Host: x', `X-Big: ${'a'.repeat(20_000)}`],
+    ['Host: x', 'Expect: 200-ok'],
+    ['Host: x', 'Expect: 100-continue', 'Content-Length: 0'],
+    ['Host: x', 'Upgrade: websocket', 'Connection: Upgrade'],
+    ['Host: x', 'Content-Type: application/json', 'Content-Length: 17', '', '{"name":"\\ud800"}'],
+  );
+  return fc.tuple(requestLine, headerBlock).map(([line, headers]) => {
+    const bodyStart = headers.indexOf('');
+    const head = bodyStart === -1 ? headers : headers.slice(0, bodyStart);
+    const body = bodyStart === -1 ? '' : headers.slice(bodyStart + 1).join('');
+    return { kind: 'raw', wire: `${[line, ...head, 'Connection: close'].join('\r\n')}\r\n\r\n${body}` };
+  });
+}
+
+const describeMalformed = (request: MalformedRequest): string => {
+  const shown =
+    request.kind === 'raw'
+      ? `raw ${JSON.stringify(request.wire)}`
+      : `${request.method} ${request.target} ${JSON.stringify(request.headers)} body=${JSON.stringify(request.body?.toString('utf8') ?? null)}`;
+  return shown.length > 400 ? `${shown.slice(0, 400)}… (${shown.length} chars)` : shown;
+};
+
+/**
+ * Sends one request over `agent`'s keep-alive connections (`false`: a connection of its own); what
+ * node:http refuses to send goes out raw.
+ */
+function sendMalformed(baseUrl: string, agent: http.Agent | false, request: MalformedRequest): Promise<ApiResponse> {
+  if (request.kind === 'raw') return rawExchange(baseUrl, request.wire);
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    let outgoing: http.ClientRequest;
+    try {
+      outgoing = http.request({
+        host: hostname,
+        port: Number(port),
+        agent,
+        method: request.method,
+        path: request.target,
+        headers: { ...request.headers, ...(request.body === undefined ? {} : { 'content-length': String(request.body.length) }) },
+        timeout: 15_000,
+      });
+    } catch {
+      const head = Object.entries(request.headers).map(([name, value]) => `${name}: ${value}`);
+      const wire = `${[`${request.method} ${request.target} HTTP/1.1`, 'Host: x', ...head, 'Connection: close'].join('\r\n')}\r\n\r\n`;
+      resolve(rawExchange(baseUrl, wire));
+      return;
+    }
+    outgoing.on('response', (response) => {
+      const parts: Buffer[] = [];
+      response.on('data', (part: Buffer) => parts.push(part));
+      response.on('error', reject);
+      response.on('end', () => {
+        const headers = new Headers();
+        for (const [name, value] of Object.entries(response.headers)) {
+          if (typeof value === 'string') headers.set(name, value);
+          else if (Array.isArray(value)) for (const item of value) headers.append(name, item);
+        }
+        const text = Buffer.concat(parts).toString('utf8');
+        let body: unknown;
+        try {
+          body = text === '' ? undefined : JSON.parse(text);
+        } catch {
+          body = undefined;
+        }
+        resolve({ status: response.statusCode ?? 0, headers, body, text });
+      });
+    });
+    outgoing.on('timeout', () => outgoing.destroy(new Error('no answer within 15 s')));
+    outgoing.on('error', reject);
+    outgoing.end(request.body);
+  });
+}
+
+/** Every way an answer to a malformed request is off contract (empty: on contract). */
+function malformedAnswerProblems(request: MalformedRequest, response: ApiResponse): string[] {
+  if (response.status === 0) return ['no answer'];
+  const problems: string[] = [];
+  if (response.status >= 500) problems.push(`status ${response.status}`);
+  const requestId = response.headers.get('x-request-id');
+  if (!requestId || !/^[A-Za-z0-9._-]{1,128}$/.test(requestId)) problems.push(`X-Request-Id: ${String(requestId)}`);
+  problems.push(...apiHeaderProblems(response.headers));
+  const isHead = request.kind === 'http' ? request.method === 'HEAD' : /^HEAD /.test(request.wire);
+  if (response.status < 400 || isHead) return problems;
+  if (!/^application\/json/.test(response.headers.get('content-type') ?? '')) problems.push(`content-type ${String(response.headers.get('content-type'))}`);
+  const body = response.body as { error?: Record<string, unknown> } | undefined;
+  const error = body?.error;
+  if (!body || typeof body !== 'object' || Object.keys(body).join() !== 'error' || !error || typeof error !== 'object') {
+    return [...problems, 'not {"error": {...}}'];
+  }
+  const extra = Object.keys(error).filter((key) => !['code', 'message', 'requestId', 'errors'].includes(key));
+  if (extra.length > 0) problems.push(`extra keys ${extra.join(',')}`);
+  const code = String(error['code']);
+  if (!MALFORMED_CODES[response.status]?.includes(code)) problems.push(`code ${code} for ${response.status}`);
+  if (typeof error['message'] !== 'string' || error['message'] === '') problems.push('no message');
+  const replayed = response.headers.get('idempotent-replayed') === 'true';
+  if (!replayed && error['requestId'] !== requestId) problems.push(`requestId ${String(error['requestId'])} is not X-Request-Id ${String(requestId)}`);
+  if (error['errors'] !== undefined && (code !== 'VALIDATION_FAILED' || !Array.isArray(error['errors']) || error['errors'].length === 0)) {
+    problems.push('errors only (and non-empty) for VALIDATION_FAILED');
+  }
+  if (/\bat [^\s]+ \(|node_modules|\/src\/|\.ts:\d+|syntax error at|SQLSTATE|FST_ERR/i.test(response.text)) problems.push('internals leaked');
+  return problems;
+}
+
+/** Runs `task` over `items` with at most `concurrency` in flight. */
+async function inPool<T>(items: readonly T[], concurrency: number, task: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const item = items[next++] as T;
+      await task(item);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+}
 
 // ---------- checks ----------
 
@@ -594,6 +981,44 @@ for (const backend of backends) {
         }
       }
       assert.deepEqual(problems, []);
+    });
+
+    it(`when ${MALFORMED_RUNS} malformed requests arrive (paths, encodings, id forms, methods, content types, lone surrogates, broken HTTP), then none is 5xx and every answer is on contract`, { skip, timeout: 240_000 }, async () => {
+      const victim = await registerAndLogin(server.client);
+      const account = await server.client.post<{ data: { id: string } }>('/api/v1/accounts', { currency: 'USD' }, { token: victim.accessToken });
+      assert.equal(account.status, 201, account.text);
+      const realIds = [victim.user.id, account.body.data.id];
+      const tokens = [admin.accessToken, victim.accessToken];
+      const seed = SEED ?? Date.now() ^ (Math.random() * 0x7fffffff);
+      const requests = fc.sample(
+        fc.oneof({ weight: 9, arbitrary: malformedHttpRequest(realIds, tokens) }, { weight: 1, arbitrary: malformedRawRequest(realIds) }),
+        { numRuns: MALFORMED_RUNS, seed },
+      );
+      const agent = new http.Agent({ keepAlive: true, maxSockets: MALFORMED_CONCURRENCY });
+      const failures: string[] = [];
+      const statuses = new Map<number, number>();
+      try {
+        await inPool(requests, MALFORMED_CONCURRENCY, async (request) => {
+          let problems: string[];
+          let response: ApiResponse | undefined;
+          try {
+            // A reused keep-alive socket can be closed by the server just as it is reused (after an
+            // answer that left a body unread): that request alone is retried on a connection of its own.
+            response = await sendMalformed(server.baseUrl, agent, request).catch(() => sendMalformed(server.baseUrl, false, request));
+            problems = malformedAnswerProblems(request, response);
+            statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
+          } catch (error) {
+            problems = [`request failed: ${(error as Error).message}`];
+          }
+          if (problems.length > 0 && failures.length < 25) {
+            failures.push(`${describeMalformed(request)}\n    -> ${response?.status ?? '-'} ${response?.text.slice(0, 200) ?? ''}\n    ${problems.join('; ')}`);
+          }
+        });
+      } finally {
+        agent.destroy();
+      }
+      assert.deepEqual(failures, [], `seed ${seed} (FUZZ_SEED=${seed} reproduces); statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+      process.stdout.write(`# malformed requests: ${requests.length}, statuses ${JSON.stringify(Object.fromEntries([...statuses].sort(([a], [b]) => a - b)))}\n`);
     });
 
     it('when the fuzzing is over, then no prototype was polluted and every session still works', { skip }, async () => {
