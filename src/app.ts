@@ -15,8 +15,8 @@ import {
   type AuthService,
 } from './components/auth/index.js';
 import { createLedgerService, type LedgerService } from './components/ledger/index.js';
-import { createPasswordHasher, createUsersService, type UserState, type UsersService } from './components/users/index.js';
-import { createCache } from './platform/cache.js';
+import { createPasswordHasher, createUsersService, type CredentialPauses, type UserState, type UsersService } from './components/users/index.js';
+import { createCache, type CacheOptions } from './platform/cache.js';
 import { createMetrics } from './platform/metrics.js';
 import { openDatabase, type Database } from './platform/db/index.js';
 import { migrate } from './platform/db/migrate.js';
@@ -38,9 +38,20 @@ export interface Application {
   close(): Promise<void>;
 }
 
+/**
+ * No cached user state is served longer than this after the read that produced it began: under the
+ * contract's 1 s for a deletion, demotion or revocation to reach every instance, with room for the
+ * request that observes it. Holds even if the writer's invalidation never reaches Redis.
+ */
+export const USER_STATE_MAX_STALENESS_MS = 800;
+
 export interface ApplicationOptions {
   /** Where logs go (tests capture them); stdout by default. */
   readonly logDestination?: DestinationStream;
+  /** Tests only: where credential use cases wait, to force races deterministically. */
+  readonly credentialPauses?: CredentialPauses;
+  /** Tests only: fault injection into the user-state cache's Redis calls. */
+  readonly userStateCacheFaults?: Pick<CacheOptions, 'beforeInvalidate'>;
 }
 
 export async function createApplication(config: Config, options: ApplicationOptions = {}): Promise<Application> {
@@ -62,12 +73,12 @@ export async function createApplication(config: Config, options: ApplicationOpti
         maxEntries: 100_000,
         ttlMs: config.cacheL1TtlMs,
         disabled: !config.cacheEnabled,
-        ...(redis
-          ? { shared: { redis, name: 'users', ttlSeconds: config.cacheL2TtlSeconds, fallbackTtlMs: 1_000, logger } }
-          : {}),
+        maxStalenessMs: USER_STATE_MAX_STALENESS_MS,
+        ...(redis ? { shared: { redis, name: 'users', ttlSeconds: config.cacheL2TtlSeconds, logger } } : {}),
+        ...options.userStateCacheFaults,
     });
     metrics.observeCache('users', userStateCache.stats);
-    const users = createUsersService({ database, passwords, logger, stateCache: userStateCache });
+    const users = createUsersService({ database, passwords, logger, stateCache: userStateCache, pauses: options.credentialPauses });
     const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
     const sealer = keySealerFor(config.keyEncryptionSecret);
     if (!sealer) {

@@ -74,7 +74,10 @@ export function connectRedis(url: string, logger: Logger): RedisConnection {
       if (existing) existing.push(handler);
       else {
         handlers.set(channel, [handler]);
-        await subscriber.subscribe(channel).catch(() => undefined); // resubscribed on reconnect
+        // Fails only when the connection ends first; unless we are closing, say why messages stop.
+        await subscriber.subscribe(channel).catch((error: unknown) => {
+          if (!closing) logger.warn({ err: error, channel }, 'redis: subscribe failed; messages on this channel are not received');
+        });
       }
     },
     onAvailabilityChange(listener) {
@@ -95,6 +98,7 @@ export function connectRedis(url: string, logger: Logger): RedisConnection {
     },
     async close() {
       closing = true;
+      available = false; // nothing may be sent on a closed connection (cache replays check this)
       listeners.length = 0;
       await Promise.allSettled([client.quit(), subscriber.quit()]);
       client.disconnect();

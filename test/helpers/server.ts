@@ -2,7 +2,7 @@
 // capturing every log line so tests can assert on what was (not) logged.
 import { Writable } from 'node:stream';
 import type { AddressInfo } from 'node:net';
-import { createApplication, type Application } from '../../src/app.js';
+import { createApplication, type Application, type ApplicationOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { Backend, TestDatabase } from './backends.js';
 import { createClient, type Client } from './client.js';
@@ -23,7 +23,7 @@ export interface TestServer {
 export async function startServer(
   backend: Backend,
   env: Record<string, string> = {},
-  options: { database?: TestDatabase } = {},
+  options: { database?: TestDatabase; credentialPauses?: ApplicationOptions['credentialPauses'] } = {},
 ): Promise<TestServer> {
   const database = options.database ?? (await backend.createDatabase());
   const logs: string[] = [];
@@ -49,7 +49,7 @@ export async function startServer(
     DATABASE_POOL_SIZE: '5',
     ...env,
   });
-  const app = await createApplication(config, { logDestination: destination });
+  const app = await createApplication(config, { logDestination: destination, credentialPauses: options.credentialPauses });
   await app.http.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.http.server.address() as AddressInfo;
   const baseUrl = `http://127.0.0.1:${port}`;

@@ -124,7 +124,14 @@ export function request(
   port: number,
   method: string,
   urlPath: string,
-  options: { token?: string; body?: unknown; timeoutMs?: number; onSent?: () => void } = {},
+  options: {
+    token?: string;
+    body?: unknown;
+    timeoutMs?: number;
+    onSent?: () => void;
+    /** Another loopback address (127.x.y.z) to send from: another client for per-client limits. */
+    localAddress?: string;
+  } = {},
 ): Promise<HttpResult> {
   return new Promise((resolve) => {
     const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
@@ -142,7 +149,16 @@ export function request(
       resolve({ ...result, sentAt, doneAt: performance.now() });
     };
     const req = http.request(
-      { host: '127.0.0.1', port, method, path: urlPath, headers, agent: false, timeout: options.timeoutMs ?? 15_000 },
+      {
+        host: '127.0.0.1',
+        port,
+        method,
+        path: urlPath,
+        headers,
+        agent: false,
+        timeout: options.timeoutMs ?? 15_000,
+        ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+      },
       (res) => {
         let body = '';
         res.setEncoding('utf8');

@@ -184,7 +184,13 @@ describe('WORKERS=2 on PostgreSQL and Redis: one port, two worker processes', as
     const onSent = () => ++sent === total && allSent();
     const burst: Array<Promise<HttpResult>> = Array.from({ length: total }, (_, index) =>
       index % 2 === 0
-        ? request(primary.port, 'POST', '/api/v1/auth/login', { body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD }, onSent, timeoutMs: 30_000 })
+        ? // Each login from its own client: one client may have at most LOGIN_MAX_FAILURES checks in flight per email.
+          request(primary.port, 'POST', '/api/v1/auth/login', {
+            body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD },
+            onSent,
+            timeoutMs: 30_000,
+            localAddress: `127.0.${index >> 8}.${(index % 250) + 2}`,
+          })
         : request(primary.port, 'GET', '/api/v1/users/me', { token, onSent, timeoutMs: 30_000 }),
     );
     await sentAll;

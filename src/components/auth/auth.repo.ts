@@ -1,6 +1,7 @@
 // All SQL of the auth component: signing keys, server secrets and refresh-token families.
 import { sql, type Generated } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
+import { isLiveAtTokenVersion } from '../users/index.js';
 
 export interface SigningKeysTable {
   kid: string;
@@ -23,6 +24,8 @@ export interface RefreshTokensTable {
   user_id: string;
   token_hash: Uint8Array;
   parent_id: string | null;
+  /** users.token_version when the family started: a token of an older version is refused. */
+  token_version: number;
   created_at: Generated<Date>;
   expires_at: Date;
   rotated_at: Date | null;
@@ -119,57 +122,65 @@ export async function insertSecretIfAbsent(executor: Executor, name: string, sec
 
 // ---- refresh tokens ----
 
+/**
+ * Starts a family with its first token, only if the user is still live at the version the login was
+ * checked under, in the same statement: false (nothing written) when a password change, logout-all or
+ * deletion committed since.
+ */
 export async function insertRefreshToken(
   executor: Executor,
-  token: { id: string; familyId: string; userId: string; tokenHash: Uint8Array; ttlSeconds: number },
-): Promise<void> {
-  await executor
-    .insertInto('refresh_tokens')
-    .values({
-      id: token.id,
-      family_id: token.familyId,
-      user_id: token.userId,
-      token_hash: token.tokenHash,
-      parent_id: null,
-      expires_at: sql<Date>`now() + make_interval(secs => ${token.ttlSeconds})`,
-    })
-    .execute();
+  token: { id: string; familyId: string; userId: string; tokenVersion: number; tokenHash: Uint8Array; ttlSeconds: number },
+): Promise<boolean> {
+  const result = await sql<{ id: string }>`
+    insert into refresh_tokens (id, family_id, user_id, token_hash, parent_id, token_version, expires_at)
+    select ${token.id}::uuid, ${token.familyId}::uuid, ${token.userId}::uuid, ${token.tokenHash}, null,
+           ${token.tokenVersion}::integer, now() + make_interval(secs => ${token.ttlSeconds})
+    where ${isLiveAtTokenVersion(token.userId, token.tokenVersion)}
+    returning id`.execute(executor);
+  return result.rows.length > 0;
 }
 
 export interface RotatedToken {
   readonly id: string;
   readonly familyId: string;
   readonly userId: string;
+  readonly tokenVersion: number;
 }
 
 /**
  * Spends the presented token and inserts its successor in ONE statement: of any number of
  * concurrent rotations of one token exactly one matches `rotated_at is null` (the row lock
  * serialises them, and the loser re-reads the spent row), and parent_id is unique besides.
+ * A token whose user moved to another version or was deleted is not spent: under READ COMMITTED a
+ * successor inserted while a logout-all commits can escape its revoke, and the version still kills it.
  */
 export async function rotateRefreshToken(
   executor: Executor,
   input: { presentedHash: Uint8Array; successorId: string; successorHash: Uint8Array; ttlSeconds: number },
 ): Promise<RotatedToken | undefined> {
-  const result = await sql<{ id: string; family_id: string; user_id: string }>`
+  const result = await sql<{ id: string; family_id: string; user_id: string; token_version: number }>`
     with spent as (
       update refresh_tokens set rotated_at = now()
       where token_hash = ${input.presentedHash}
         and rotated_at is null and revoked_at is null and expires_at > now()
-      returning id, family_id, user_id
+        and ${isLiveAtTokenVersion(sql.ref('refresh_tokens.user_id'), sql.ref('refresh_tokens.token_version'))}
+      returning id, family_id, user_id, token_version
     )
-    insert into refresh_tokens (id, family_id, user_id, token_hash, parent_id, expires_at)
-    select ${input.successorId}::uuid, family_id, user_id, ${input.successorHash}, id,
+    insert into refresh_tokens (id, family_id, user_id, token_hash, parent_id, token_version, expires_at)
+    select ${input.successorId}::uuid, family_id, user_id, ${input.successorHash}, id, token_version,
            now() + make_interval(secs => ${input.ttlSeconds})
     from spent
-    returning id, family_id, user_id`.execute(executor);
+    returning id, family_id, user_id, token_version`.execute(executor);
   const row = result.rows[0];
-  return row ? { id: row.id, familyId: row.family_id, userId: row.user_id } : undefined;
+  return row ? { id: row.id, familyId: row.family_id, userId: row.user_id, tokenVersion: row.token_version } : undefined;
 }
 
 export interface PresentedToken {
   readonly familyId: string;
   readonly userId: string;
+  readonly tokenVersion: number;
+  /** The user is live at the token's version (read in the same statement as the token). */
+  readonly userCurrent: boolean;
   readonly revoked: boolean;
   readonly expired: boolean;
   /** Seconds since this token was spent by a rotation, or null if it never was. */
@@ -182,13 +193,16 @@ export async function findPresentedToken(executor: Executor, tokenHash: Uint8Arr
   const result = await sql<{
     family_id: string;
     user_id: string;
+    token_version: number;
+    user_current: boolean;
     revoked: boolean;
     expired: boolean;
     seconds_since_rotation: number | null;
     successor_hash: Uint8Array | null;
     successor_revoked: boolean | null;
   }>`
-    select t.family_id, t.user_id,
+    select t.family_id, t.user_id, t.token_version,
+           ${isLiveAtTokenVersion(sql.ref('t.user_id'), sql.ref('t.token_version'))} as user_current,
            t.revoked_at is not null as revoked,
            t.expires_at <= now() as expired,
            extract(epoch from now() - t.rotated_at)::float8 as seconds_since_rotation,
@@ -202,6 +216,8 @@ export async function findPresentedToken(executor: Executor, tokenHash: Uint8Arr
   return {
     familyId: row.family_id,
     userId: row.user_id,
+    tokenVersion: row.token_version,
+    userCurrent: row.user_current,
     revoked: row.revoked,
     expired: row.expired,
     secondsSinceRotation: row.seconds_since_rotation,

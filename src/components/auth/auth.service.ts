@@ -102,17 +102,23 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
   const issueAccess = (state: UserState, sessionId: string) =>
     accessTokens.issue({ userId: state.id, tokenVersion: state.tokenVersion, role: state.role, sessionId });
 
-  /** Starts a new refresh-token family (a login) for the user. */
+  /**
+   * Starts a new refresh-token family (a login) under the token version the password was checked
+   * under; its access token carries the same version. A password change, logout-all or deletion that
+   * committed since the check leaves no session: INVALID_CREDENTIALS, as if the password were wrong.
+   */
   const startSession = async (state: UserState): Promise<LoginResult> => {
     const refreshToken = randomBytes(32).toString('base64url');
     const familyId = newId();
-    await repo.insertRefreshToken(db, {
+    const started = await repo.insertRefreshToken(db, {
       id: newId(),
       familyId,
       userId: state.id,
+      tokenVersion: state.tokenVersion,
       tokenHash: sha256(refreshToken),
       ttlSeconds: deps.refreshTokenTtlSeconds,
     });
+    if (!started) throw invalidCredentials();
     return {
       accessToken: await issueAccess(state, familyId),
       refreshToken,
@@ -122,11 +128,12 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     };
   };
 
-  const pairFor = async (userId: string, familyId: string, refreshToken: string): Promise<TokenPair> => {
-    const state = await users.getState(userId);
-    if (!state) throw invalidRefreshToken();
+  /** The pair for a redeemed refresh token: its access token only for the version the family carries. */
+  const pairFor = async (redeemed: { userId: string; familyId: string; tokenVersion: number }, refreshToken: string): Promise<TokenPair> => {
+    const state = await users.getState(redeemed.userId);
+    if (!state || state.tokenVersion !== redeemed.tokenVersion) throw invalidRefreshToken();
     return {
-      accessToken: await issueAccess(state, familyId),
+      accessToken: await issueAccess(state, redeemed.familyId),
       refreshToken,
       tokenType: 'Bearer',
       expiresIn: accessTokens.ttlSeconds,
@@ -136,13 +143,14 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
   return {
     async login({ email, password, clientIp }) {
       const key = throttleKey(email, clientIp);
-      const wait = await loginThrottle.retryAfterSeconds(key);
-      if (wait > 0) throw tooManyLoginAttempts(wait);
-      const state = await users.verifyCredentials(email, password);
-      if (!state) {
-        await loginThrottle.recordFailure(key);
-        throw invalidCredentials();
-      }
+      // Reserved before the check, so racing attempts cannot all pass a count none has raised yet.
+      const reservation = await loginThrottle.reserve(key);
+      if (!reservation.granted) throw tooManyLoginAttempts(reservation.retryAfterSeconds);
+      const state = await users.verifyCredentials(email, password).catch(async (error: unknown) => {
+        await loginThrottle.refund(key); // busy or failed: no wrong password to count
+        throw error;
+      });
+      if (!state) throw invalidCredentials(); // the reservation stays counted: it is the failure
       await loginThrottle.reset(key);
       return startSession(state);
     },
@@ -157,7 +165,7 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
         successorHash,
         ttlSeconds: deps.refreshTokenTtlSeconds,
       });
-      if (rotated) return pairFor(rotated.userId, rotated.familyId, successor);
+      if (rotated) return pairFor(rotated, successor);
 
       const presented = await repo.findPresentedToken(db, presentedHash);
       if (!presented) throw invalidRefreshToken();
@@ -170,8 +178,8 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
         }
         // Two tabs racing: hand out the successor the first rotation created, not a second one.
         if (presented.revoked || presented.successorRevoked || !presented.successorHash) throw invalidRefreshToken();
-        if (!sameBytes(presented.successorHash, successorHash)) throw invalidRefreshToken();
-        return pairFor(presented.userId, presented.familyId, successor);
+        if (!presented.userCurrent || !sameBytes(presented.successorHash, successorHash)) throw invalidRefreshToken();
+        return pairFor(presented, successor);
       }
       throw invalidRefreshToken(); // revoked or expired, never rotated
     },

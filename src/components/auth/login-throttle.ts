@@ -1,111 +1,84 @@
-// Brute-force protection for login: failures are counted per (email, client). After `maxFailures`
-// within the window, that client is refused for that email (even with the right password) until the
-// oldest counted failure leaves the window. Other clients and other emails are unaffected.
-// The in-process store serves one instance; the Redis one shares the count between instances.
-import { createHash, randomUUID } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+// Brute-force protection for login, per (email, client): an attempt is reserved BEFORE its password
+// is checked, in one atomic step (a counter increment in memory or in Redis), so however many
+// logins race, at most `maxFailures` passwords are checked per window; the others are refused
+// without hashing. A wrong password keeps its reservation (that is the failure); a success resets
+// the count; an attempt that checked no password (service busy, database away) is refunded.
+// The window is fixed: it opens at the first counted attempt and the client waits until it closes.
+// The counting is rate-limiter-flexible's (its login-protection pattern): in memory for one
+// instance; in Redis to share it between instances, with memory as the insurance while Redis is away.
+import { createHash } from 'node:crypto';
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../../platform/redis.js';
 
+export type Reservation = { readonly granted: true } | { readonly granted: false; readonly retryAfterSeconds: number };
+
 export interface LoginThrottle {
-  /** Seconds to wait before another attempt is allowed, or 0 when allowed now. */
-  retryAfterSeconds(key: string): Promise<number>;
-  recordFailure(key: string): Promise<void>;
+  /** Counts one attempt if fewer than `maxFailures` are counted in the window; else how long to wait. */
+  reserve(key: string): Promise<Reservation>;
+  /** A successful login: the count starts over. */
   reset(key: string): Promise<void>;
+  /** The reserved attempt checked no password: it is given back. */
+  refund(key: string): Promise<void>;
+}
+
+export interface LoginThrottleOptions {
+  readonly maxFailures: number;
+  readonly windowSeconds: number;
 }
 
 export const throttleKey = (email: string, clientIp: string): string => `${email}\u0000${clientIp}`;
 
-export function createMemoryLoginThrottle(options: {
-  maxFailures: number;
-  windowSeconds: number;
-  maxKeys?: number;
-  now?: () => number;
-}): LoginThrottle {
-  const windowMs = options.windowSeconds * 1000;
-  const now = options.now ?? Date.now;
-  const failures = new LRUCache<string, number[]>({ max: options.maxKeys ?? 100_000, ttl: windowMs });
-  const recent = (key: string): number[] => {
-    const cutoff = now() - windowMs;
-    return (failures.get(key) ?? []).filter((at) => at > cutoff);
-  };
+const KEY_PREFIX = 'bastion:v1:login-attempts';
+const GRANTED: Reservation = { granted: true };
+
+// Hashed: keys of one bounded length, and no email address stored in Redis.
+const digest = (key: string): string => createHash('sha256').update(key).digest('base64url');
+
+const memoryLimiter = (options: LoginThrottleOptions): RateLimiterMemory =>
+  new RateLimiterMemory({ keyPrefix: KEY_PREFIX, points: options.maxFailures, duration: options.windowSeconds });
+
+/** `limiters[0]` counts; reset clears them all (counts an insurance store kept while Redis was away). */
+function throttleOver(limiters: readonly [RateLimiterAbstract, ...RateLimiterAbstract[]]): LoginThrottle {
+  const [counting] = limiters;
   return {
-    async retryAfterSeconds(key) {
-      const times = recent(key);
-      if (times.length < options.maxFailures) return 0;
-      const oldestCounted = times[times.length - options.maxFailures] ?? now();
-      return Math.max(1, Math.ceil((oldestCounted + windowMs - now()) / 1000));
-    },
-    async recordFailure(key) {
-      const times = recent(key);
-      times.push(now());
-      failures.set(key, times.slice(-options.maxFailures));
+    async reserve(key) {
+      try {
+        await counting.consume(digest(key));
+        return GRANTED;
+      } catch (refusal) {
+        // The library rejects with its result when the limit is reached, with an Error when it failed.
+        if (!(refusal instanceof RateLimiterRes)) throw refusal;
+        return { granted: false, retryAfterSeconds: Math.max(1, Math.ceil(refusal.msBeforeNext / 1000)) };
+      }
     },
     async reset(key) {
-      failures.delete(key);
+      const hashed = digest(key);
+      await Promise.all(limiters.map((limiter) => limiter.delete(hashed)));
+    },
+    async refund(key) {
+      await counting.reward(digest(key));
     },
   };
 }
 
-// Failures as a sorted set of timestamps per key (on Redis's clock), trimmed to the window.
-const RECORD_FAILURE = `
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local window = tonumber(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[2])
-redis.call('PEXPIRE', KEYS[1], window)
-return 1`;
-
-const RETRY_AFTER = `
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local window = tonumber(ARGV[1])
-local max = tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local count = redis.call('ZCARD', KEYS[1])
-if count < max then return 0 end
-local oldest = redis.call('ZRANGE', KEYS[1], count - max, count - max, 'WITHSCORES')
-return math.max(1, math.ceil((tonumber(oldest[2]) + window - now) / 1000))`;
+/** One instance's count, in memory. */
+export function createMemoryLoginThrottle(options: LoginThrottleOptions): LoginThrottle {
+  return throttleOver([memoryLimiter(options)]);
+}
 
 /**
- * The same rule kept in Redis, so that every instance counts one client's failures together;
- * while Redis is away each instance counts in memory.
+ * The count kept in Redis, so that every instance counts one client's attempts together; while
+ * Redis is away (commands fail fast) each instance counts in memory.
  */
-export function createSharedLoginThrottle(
-  redis: RedisConnection,
-  options: { maxFailures: number; windowSeconds: number },
-  fallback: LoginThrottle = createMemoryLoginThrottle(options),
-): LoginThrottle {
-  const windowMs = options.windowSeconds * 1000;
-  const retryAfter = redis.script<number>('bastionLoginRetryAfter', RETRY_AFTER);
-  const recordFailure = redis.script<unknown>('bastionLoginRecordFailure', RECORD_FAILURE);
-  const redisKey = (key: string) => `bastion:v1:login-failures:${createHash('sha256').update(key).digest('base64url')}`;
-  const attempt = async <T>(viaRedis: () => Promise<T>, viaMemory: () => Promise<T>): Promise<T> => {
-    if (!redis.isAvailable()) return viaMemory();
-    try {
-      return await viaRedis();
-    } catch {
-      return viaMemory();
-    }
-  };
-  return {
-    retryAfterSeconds: (key) =>
-      attempt(
-        async () => Number(await retryAfter(1, redisKey(key), windowMs, options.maxFailures)),
-        () => fallback.retryAfterSeconds(key),
-      ),
-    recordFailure: (key) =>
-      attempt(
-        async () => void (await recordFailure(1, redisKey(key), windowMs, randomUUID())),
-        () => fallback.recordFailure(key),
-      ),
-    reset: (key) =>
-      attempt(
-        async () => {
-          await redis.client.del(redisKey(key));
-          await fallback.reset(key);
-        },
-        () => fallback.reset(key),
-      ),
-  };
+export function createSharedLoginThrottle(redis: RedisConnection, options: LoginThrottleOptions): LoginThrottle {
+  const insurance = memoryLimiter(options);
+  const shared = new RateLimiterRedis({
+    storeClient: redis.client,
+    keyPrefix: KEY_PREFIX,
+    points: options.maxFailures,
+    duration: options.windowSeconds,
+    rejectIfRedisNotReady: true,
+    insuranceLimiter: insurance,
+  });
+  return throttleOver([shared, insurance]);
 }

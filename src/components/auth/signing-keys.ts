@@ -1,10 +1,12 @@
 // Access-token signing keys: Ed25519, generated on first start and kept in the database so every
 // instance signs and verifies with the same set. The newest unretired key signs; `keys rotate`
 // adds a new one and retires the others, which keep verifying until their tokens have expired.
-// Instances reload the set periodically and when they meet an unknown `kid`. With
+// Instances reload the set periodically and when they meet an unknown `kid` (at most once a second,
+// so made-up kids cannot flood the database, and never later than that for a real new key). With
 // KEY_ENCRYPTION_SECRET, private keys are stored sealed (key-sealing.ts), and keys stored before the
 // secret was set are sealed in place at start.
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { exportJWK, generateKeyPair, importJWK, type JWK, type CryptoKey as JoseKey } from 'jose';
 import type { Database } from '../../platform/db/index.js';
 import type { Logger } from '../../platform/logger.js';
@@ -13,7 +15,7 @@ import { isSealedJwk, openJwk, sealJwk, type KeySealer } from './key-sealing.js'
 
 export const SIGNING_ALGORITHM = 'EdDSA';
 const KEY_BOOTSTRAP_LOCK = 0x6b65_7973; // "keys"
-const UNKNOWN_KID_RELOAD_INTERVAL_MS = 5_000;
+const UNKNOWN_KID_RELOAD_INTERVAL_MS = 1_000;
 
 export interface PublicJwk {
   kty: string;
@@ -69,7 +71,11 @@ export async function loadSigningKeys(options: {
   const { database, logger, sealer } = options;
   let signing: { kid: string; privateKey: JoseKey | Uint8Array } | undefined;
   let verifying = new Map<string, LoadedKey>();
-  let lastUnknownKidReload = 0;
+  let lastReloadStartMs = Number.NEGATIVE_INFINITY;
+  /** The reload in flight; callers arriving meanwhile join it. */
+  let running: Promise<void> | undefined;
+  /** The next reload, not started yet: it starts after every caller that joined it had arrived. */
+  let queued: Promise<void> | undefined;
 
   const reload = async (): Promise<void> => {
     let rows = await repo.listVerifyingKeys(database.db, options.retiredKeyGraceSeconds);
@@ -101,10 +107,41 @@ export async function loadSigningKeys(options: {
     verifying = next;
   };
 
+  const reloadNow = (): Promise<void> => {
+    running ??= (async () => {
+      lastReloadStartMs = Date.now();
+      try {
+        await reload();
+      } finally {
+        running = undefined;
+      }
+    })();
+    return running;
+  };
+
+  /**
+   * Resolves once a reload that started after this call has finished: it sees every key committed
+   * before the call, so a token signed by such a key verifies after it. Reloads start at most once
+   * per UNKNOWN_KID_RELOAD_INTERVAL_MS and one at a time; every caller waiting meanwhile shares one.
+   */
+  const reloadStartingFromNow = (): Promise<void> => {
+    if (!running && Date.now() - lastReloadStartMs >= UNKNOWN_KID_RELOAD_INTERVAL_MS) return reloadNow();
+    queued ??= (async () => {
+      // Always waits at least once here, so `queued` is set before it is cleared below.
+      do {
+        if (running) await running.catch(() => undefined);
+        else await sleep(lastReloadStartMs + UNKNOWN_KID_RELOAD_INTERVAL_MS - Date.now());
+      } while (running || Date.now() - lastReloadStartMs < UNKNOWN_KID_RELOAD_INTERVAL_MS);
+      queued = undefined;
+      await reloadNow();
+    })();
+    return queued;
+  };
+
   if (sealer) await sealStoredKeys(database, sealer, logger);
   await reload();
   const timer = setInterval(() => {
-    reload().catch((error: unknown) => logger.warn({ err: error }, 'auth: reloading signing keys failed'));
+    reloadNow().catch((error: unknown) => logger.warn({ err: error }, 'auth: reloading signing keys failed'));
   }, options.reloadIntervalMs ?? 60_000);
   timer.unref();
 
@@ -116,12 +153,15 @@ export async function loadSigningKeys(options: {
     async verificationKey(kid) {
       const known = verifying.get(kid);
       if (known) return known.publicKey;
-      // A key rotated on another instance: reload, but not more than once per interval, so that
-      // tokens with made-up kids cannot turn into a database flood.
-      const now = Date.now();
-      if (now - lastUnknownKidReload < UNKNOWN_KID_RELOAD_INTERVAL_MS) return undefined;
-      lastUnknownKidReload = now;
-      await reload();
+      // Perhaps a key rotated in on another instance: the reload in flight may already bring it.
+      if (running) {
+        await running;
+        const loaded = verifying.get(kid);
+        if (loaded) return loaded.publicKey;
+      }
+      // Its key was committed before the token was signed, so a reload starting now finds it. Made-up
+      // kids wait for the same shared reload (at most one a second), then find nothing.
+      await reloadStartingFromNow();
       return verifying.get(kid)?.publicKey;
     },
     jwks: () => ({ keys: [...verifying.values()].map((key) => key.publicJwk) }),

@@ -4,9 +4,11 @@ export {
   createUsersService,
   toUser,
   type AlsoInTransaction,
+  type CredentialPauses,
   type Page,
   type User,
   type UserState,
   type UsersService,
 } from './users.service.js';
+export { isLiveAtTokenVersion } from './users.repo.js';
 export { usersRoutes } from './http.js';

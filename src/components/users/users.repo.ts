@@ -1,5 +1,5 @@
 // All SQL of the users component.
-import { sql } from 'kysely';
+import { sql, type Expression, type RawBuilder } from 'kysely';
 import type { Role } from '../access/index.js';
 import { sqlState, UNIQUE_VIOLATION, type Executor } from '../../platform/db/index.js';
 import { emailTaken } from './users.errors.js';
@@ -117,12 +117,16 @@ export async function updateUser(
   }
 }
 
-/** Sets a new password hash; with `revokeTokens` also moves the token version on. */
+/**
+ * Replaces the password hash `replacing` with a new one, compare-and-set: nothing is written (undefined)
+ * if the user is gone or another write changed the hash since `replacing` was read and checked. With
+ * `revokeTokens` the token version moves on too.
+ */
 export async function setPasswordHash(
   executor: Executor,
   id: string,
   passwordHash: string,
-  options: { revokeTokens: boolean; now: Date },
+  options: { replacing: string; revokeTokens: boolean; now: Date },
 ): Promise<UserRow | undefined> {
   return executor
     .updateTable('users')
@@ -132,9 +136,24 @@ export async function setPasswordHash(
       ...(options.revokeTokens ? { token_version: eb('token_version', '+', 1) } : {}),
     }))
     .where('id', '=', id)
+    .where('password_hash', '=', options.replacing)
     .where('deleted_at', 'is', null)
     .returning(USER_COLUMNS)
     .executeTakeFirst();
+}
+
+/**
+ * SQL predicate: the user exists, is not deleted and is still at `tokenVersion`. Credentials issued under
+ * a version (refresh tokens) embed it in the statement that writes them, so the check and the write see
+ * one snapshot and a concurrent password change, logout-all or deletion cannot slip in between.
+ */
+export function isLiveAtTokenVersion(
+  userId: Expression<string> | string,
+  tokenVersion: Expression<number> | number,
+): RawBuilder<boolean> {
+  return sql<boolean>`exists (
+    select 1 from users
+    where users.id = ${userId} and users.token_version = ${tokenVersion} and users.deleted_at is null)`;
 }
 
 export async function bumpTokenVersion(executor: Executor, id: string): Promise<UserRow | undefined> {
@@ -155,6 +174,21 @@ export async function softDeleteUser(executor: Executor, id: string, now: Date):
     .where('deleted_at', 'is', null)
     .executeTakeFirst();
   return result.numUpdatedRows > 0n;
+}
+
+/**
+ * Locks a live user's row until the transaction ends: FOR NO KEY UPDATE, so foreign-key checks of
+ * rows referencing the user still pass while a deletion (an UPDATE) or another locker waits.
+ */
+export async function lockLiveUser(executor: Executor, id: string): Promise<boolean> {
+  const row = await executor
+    .selectFrom('users')
+    .select('id')
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .forNoKeyUpdate()
+    .executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function liveAdminExists(executor: Executor): Promise<boolean> {

@@ -3,7 +3,7 @@
 import { authorize, can, type Principal, type Role } from '../access/index.js';
 import type { ReadThroughCache } from '../../platform/cache.js';
 import type { Database, Tx } from '../../platform/db/index.js';
-import { DomainError, forbidden, notFound } from '../../platform/errors.js';
+import { DomainError, forbidden, notFound, unauthenticated } from '../../platform/errors.js';
 import { newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
 import type { PasswordHasher } from './passwords.js';
@@ -43,14 +43,37 @@ export interface UsersService {
   getState(id: string): Promise<UserState | null>;
   /** The user's state if this instance holds it in memory (null: known absent; undefined: not held). */
   peekState(id: string): UserState | null | undefined;
-  /** Checks an email/password pair in about the same time whether or not the email exists. */
+  /**
+   * Checks an email/password pair in about the same time whether or not the email exists. The state is
+   * the one the password was checked under: a credential issued on it must be written under
+   * isLiveAtTokenVersion(id, tokenVersion), since the user may have changed since.
+   */
   verifyCredentials(email: string, password: string): Promise<UserState | null>;
+  /**
+   * Replaces the password if `currentPassword` matches the hash being replaced (compare-and-set): a change
+   * that lost a race to another change writes nothing and fails INVALID_CURRENT_PASSWORD.
+   */
   changePassword(userId: string, currentPassword: string, newPassword: string, also?: AlsoInTransaction): Promise<UserState>;
   /** Ends every access token issued so far (logout-all). */
   revokeAccessTokens(userId: string, also?: AlsoInTransaction): Promise<void>;
   /** Registers work that must happen (or veto with a DomainError) inside every user deletion. */
   onDelete(hook: AlsoInTransaction): void;
+  /**
+   * In `tx`: locks the user's row until it ends, if the user is live (true). Another component's
+   * write that must not outlive the user (an account) takes it; a deletion waits for that write, or
+   * the write for the deletion, which it then sees (false).
+   */
+  lockLiveUser(tx: Tx, userId: string): Promise<boolean>;
   ensureAdmin(email: string, password: string): Promise<'created' | 'exists'>;
+}
+
+/**
+ * Points where a credential use case waits, so a test can hold one request between reading and
+ * writing while another completes. Undefined in production; not reachable from any transport.
+ */
+export interface CredentialPauses {
+  /** After a password was checked against the stored hash, before anything is written on its strength. */
+  afterPasswordCheck?(userId: string): Promise<void>;
 }
 
 export interface UsersServiceDeps {
@@ -59,7 +82,14 @@ export interface UsersServiceDeps {
   readonly stateCache: ReadThroughCache<UserState>;
   readonly logger: Logger;
   readonly now?: () => Date;
+  readonly pauses?: CredentialPauses;
 }
+
+/**
+ * A change whose compare-and-set lost only to writes of the same password (a login's re-hash) tries
+ * again; each try checks the current password anew, so more than one retry means something is wrong.
+ */
+const MAX_PASSWORD_CHANGE_ATTEMPTS = 3;
 
 export function toUserState(row: repo.UserRow): UserState {
   return {
@@ -83,6 +113,7 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
   const db = database.db;
   const now = deps.now ?? (() => new Date());
   const deletionHooks: AlsoInTransaction[] = [];
+  const pauseAfterPasswordCheck = deps.pauses?.afterPasswordCheck;
 
   const loadState = async (id: string): Promise<UserState | null> => {
     const row = await repo.findLiveUserById(db, id);
@@ -106,6 +137,28 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     });
     return toUser(toUserState(row));
   };
+
+  /**
+   * Upgrades bcrypt or outdated argon2 parameters transparently (tokens stay valid), only over the hash
+   * just checked: a password changed meanwhile is never overwritten with the old one.
+   */
+  const upgradeHash = async (row: repo.UserRow & { password_hash: string }, password: string): Promise<void> => {
+    const upgraded = await passwords.hash(password);
+    const written = await repo.setPasswordHash(db, row.id, upgraded, {
+      replacing: row.password_hash,
+      revokeTokens: false,
+      now: row.updated_at,
+    });
+    if (written) deps.logger.info({ userId: row.id }, 'users: password hash upgraded to current argon2id parameters');
+  };
+
+  /** The password change's write: the new hash over the checked one, its version bump and `also`, or nothing. */
+  const replaceHash = (userId: string, checkedHash: string, newHash: string, also: AlsoInTransaction | undefined) =>
+    database.transaction(async (tx) => {
+      const updated = await repo.setPasswordHash(tx, userId, newHash, { replacing: checkedHash, revokeTokens: true, now: now() });
+      if (updated && also) await also(tx, userId);
+      return updated;
+    });
 
   return {
     register: (input) => insert({ ...input, role: 'user' }),
@@ -134,7 +187,9 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       // In memory: decided without a promise hop. A cached miss (null) is an answer too.
       const held = stateCache.peek(id);
       const state = held !== undefined ? held : await getState(id);
-      if (!state) throw notFound('User');
+      // The caller's own user gone (deleted after the token was checked, e.g. between a cached check
+      // and this read): their credentials are what is invalid, as the next request would be told.
+      if (!state) throw id === principal.userId ? unauthenticated('The user behind this token no longer exists') : notFound('User');
       return toUser(state);
     },
 
@@ -172,29 +227,28 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       }
       const check = await passwords.verify(row.password_hash, password);
       if (!check.ok) return null;
-      if (check.needsRehash) {
-        // Upgrade bcrypt or outdated argon2 parameters transparently; tokens stay valid.
-        const upgraded = await passwords.hash(password);
-        await repo.setPasswordHash(db, row.id, upgraded, { revokeTokens: false, now: row.updated_at });
-        deps.logger.info({ userId: row.id }, 'users: password hash upgraded to current argon2id parameters');
-      }
+      if (pauseAfterPasswordCheck) await pauseAfterPasswordCheck(row.id);
+      if (check.needsRehash) await upgradeHash(row, password);
       return toUserState(row);
     },
 
     async changePassword(userId, currentPassword, newPassword, also) {
-      const storedHash = await repo.findPasswordHash(db, userId);
-      if (storedHash === undefined) throw notFound('User');
-      const check = await passwords.verify(storedHash, currentPassword);
-      if (!check.ok) throw invalidCurrentPassword();
-      const newHash = await passwords.hash(newPassword);
-      const row = await database.transaction(async (tx) => {
-        const updated = await repo.setPasswordHash(tx, userId, newHash, { revokeTokens: true, now: now() });
-        if (!updated) throw notFound('User');
-        if (also) await also(tx, userId);
-        return updated;
-      });
-      forget(userId);
-      return toUserState(row);
+      let newHash: string | undefined;
+      for (let attempt = 1; ; attempt++) {
+        const storedHash = await repo.findPasswordHash(db, userId);
+        if (storedHash === undefined) throw notFound('User');
+        if (!(await passwords.verify(storedHash, currentPassword)).ok) throw invalidCurrentPassword();
+        newHash ??= await passwords.hash(newPassword);
+        if (pauseAfterPasswordCheck) await pauseAfterPasswordCheck(userId);
+        const row = await replaceHash(userId, storedHash, newHash, also);
+        if (row) {
+          forget(userId);
+          return toUserState(row);
+        }
+        // The hash changed since it was checked. Checking again tells a concurrent change (the current
+        // password no longer matches: 403) from a login's re-hash of the same password (try again).
+        if (attempt === MAX_PASSWORD_CHANGE_ATTEMPTS) throw invalidCurrentPassword();
+      }
     },
 
     async revokeAccessTokens(userId, also) {
@@ -208,6 +262,8 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     onDelete(hook) {
       deletionHooks.push(hook);
     },
+
+    lockLiveUser: (tx, userId) => repo.lockLiveUser(tx, userId),
 
     async ensureAdmin(email, password) {
       if (await repo.liveAdminExists(db)) return 'exists';
