@@ -1,8 +1,9 @@
-// A bank test in the style of Jepsen's: many concurrent transfers over real HTTP, with unique
-// idempotency keys and retries of the same key on network errors and 5xx, while the server process
-// is killed with SIGKILL and restarted, and (on PostgreSQL) its database connections are terminated.
-// Afterwards every acknowledged transfer exists exactly once, every failed one moved nothing, every
-// replay is identical, money is conserved and the ledger check passes.
+// A bank test in the style of Jepsen's: many concurrent transfers, deposits and withdrawals over real
+// HTTP, each with a unique idempotency key and retried with the same key on network errors and 5xx,
+// while the server process is killed with SIGKILL and restarted, and (on PostgreSQL) its database
+// connections are terminated. Afterwards every acknowledged movement exists exactly once, every
+// failed one moved nothing, every replay is identical, each currency sums to zero, no user balance
+// is negative and the ledger check passes.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -21,11 +22,24 @@ import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 const ACCOUNTS = 20;
 const INITIAL_BALANCE = 100_000;
 
-interface Definite {
+type MovementKind = 'transfer' | 'deposit' | 'withdrawal';
+
+interface Movement {
+  readonly kind: MovementKind;
+  readonly path: string;
   readonly key: string;
-  readonly body: { fromAccountId: string; toAccountId: string; amount: number };
+  readonly body: { fromAccountId: string; toAccountId: string; amount: number } | { amount: number };
+  /** The user account debited and credited (null: the currency's system account). */
+  readonly debited: string | null;
+  readonly credited: string | null;
+  readonly amount: number;
+}
+
+interface Definite extends Movement {
   readonly status: number;
   readonly text: string;
+  /** More than 1: the first tries met a network error, a 5xx or a 409, and the same key was sent again. */
+  readonly attempts: number;
 }
 
 const debug = (line: string) => {
@@ -104,11 +118,13 @@ async function untilDefinite(
   method: string,
   urlPath: string,
   options: { token: string; body?: unknown; key?: string },
-): Promise<{ status: number; text: string; replayed: boolean }> {
+): Promise<{ status: number; text: string; replayed: boolean; attempts: number }> {
   let last: Awaited<ReturnType<typeof call>> | undefined;
   for (let attempt = 0; attempt < 400; attempt++) {
     const result = await call(server.baseUrl, method, urlPath, options);
-    if (result !== 'network-error' && result.status < 500 && result.status !== 409 && result.status !== 429) return result;
+    if (result !== 'network-error' && result.status < 500 && result.status !== 409 && result.status !== 429) {
+      return { ...result, attempts: attempt + 1 };
+    }
     last = result;
     await sleep(50 + Math.random() * 150);
   }
@@ -161,20 +177,34 @@ async function runBank(options: {
     let finished = false;
     // `transfers` is a minimum: the load goes on until the chaos has done all its kills too.
     let chaosQuotaMet = false;
+    const pickAccount = () => accountIds[Math.floor(Math.random() * ACCOUNTS)] ?? '';
+    /** Mostly transfers; one in five a deposit, one in five a withdrawal (keyed, as the contract requires). */
+    const nextMovement = (index: number): Movement => {
+      const amount = 1 + Math.floor(Math.random() * 20_000);
+      const key = `bank-${index}`;
+      const draw = Math.random();
+      const account = pickAccount();
+      if (draw < 0.2) {
+        return { kind: 'deposit', path: `/api/v1/accounts/${account}/deposits`, key, body: { amount }, debited: null, credited: account, amount };
+      }
+      if (draw < 0.4) {
+        return { kind: 'withdrawal', path: `/api/v1/accounts/${account}/withdrawals`, key, body: { amount }, debited: account, credited: null, amount };
+      }
+      let to = account;
+      while (to === account) to = pickAccount();
+      const body = { fromAccountId: account, toAccountId: to, amount };
+      return { kind: 'transfer', path: '/api/v1/transfers', key, body, debited: account, credited: to, amount };
+    };
     const worker = async () => {
       while (next < options.transfers || !chaosQuotaMet) {
-        const index = next++;
-        const from = accountIds[Math.floor(Math.random() * ACCOUNTS)] ?? '';
-        let to = from;
-        while (to === from) to = accountIds[Math.floor(Math.random() * ACCOUNTS)] ?? '';
-        const body = { fromAccountId: from, toAccountId: to, amount: 1 + Math.floor(Math.random() * 20_000) };
-        const key = `bank-${index}`;
-        const result = await untilDefinite(server, 'POST', '/api/v1/transfers', { token, body, key });
-        definite.push({ key, body, status: result.status, text: result.text });
+        const movement = nextMovement(next++);
+        const request = { token, body: movement.body, key: movement.key };
+        const result = await untilDefinite(server, 'POST', movement.path, request);
+        definite.push({ ...movement, status: result.status, text: result.text, attempts: result.attempts });
         if (Math.random() < 0.1) {
           // Replay while the chaos goes on: same answer, byte for byte, flagged as a replay.
-          const again = await untilDefinite(server, 'POST', '/api/v1/transfers', { token, body, key });
-          if (again.status !== result.status || again.text !== result.text || !again.replayed) replayMismatches.push(key);
+          const again = await untilDefinite(server, 'POST', movement.path, request);
+          if (again.status !== result.status || again.text !== result.text || !again.replayed) replayMismatches.push(movement.key);
         }
       }
     };
@@ -208,7 +238,7 @@ async function runBank(options: {
 
     // Every answer is final: replaying any key gives the same status and the same bytes.
     for (const result of definite) {
-      const again = await untilDefinite(server, 'POST', '/api/v1/transfers', { token, body: result.body, key: result.key });
+      const again = await untilDefinite(server, 'POST', result.path, { token, body: result.body, key: result.key });
       if (again.status !== result.status || again.text !== result.text || !again.replayed) replayMismatches.push(result.key);
     }
     debug(`replays done: ${replayMismatches.length} mismatches`);
@@ -218,12 +248,21 @@ async function runBank(options: {
     assert.ok([...statuses].every((status) => status === 201 || status === 422), `only 201 and 422 answers: ${[...statuses]}`);
     const acknowledged = definite.filter((result) => result.status === 201);
     assert.ok(acknowledged.length > options.transfers / 4, `enough transfers went through (${acknowledged.length})`);
+    const count = (kind: MovementKind) => acknowledged.filter((result) => result.kind === kind).length;
+    assert.ok(count('deposit') > 0 && count('withdrawal') > 0, 'deposits and withdrawals went through too');
+    // A withdrawal that cannot be covered is the only 422 a deposit or withdrawal may give.
+    for (const result of definite) {
+      if (result.kind === 'deposit') assert.equal(result.status, 201, result.text);
+    }
 
-    // The model: every acknowledged transfer applied once, every failed one not at all.
+    // The model: every acknowledged movement applied once, every failed one not at all.
     const expected = new Map(accountIds.map((id) => [id, INITIAL_BALANCE]));
+    let deposited = ACCOUNTS * INITIAL_BALANCE;
     for (const result of acknowledged) {
-      expected.set(result.body.fromAccountId, (expected.get(result.body.fromAccountId) ?? 0) - result.body.amount);
-      expected.set(result.body.toAccountId, (expected.get(result.body.toAccountId) ?? 0) + result.body.amount);
+      if (result.debited) expected.set(result.debited, (expected.get(result.debited) ?? 0) - result.amount);
+      if (result.credited) expected.set(result.credited, (expected.get(result.credited) ?? 0) + result.amount);
+      if (result.kind === 'deposit') deposited += result.amount;
+      if (result.kind === 'withdrawal') deposited -= result.amount;
     }
     let total = 0;
     for (const id of accountIds) {
@@ -233,26 +272,36 @@ async function runBank(options: {
       assert.ok(balance >= 0);
       total += balance;
     }
-    assert.equal(total, ACCOUNTS * INITIAL_BALANCE, 'money is conserved');
+    assert.equal(total, deposited, 'money is conserved: user balances are what was deposited minus what was withdrawn');
+    const systems = await untilDefinite(server, 'GET', '/api/v1/accounts?system=true', { token });
+    const system = (JSON.parse(systems.text) as { data: { currency: string; balance: number }[] }).data.find((account) => account.currency === 'USD');
+    assert.equal(system?.balance, -total, 'the USD system account is minus the sum of user balances');
 
     const acknowledgedIds = acknowledged.map((result) => (JSON.parse(result.text) as { data: { id: string } }).data.id);
     debug('balances verified');
     await server.kill();
     debug('server stopped; verifying the database');
     await options.verifyDatabase(async (db) => {
-      const rows = await db
-        .selectFrom('transfers')
-        .select(['id'])
-        .where('kind', '=', 'transfer')
-        .execute();
+      const rows = await db.selectFrom('transfers').select(['id', 'kind']).execute();
       const present = new Set(rows.map((row) => row.id));
-      assert.equal(rows.length, acknowledged.length, 'exactly the acknowledged transfers exist');
-      for (const id of acknowledgedIds) assert.ok(present.has(id), `acknowledged transfer ${id} is present`);
+      const stored = (kind: MovementKind) => rows.filter((row) => row.kind === kind).length;
+      assert.equal(stored('transfer'), count('transfer'), 'exactly the acknowledged transfers exist');
+      assert.equal(stored('deposit'), ACCOUNTS + count('deposit'), 'exactly the seed and the acknowledged deposits exist');
+      assert.equal(stored('withdrawal'), count('withdrawal'), 'exactly the acknowledged withdrawals exist');
+      for (const id of acknowledgedIds) assert.ok(present.has(id), `acknowledged movement ${id} is present`);
       const report = await checkLedger(db);
       assert.deepEqual(report.violations, {});
       assert.ok(report.ok);
     });
-    return { acknowledged: acknowledged.length, failed: definite.length - acknowledged.length, ...chaosCounts };
+    return {
+      acknowledged: acknowledged.length,
+      deposits: count('deposit'),
+      withdrawals: count('withdrawal'),
+      // Deposits and withdrawals answered only after a retry of their key: the chaos hit them.
+      retriedDepositsAndWithdrawals: definite.filter((result) => result.kind !== 'transfer' && result.attempts > 1).length,
+      failed: definite.length - acknowledged.length,
+      ...chaosCounts,
+    };
   } finally {
     await server.kill();
   }
@@ -267,7 +316,7 @@ describe('bank test under crashes', async () => {
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
 
-  it('when the server is SIGKILLed and its PostgreSQL connections terminated mid-load, then no money is created, lost or moved twice', { skip, timeout: 300_000 }, async () => {
+  it('when the server is SIGKILLed and its PostgreSQL connections terminated mid-load (transfers, deposits, withdrawals), then no money is created, lost or moved twice', { skip, timeout: 300_000 }, async () => {
     database = await postgresBackend.createDatabase();
     const databaseUrl = database.databaseUrl ?? '';
     const databaseName = new URL(databaseUrl).pathname.slice(1);

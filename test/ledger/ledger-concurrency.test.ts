@@ -219,7 +219,10 @@ for (const backend of backends) {
             token: (position % 2 ? alice : bob).accessToken,
             headers: { 'idempotency-key': randomUUID() },
           }),
-          client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 20 }, { token: admin.accessToken }),
+          client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 20 }, {
+            token: admin.accessToken,
+            headers: { 'idempotency-key': randomUUID() },
+          }),
         ]),
       );
       assert.deepEqual(tally(wave), { '201': 60 });

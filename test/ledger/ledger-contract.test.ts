@@ -110,8 +110,11 @@ for (const backend of backends) {
       expectAccount(await client.post(ACCOUNTS, { currency, ...(name ? { name } : {}) }, { token: owner.accessToken }), 201);
     const getAccount = async (id: string, as: Session = admin): Promise<Account> =>
       expectAccount(await client.get(`${ACCOUNTS}/${id}`, { token: as.accessToken }), 200);
+    /** A deposit or withdrawal: the contract requires an Idempotency-Key on both. */
+    const moneyPost = (path: string, body: Record<string, unknown>, as: Session, idempotencyKey: string = key()) =>
+      client.post(path, body, { token: as.accessToken, headers: { 'idempotency-key': idempotencyKey } });
     const deposit = async (accountId: string, amount: number): Promise<Transfer> =>
-      expectTransfer(await client.post(`${ACCOUNTS}/${accountId}/deposits`, { amount }, { token: admin.accessToken }));
+      expectTransfer(await moneyPost(`${ACCOUNTS}/${accountId}/deposits`, { amount }, admin));
     const transfer = (as: Session, body: Record<string, unknown>, idempotencyKey: string = key()) =>
       client.post(TRANSFERS, body, { token: as.accessToken, headers: { 'idempotency-key': idempotencyKey } });
     const fundedAccount = async (owner: Session, amount: number, currency = 'USD'): Promise<Account> => {
@@ -249,7 +252,7 @@ for (const backend of backends) {
     describe('deposits and withdrawals', () => {
       it('when a non-admin deposits, then it is 403 and no money moves', { skip }, async () => {
         const account = await openAccount(alice);
-        const response = await client.post(`${ACCOUNTS}/${account.id}/deposits`, { amount: 100 }, { token: alice.accessToken });
+        const response = await moneyPost(`${ACCOUNTS}/${account.id}/deposits`, { amount: 100 }, alice);
         expectError(response, 403, 'FORBIDDEN');
         assert.equal((await getAccount(account.id)).balance, 0);
       });
@@ -257,7 +260,7 @@ for (const backend of backends) {
       it("when an admin deposits, then it is 201 with a posted Transfer from the currency's system account", { skip }, async () => {
         const account = await openAccount(alice, 'EUR');
         const system = await systemAccount('EUR');
-        const response = await client.post(`${ACCOUNTS}/${account.id}/deposits`, { amount: 2_500 }, { token: admin.accessToken });
+        const response = await moneyPost(`${ACCOUNTS}/${account.id}/deposits`, { amount: 2_500 }, admin);
         const deposited = expectTransfer(response);
         assert.equal(deposited.fromAccountId, system.id);
         assert.equal(deposited.toAccountId, account.id);
@@ -272,26 +275,43 @@ for (const backend of backends) {
       });
 
       it('when a deposit targets an unknown account or a system account, then it is 404', { skip }, async () => {
-        const unknown = await client.post(`${ACCOUNTS}/${randomUUID()}/deposits`, { amount: 1 }, { token: admin.accessToken });
+        const unknown = await moneyPost(`${ACCOUNTS}/${randomUUID()}/deposits`, { amount: 1 }, admin);
         expectError(unknown, 404, 'NOT_FOUND');
         const system = await systemAccount('USD');
-        const intoSystem = await client.post(`${ACCOUNTS}/${system.id}/deposits`, { amount: 1 }, { token: admin.accessToken });
+        const intoSystem = await moneyPost(`${ACCOUNTS}/${system.id}/deposits`, { amount: 1 }, admin);
         expectError(intoSystem, 404, 'NOT_FOUND');
+      });
+
+      it('when a deposit or a withdrawal has no Idempotency-Key (or an empty or 256-character one), then it is 400 VALIDATION_FAILED and nothing moves', { skip }, async () => {
+        const account = await fundedAccount(alice, 1_000);
+        const requests = [
+          client.post(`${ACCOUNTS}/${account.id}/deposits`, { amount: 10 }, { token: admin.accessToken }),
+          client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 10 }, { token: alice.accessToken }),
+          client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 10 }, { token: admin.accessToken }),
+          moneyPost(`${ACCOUNTS}/${account.id}/deposits`, { amount: 10 }, admin, ''),
+          moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 10 }, alice, ''),
+          moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 10 }, alice, 'k'.repeat(256)),
+        ];
+        for (const response of await Promise.all(requests)) {
+          const error = expectError(response, 400, 'VALIDATION_FAILED');
+          assert.match(error.errors?.[0]?.path ?? '', /idempotency-key/i, response.text);
+        }
+        assert.equal((await getAccount(account.id)).balance, 1_000);
       });
 
       it('when the owner or an admin withdraws, then it is 201 to the system account; others get 404', { skip }, async () => {
         const account = await fundedAccount(alice, 1_000);
         const system = await systemAccount('USD');
         const byOwner = expectTransfer(
-          await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 300 }, { token: alice.accessToken }),
+          await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 300 }, alice),
         );
         assert.equal(byOwner.fromAccountId, account.id);
         assert.equal(byOwner.toAccountId, system.id);
         assert.equal(byOwner.status, 'posted');
-        expectTransfer(await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 200 }, { token: admin.accessToken }));
-        const byOther = await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 100 }, { token: bob.accessToken });
+        expectTransfer(await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 200 }, admin));
+        const byOther = await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 100 }, bob);
         expectError(byOther, 404, 'NOT_FOUND');
-        const tooMuch = await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 501 }, { token: alice.accessToken });
+        const tooMuch = await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 501 }, alice);
         expectError(tooMuch, 422, 'INSUFFICIENT_FUNDS');
         assert.equal((await getAccount(account.id)).balance, 500);
       });
@@ -304,8 +324,8 @@ for (const backend of backends) {
         const bad: unknown[] = [0, -5, 1.5, '10', 9007199254740992, null];
         for (const amount of bad) {
           const requests = [
-            client.post(`${ACCOUNTS}/${from.id}/deposits`, { amount }, { token: admin.accessToken }),
-            client.post(`${ACCOUNTS}/${from.id}/withdrawals`, { amount }, { token: alice.accessToken }),
+            moneyPost(`${ACCOUNTS}/${from.id}/deposits`, { amount }, admin),
+            moneyPost(`${ACCOUNTS}/${from.id}/withdrawals`, { amount }, alice),
             transfer(alice, { fromAccountId: from.id, toAccountId: to.id, amount }),
           ];
           for (const response of await Promise.all(requests)) {
@@ -317,7 +337,7 @@ for (const backend of backends) {
         const raw = await client.post(`${ACCOUNTS}/${from.id}/deposits`, undefined, {
           token: admin.accessToken,
           raw: '{"amount": 9007199254740993}',
-          headers: { 'content-type': 'application/json' },
+          headers: { 'content-type': 'application/json', 'idempotency-key': key() },
         });
         expectError(raw, 400, 'VALIDATION_FAILED');
         assert.equal((await getAccount(from.id)).balance, 100);
@@ -329,11 +349,11 @@ for (const backend of backends) {
         const deposited = await deposit(account.id, MAX_AMOUNT);
         assert.equal(deposited.amount, MAX_AMOUNT);
         assert.equal((await getAccount(account.id)).balance, MAX_AMOUNT);
-        const over = await client.post(`${ACCOUNTS}/${account.id}/deposits`, { amount: 1 }, { token: admin.accessToken });
+        const over = await moneyPost(`${ACCOUNTS}/${account.id}/deposits`, { amount: 1 }, admin);
         expectError(over, 422, 'BALANCE_LIMIT_EXCEEDED');
         assert.equal((await getAccount(account.id)).balance, MAX_AMOUNT);
         // Leave the CHF books at zero again.
-        expectTransfer(await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: MAX_AMOUNT }, { token: alice.accessToken }));
+        expectTransfer(await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: MAX_AMOUNT }, alice));
       });
     });
 
@@ -581,7 +601,7 @@ for (const backend of backends) {
         created.push(expectTransfer(await transfer(alice, { fromAccountId: account.id, toAccountId: bobs.id, amount: 7 })).id);
         created.push(expectTransfer(await transfer(bob, { fromAccountId: bobs.id, toAccountId: account.id, amount: 9 })).id);
         created.push(
-          expectTransfer(await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 3 }, { token: alice.accessToken })).id,
+          expectTransfer(await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 3 }, alice)).id,
         );
         created.push(expectTransfer(await transfer(alice, { fromAccountId: account.id, toAccountId: bobs.id, amount: 11 })).id);
         const newestFirst = [...created].reverse();
@@ -654,7 +674,7 @@ for (const backend of backends) {
         expectError(blocked, 409, 'ACCOUNT_NOT_EMPTY');
         assert.equal((await getAccount(account.id)).balance, 300);
 
-        expectTransfer(await client.post(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 300 }, { token: victim.accessToken }));
+        expectTransfer(await moneyPost(`${ACCOUNTS}/${account.id}/withdrawals`, { amount: 300 }, victim));
         const deleted = await client.delete(`/api/v1/users/${victim.user.id}`, { token: admin.accessToken });
         assert.equal(deleted.status, 204, deleted.text);
 
@@ -663,7 +683,7 @@ for (const backend of backends) {
         assert.equal(listed.status, 200);
         assert.deepEqual(listed.body.data, []);
         expectError(await transfer(alice, { fromAccountId: aliceAccount.id, toAccountId: account.id, amount: 10 }), 404, 'NOT_FOUND');
-        const depositToClosed = await client.post(`${ACCOUNTS}/${account.id}/deposits`, { amount: 10 }, { token: admin.accessToken });
+        const depositToClosed = await moneyPost(`${ACCOUNTS}/${account.id}/deposits`, { amount: 10 }, admin);
         expectError(depositToClosed, 404, 'NOT_FOUND');
         assert.equal((await getAccount(aliceAccount.id)).balance, 100);
       });
@@ -691,7 +711,7 @@ for (const backend of backends) {
         // The reservation is not spendable.
         expectError(await transfer(alice, { fromAccountId: from.id, toAccountId: to.id, amount: 701 }), 422, 'INSUFFICIENT_FUNDS');
         expectError(
-          await client.post(`${ACCOUNTS}/${from.id}/withdrawals`, { amount: 701 }, { token: alice.accessToken }),
+          await moneyPost(`${ACCOUNTS}/${from.id}/withdrawals`, { amount: 701 }, alice),
           422,
           'INSUFFICIENT_FUNDS',
         );

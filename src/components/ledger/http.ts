@@ -117,18 +117,20 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
     async (request) => ({ data: await ledger.getAccount(principalOf(request), request.params.id) }),
   );
 
-  // Deposits and withdrawals: a movement against the currency's system account.
+  // Deposits and withdrawals: a movement against the currency's system account. The key is required:
+  // without one, an answer lost after the commit (a dropped connection) could only be retried by
+  // moving the money again.
   for (const { kind, path, summary, permission } of [
     {
       kind: 'deposit',
       path: '/accounts/:id/deposits',
-      summary: "Deposit from the currency's system account (admin); Idempotency-Key supported",
+      summary: "Deposit from the currency's system account (admin); Idempotency-Key required",
       permission: 'accounts:deposit',
     },
     {
       kind: 'withdrawal',
       path: '/accounts/:id/withdrawals',
-      summary: "Withdraw to the currency's system account (owner or admin); Idempotency-Key supported",
+      summary: "Withdraw to the currency's system account (owner or admin); Idempotency-Key required",
       permission: 'accounts:withdraw',
     },
   ] as const) {
@@ -141,7 +143,7 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
           summary,
           security: bearerSecurity,
           params: IdParams,
-          headers: IdempotencyHeaders(false),
+          headers: IdempotencyHeaders(true),
           body: AmountBody,
           response: moneyResponses,
         },

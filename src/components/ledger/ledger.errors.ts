@@ -16,7 +16,10 @@ const MESSAGES: Record<Exclude<ExecuteOutcome | ResolveOutcome, 'OK'>, () => Dom
   CURRENCY_MISMATCH: () => new DomainError('CURRENCY_MISMATCH', 'The accounts hold different currencies'),
   INSUFFICIENT_FUNDS: () => new DomainError('INSUFFICIENT_FUNDS', 'The source account cannot cover this amount'),
   BALANCE_LIMIT_EXCEEDED: () =>
-    new DomainError('BALANCE_LIMIT_EXCEEDED', 'The credit would take the balance past 9007199254740991 minor units'),
+    new DomainError(
+      'BALANCE_LIMIT_EXCEEDED',
+      'The movement would take a balance past what it can hold (9007199254740991 minor units for a user account)',
+    ),
   PENDING_ALREADY_POSTED: () => new DomainError('PENDING_ALREADY_POSTED', 'This pending transfer was already posted'),
   PENDING_ALREADY_VOIDED: () => new DomainError('PENDING_ALREADY_VOIDED', 'This pending transfer was already voided or expired'),
   PENDING_EXPIRED: () => new DomainError('PENDING_EXPIRED', 'This pending transfer has timed out'),

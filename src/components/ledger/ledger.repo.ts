@@ -1,5 +1,6 @@
 // All SQL of the ledger component. Money moves only through the ledger_execute / ledger_resolve
-// functions (migrations/0003_ledger.sql): one round trip that locks, checks and writes.
+// functions (migrations/0003_ledger.sql, 0005_ledger_hardening.sql): one round trip that locks,
+// checks and writes.
 import { sql, type Generated } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
 
@@ -68,9 +69,14 @@ export type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'post' | 'voi
 export interface AccountRow extends Omit<AccountsTable, 'balance' | 'pending_debits' | 'closed_at'> {
   balance: number | bigint;
   pending_debits: number | bigint;
+  /**
+   * A system account's balance, summed from its shards, as decimal text: minus the sum of every user
+   * balance in its currency, it can pass bigint's range (1,025 accounts at 2^53 - 1). Null for users.
+   */
+  system_balance: string | null;
 }
 
-/** An account with the balance of a system account summed from its shards. */
+/** An account, with the exact total of a system account's shards. */
 const accountSelect = (executor: Executor) =>
   executor
     .selectFrom('accounts as a')
@@ -79,27 +85,37 @@ const accountSelect = (executor: Executor) =>
       'a.owner_id',
       'a.currency',
       'a.name',
-      sql<number | bigint>`case when a.owner_id is null
-        then coalesce((select sum(s.balance) from system_account_shards s where s.account_id = a.id), 0)::bigint
-        else a.balance end`.as('balance'),
+      'a.balance',
+      sql<string | null>`case when a.owner_id is null
+        then coalesce((select sum(s.balance) from system_account_shards s where s.account_id = a.id), 0)::text
+        end`.as('system_balance'),
       'a.pending_debits',
       'a.created_at',
       'a.updated_at',
     ])
     .where('a.closed_at', 'is', null);
 
-export async function ensureSystemAccount(executor: Executor, input: { id: string; currency: string; now: Date }): Promise<void> {
+/** The currency's system account, created with all its shard rows if it does not exist yet. */
+export async function ensureSystemAccount(
+  executor: Executor,
+  input: { id: string; currency: string; shards: number; now: Date },
+): Promise<void> {
   await sql`
-    insert into accounts (id, owner_id, currency, name, created_at, updated_at)
-    values (${input.id}::uuid, null, ${input.currency}, ${`System ${input.currency}`}, ${input.now}, ${input.now})
-    on conflict (currency) where owner_id is null do nothing`.execute(executor);
+    with created as (
+      insert into accounts (id, owner_id, currency, name, created_at, updated_at)
+      values (${input.id}::uuid, null, ${input.currency}, ${`System ${input.currency}`}, ${input.now}, ${input.now})
+      on conflict (currency) where owner_id is null do nothing
+      returning id
+    )
+    insert into system_account_shards (account_id, shard, balance)
+    select created.id, shard, 0 from created cross join generate_series(0, ${input.shards - 1}::int) as shard`.execute(executor);
 }
 
 export async function insertAccount(
   executor: Executor,
   input: { id: string; ownerId: string; currency: string; name: string | null; now: Date },
 ): Promise<AccountRow> {
-  return executor
+  const row = await executor
     .insertInto('accounts')
     .values({
       id: input.id,
@@ -112,6 +128,7 @@ export async function insertAccount(
     })
     .returning(['id', 'owner_id', 'currency', 'name', 'balance', 'pending_debits', 'created_at', 'updated_at'])
     .executeTakeFirstOrThrow();
+  return { ...row, system_balance: null };
 }
 
 export async function findAccount(executor: Executor, id: string): Promise<AccountRow | undefined> {

@@ -9,13 +9,19 @@ export const Amount = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGE
 const Uuid = Type.String({ format: 'uuid' });
 const Description = StoredText({ maxLength: 500 });
 
+/**
+ * An exact integer: a system account's balance (minus its currency's user balances) may pass 2^53,
+ * and is then a bigint, written as the exact JSON integer.
+ */
+const Balance = (options: { description: string }) => Type.Unsafe<number | bigint>(Type.Integer(options));
+
 export const AccountSchema = Type.Object({
   id: Uuid,
   ownerId: Type.Union([Uuid, Type.Null()]),
   currency: Type.String(),
   name: Type.Union([Type.String(), Type.Null()]),
-  balance: Type.Integer(),
-  availableBalance: Type.Integer({ description: 'Balance minus what pending transfers reserve' }),
+  balance: Balance({ description: 'Minor units; a system account: minus the sum of its currency\'s user balances' }),
+  availableBalance: Balance({ description: 'Balance minus what pending transfers reserve' }),
   createdAt: Type.String({ format: 'date-time' }),
   updatedAt: Type.String({ format: 'date-time' }),
 });

@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
-import { assert, DomainError, notFound, validationFailed } from '../../platform/errors.js';
+import { assert, DomainError, notFound, unauthenticated, validationFailed } from '../../platform/errors.js';
 import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
 import { repeatEvery } from '../../platform/periodic.js';
@@ -20,13 +20,20 @@ const RETRYABLE_STATES = new Set(['40001', '40P01', '55P03']);
 
 export type TransferStatus = 'posted' | 'pending' | 'voided' | 'expired';
 
+/**
+ * Minor units, exact. A user balance is at most 2^53 - 1, a number; a system account's is minus the
+ * sum of its currency's user balances and may pass 2^53 (or bigint's 2^63): then a bigint, which the
+ * response schema writes as the exact JSON integer.
+ */
+export type Balance = number | bigint;
+
 export interface Account {
   readonly id: string;
   readonly ownerId: string | null;
   readonly currency: string;
   readonly name: string | null;
-  readonly balance: number;
-  readonly availableBalance: number;
+  readonly balance: Balance;
+  readonly availableBalance: Balance;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -102,7 +109,11 @@ export interface LedgerService {
     accountId: string,
     query: { limit: number; cursor?: string },
   ): Promise<{ data: Transfer[]; meta: { nextCursor: string | null } }>;
-  /** Users-deletion hook: vetoes with ACCOUNT_NOT_EMPTY, else closes the user's accounts. */
+  /**
+   * Users-deletion hook: vetoes with ACCOUNT_NOT_EMPTY, else closes the user's accounts. It first
+   * locks the user's row, as createAccount does, so an account opened meanwhile is either seen and
+   * closed here or refused there.
+   */
   closeAccountsOfDeletedUser(tx: Tx, userId: string): Promise<void>;
   /** Voids pending transfers whose timeout passed; returns how many. */
   expirePendingTransfers(): Promise<number>;
@@ -124,19 +135,20 @@ export interface LedgerServiceDeps {
 }
 
 // User balances are capped at 2^53 - 1 (a CHECK and the BALANCE_LIMIT_EXCEEDED rule), so they are
-// exact JSON numbers; only a system account's (negative) total could pass that, after ~90 trillion
-// units of deposits, where the JSON number is the nearest double.
-const toAmount = (value: number | bigint): number => Number(value);
+// exact JSON numbers; only a system account's (negative) total can pass that, after ~90 trillion
+// units of deposits, and it stays exact as a bigint.
+const toBalance = (value: bigint): Balance =>
+  value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
 
 function toAccount(row: repo.AccountRow): Account {
-  const balance = BigInt(row.balance);
+  const balance = BigInt(row.system_balance ?? row.balance);
   return {
     id: row.id,
     ownerId: row.owner_id,
     currency: row.currency,
     name: row.name,
-    balance: toAmount(balance),
-    availableBalance: toAmount(balance - BigInt(row.pending_debits)),
+    balance: toBalance(balance),
+    availableBalance: toBalance(balance - BigInt(row.pending_debits)),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };
@@ -331,11 +343,15 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
         // The contract: a non-admin sending ownerId at all is 403, even with their own id.
         if (!can(principal, 'accounts:create-for-others')) throw new DomainError('FORBIDDEN', 'Only admins may set ownerId');
         ownerId = input.ownerId.toLowerCase();
-        if (!(await users.getState(ownerId))) throw notFound('Owner');
       }
       const at = now();
       const row = await database.transaction(async (tx) => {
-        await repo.ensureSystemAccount(tx, { id: newId(), currency: input.currency, now: at });
+        // Held to commit: a deletion of the owner waits for this account and then closes it, or this
+        // waits for the deletion and finds the owner gone. A cached "live" would miss the latter.
+        if (!(await users.lockLiveUser(tx, ownerId))) {
+          throw input.ownerId !== undefined ? notFound('Owner') : unauthenticated('The caller no longer exists');
+        }
+        await repo.ensureSystemAccount(tx, { id: newId(), currency: input.currency, shards: SYSTEM_ACCOUNT_SHARDS, now: at });
         return repo.insertAccount(tx, { id: newId(), ownerId, currency: input.currency, name: input.name ?? null, now: at });
       });
       return toAccount(row);
@@ -475,6 +491,8 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     },
 
     async closeAccountsOfDeletedUser(tx, userId) {
+      // Whether the row is still live is the users component's call; the lock is what matters here.
+      await users.lockLiveUser(tx, userId);
       if (await repo.userHasMoney(tx, userId)) throw accountNotEmpty();
       await repo.closeAccountsOf(tx, userId, now());
     },
