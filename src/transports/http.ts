@@ -260,7 +260,8 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     if (request.headers.host === undefined && request.raw.httpVersion === '1.1') {
       return done(validationFailed([{ path: 'host', message: 'is required in HTTP/1.1' }], 'The Host header is missing'));
     }
-    if (deps.isShuttingDown()) {
+    // Readiness answers for itself during shutdown: 503 with its own body, checks.shutdown.
+    if (deps.isShuttingDown() && request.routeOptions.url !== '/health/ready') {
       void reply.header('connection', 'close');
       return done(new DomainError('SERVICE_UNAVAILABLE', 'The service is shutting down; retry', { retryAfterSeconds: 1 }));
     }

@@ -1,4 +1,5 @@
-// Waiting for a server: a request repeated until it answers a status, and a start-up readiness poll.
+// Waiting for a server: a request repeated until it answers a status, a probe timed until it says
+// yes, and a start-up readiness poll.
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ApiResponse } from './client.js';
 
@@ -12,6 +13,19 @@ export async function eventually(request: () => Promise<ApiResponse<unknown>>, s
     const response = await request();
     if (response.status === status || Date.now() >= deadline) return response;
     await sleep(50);
+  }
+}
+
+/**
+ * Repeats `probe` back to back until it says yes: the ms from `since` to the answer that said yes,
+ * or undefined when it still said no after `limitMs` (a late propagation is measured, not only
+ * reported as late).
+ */
+export async function msUntil(since: number, probe: () => Promise<boolean>, limitMs: number): Promise<number | undefined> {
+  for (;;) {
+    if (await probe()) return performance.now() - since;
+    if (performance.now() - since > limitMs) return undefined;
+    await sleep(2);
   }
 }
 

@@ -23,7 +23,8 @@ export interface TestServer {
 export async function startServer(
   backend: Backend,
   env: Record<string, string> = {},
-  options: { database?: TestDatabase; credentialPauses?: ApplicationOptions['credentialPauses'] } = {},
+  /** `database`: one the caller owns (not dropped at stop); `application`: test seams (pauses, faults). */
+  options: { database?: TestDatabase; application?: Omit<ApplicationOptions, 'logDestination'> } = {},
 ): Promise<TestServer> {
   const database = options.database ?? (await backend.createDatabase());
   const logs: string[] = [];
@@ -49,7 +50,7 @@ export async function startServer(
     DATABASE_POOL_SIZE: '5',
     ...env,
   });
-  const app = await createApplication(config, { logDestination: destination, credentialPauses: options.credentialPauses });
+  const app = await createApplication(config, { ...options.application, logDestination: destination });
   await app.http.listen({ port: 0, host: '127.0.0.1' });
   const { port } = app.http.server.address() as AddressInfo;
   const baseUrl = `http://127.0.0.1:${port}`;

@@ -9,18 +9,15 @@
 // the same; the failed invalidation is counted and logged on A, and delivered once Redis takes A's
 // calls again.
 import assert from 'node:assert/strict';
-import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createApplication, type Application } from '../../src/app.js';
-import { loadConfig } from '../../src/config.js';
 import { login, loginAdmin, uniqueEmail, type Session } from '../helpers/auth.js';
 import { postgresBackend, postgresSkipReason, type TestDatabase } from '../helpers/backends.js';
 import { expectError } from '../helpers/errors.js';
+import { msUntil as pollUntil } from '../helpers/poll.js';
 import { createLoopbackClient, randomLoopbackAddress, type LoopbackClient } from '../helpers/loopback.js';
 import { inspectRedis, PrivateRedis, privateRedisSkipReason } from '../helpers/redis.js';
-import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
+import { startServer, type TestServer } from '../helpers/server.js';
 import { expectUser, type User } from '../helpers/users.js';
 import { logLines, serviceEnv, startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
 
@@ -37,14 +34,8 @@ const WARN_INTERVAL_MS = 10_000;
 const say = (line: string) => process.stdout.write(`# ${line}\n`);
 const dataOf = <T>(response: { body: unknown }): T => (response.body as { data: T }).data;
 
-/** Repeats `probe` until it says yes: the ms from `since` to that answer, or undefined after `limitMs`. */
-async function msUntil(since: number, probe: () => Promise<boolean>, limitMs = POLL_LIMIT_MS): Promise<number | undefined> {
-  for (;;) {
-    if (await probe()) return performance.now() - since;
-    if (performance.now() - since > limitMs) return undefined;
-    await sleep(2);
-  }
-}
+/** Times `probe` until it says yes (see helpers/poll.ts), up to `limitMs`. */
+const msUntil = (since: number, probe: () => Promise<boolean>, limitMs = POLL_LIMIT_MS) => pollUntil(since, probe, limitMs);
 
 const formatDelay = (delay: number | undefined) => (delay === undefined ? `>${POLL_LIMIT_MS} ms` : `${delay.toFixed(1)} ms`);
 
@@ -59,57 +50,29 @@ function sample(metricsText: string, name: string, labels: Record<string, string
   return 0;
 }
 
-interface InProcessInstance {
-  readonly app: Application;
-  readonly baseUrl: string;
-  /** Every log line written so far. */
-  readonly logs: string[];
-}
-
 /** The writer: the real application in this process, with the cache fault seam wired to `shouldFail`. */
-async function startWriter(database: TestDatabase, redisUrl: string, shouldFail: () => boolean): Promise<InProcessInstance> {
-  const logs: string[] = [];
-  let partial = '';
-  const destination = new Writable({
-    write(chunk: Buffer, _encoding, callback) {
-      const lines = (partial + chunk.toString('utf8')).split('\n');
-      partial = lines.pop() ?? '';
-      logs.push(...lines.filter(Boolean));
-      callback();
-    },
-  });
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    DATA_DIR: database.dataDir,
-    ...(database.databaseUrl ? { DATABASE_URL: database.databaseUrl } : {}),
-    REDIS_URL: redisUrl,
-    BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
-    BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
-    RATE_LIMIT_MAX: '1000000000',
-    PASSWORD_HASH_CONCURRENCY: '1',
-    DATABASE_POOL_SIZE: '4',
-    LOG_LEVEL: 'info',
-  });
-  const app = await createApplication(config, {
-    logDestination: destination,
-    userStateCacheFaults: {
-      beforeInvalidate: () => {
-        if (shouldFail()) throw new Error('injected: Redis failed the invalidation');
+const startWriter = (database: TestDatabase, redisUrl: string, shouldFail: () => boolean): Promise<TestServer> =>
+  startServer(
+    postgresBackend,
+    { REDIS_URL: redisUrl, RATE_LIMIT_MAX: '1000000000', PASSWORD_HASH_CONCURRENCY: '1', DATABASE_POOL_SIZE: '4' },
+    {
+      database,
+      application: {
+        userStateCacheFaults: {
+          beforeInvalidate: () => {
+            if (shouldFail()) throw new Error('injected: Redis failed the invalidation');
+          },
+        },
       },
     },
-  });
-  await app.http.listen({ port: 0, host: '127.0.0.1' });
-  const { port } = app.http.server.address() as AddressInfo;
-  return { app, baseUrl: `http://127.0.0.1:${port}`, logs };
-}
+  );
 
 describe('a write on A whose invalidation fails in Redis, with B and C on the same PostgreSQL and Redis', async () => {
   const skip = (await postgresSkipReason()) ?? (await privateRedisSkipReason());
   const address = randomLoopbackAddress();
   let redisServer: PrivateRedis | undefined;
   let database: TestDatabase | undefined;
-  let writer: InProcessInstance | undefined;
+  let writer: TestServer | undefined;
   const readers: ServiceProcess[] = [];
   const clients: LoopbackClient[] = [];
   let failInvalidations = false;
@@ -142,7 +105,7 @@ describe('a write on A whose invalidation fails in Redis, with B and C on the sa
     failInvalidations = false;
     for (const client of clients) client.close();
     await Promise.all(readers.map((service) => service.kill()));
-    await writer?.app.close();
+    await writer?.stop();
     await redisServer?.stop();
     await database?.drop();
   });

@@ -16,6 +16,7 @@ import { expectError } from '../helpers/errors.js';
 import { createLoopbackClient, randomLoopbackAddress, type LoopbackClient } from '../helpers/loopback.js';
 import { cacheCounters, counterDelta } from '../helpers/metrics.js';
 import { forgetRateLimitState, inspectRedis, untilCachedInRedis } from '../helpers/redis.js';
+import { msUntil as pollUntil } from '../helpers/poll.js';
 import { expectUser, type User } from '../helpers/users.js';
 import { USER_STATE_MAX_STALENESS_MS } from '../../src/app.js';
 import { serviceEnv, startServiceProcess, type ServiceProcess } from '../ops/service-process.js';
@@ -33,17 +34,8 @@ const instanceEnv = (database: TestDatabase, extra: Record<string, string> = {})
 
 const dataOf = <T>(response: { body: unknown }): T => (response.body as { data: T }).data;
 
-/**
- * Repeats `probe` (back to back) until it says yes; resolves to the ms from `since` to the answer
- * that said yes, or undefined when it still said no after POLL_LIMIT_MS.
- */
-async function msUntil(since: number, probe: () => Promise<boolean>): Promise<number | undefined> {
-  for (;;) {
-    if (await probe()) return performance.now() - since;
-    if (performance.now() - since > POLL_LIMIT_MS) return undefined;
-    await new Promise((resolve) => setTimeout(resolve, 2));
-  }
-}
+/** Times `probe` until it says yes (see helpers/poll.ts), up to POLL_LIMIT_MS. */
+const msUntil = (since: number, probe: () => Promise<boolean>) => pollUntil(since, probe, POLL_LIMIT_MS);
 
 const formatDelays = (delays: ReadonlyArray<number | undefined>) =>
   delays.map((delay) => (delay === undefined ? `>${POLL_LIMIT_MS}` : delay.toFixed(1))).join(' ms, ') + ' ms';

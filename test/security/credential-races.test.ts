@@ -69,7 +69,7 @@ for (const backend of backends) {
     let server: TestServer;
 
     before(async () => {
-      if (!skip) server = await startServer(backend, {}, { credentialPauses: gate.pauses });
+      if (!skip) server = await startServer(backend, {}, { application: { credentialPauses: gate.pauses } });
     });
     after(async () => server?.stop());
 
