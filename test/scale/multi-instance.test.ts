@@ -136,6 +136,9 @@ describe('three instances on one PostgreSQL and one Redis', async () => {
   it('when A renames a user that B and C have cached, then B and C serve the new name within 1 s', { skip, timeout: 30_000 }, async () => {
     const [a, b, c] = trio;
     const { user } = await createUser();
+    // The admin's copies from earlier tests expire now, not between the two reads below (a reload of
+    // the admin would count as a miss too): every copy lives USER_STATE_MAX_STALENESS_MS from its load.
+    await new Promise((resolve) => setTimeout(resolve, USER_STATE_MAX_STALENESS_MS));
     for (const client of [b, c]) {
       const first = await client.get(`/api/v1/users/${user.id}`, { token: admin.accessToken });
       assert.equal(dataOf<User>(first).name, 'Before');
@@ -259,11 +262,13 @@ describe('three instances on one PostgreSQL and one Redis', async () => {
   it('when 50 requests read a cold user at once on one instance, then it reads the database once, and the next instance finds it in Redis', { skip, timeout: 30_000 }, async () => {
     const [, b, c] = trio;
     const { user } = await createUser();
-    // The admin's own state is warm on C and B, so the only cold key is the user's.
+    // The admin's own state is freshly loaded on C and B, so the only cold key is the user's: every
+    // copy lives USER_STATE_MAX_STALENESS_MS from its load, so wait until older copies are gone first.
+    await new Promise((resolve) => setTimeout(resolve, USER_STATE_MAX_STALENESS_MS));
+    const warmedAt = performance.now();
     for (const client of [b, c]) assert.equal((await client.get('/api/v1/users/me', { token: admin.accessToken })).status, 200);
 
     const before = await cacheCounters(c.baseUrl);
-    const loadedAt = performance.now();
     const reads = await Promise.all(Array.from({ length: 50 }, () => c.get(`/api/v1/users/${user.id}`, { token: admin.accessToken })));
     const delta = counterDelta(before, await cacheCounters(c.baseUrl));
     assert.deepEqual(
@@ -282,20 +287,18 @@ describe('three instances on one PostgreSQL and one Redis', async () => {
     } finally {
       redis.disconnect();
     }
-    assert.equal((await b.get('/api/v1/users/me', { token: admin.accessToken })).status, 200); // the admin warm on B again
     const beforeB = await cacheCounters(b.baseUrl);
     const onB = await b.get(`/api/v1/users/${user.id}`, { token: admin.accessToken });
-    const elapsedMs = performance.now() - loadedAt;
+    const elapsedMs = performance.now() - warmedAt;
     assert.deepEqual(dataOf(onB), user);
     const deltaB = counterDelta(beforeB, await cacheCounters(b.baseUrl));
-    say(`first read on B, ${elapsedMs.toFixed(0)} ms after C loaded the user: ${JSON.stringify(deltaB)}`);
+    say(`first read on B, ${elapsedMs.toFixed(0)} ms after the admin's and the user's copies were loaded: ${JSON.stringify(deltaB)}`);
     // Every copy lives at most USER_STATE_MAX_STALENESS_MS from its load (less 10 % jitter): on a box
     // so loaded that B reads later than that, the copy may be gone by design and B reads the database.
     if (elapsedMs < USER_STATE_MAX_STALENESS_MS * 0.85) {
       assert.deepEqual(deltaB, { l1_hit: 1, shared_hit: 1, miss: 0 }, 'B: the admin from memory, the user from Redis, no database read');
     } else {
-      assert.equal(deltaB.l1_hit, 1, 'B: the admin from memory');
-      assert.equal(deltaB.shared_hit + deltaB.miss, 1, 'B: the user from Redis or, its copy expired, from the database');
+      assert.equal(deltaB.l1_hit + deltaB.shared_hit + deltaB.miss, 2, 'B: the admin and the user, from wherever their copies still live');
     }
   });
 });
