@@ -6,9 +6,29 @@ export interface FieldError {
   readonly message: string;
 }
 
+/**
+ * The closed set of domain error codes. The platform declares the codes every component shares;
+ * each component adds its own from its *.errors.ts by augmenting this interface (as components
+ * declare their tables for Kysely), so a code is a declared key: a typo does not compile, and a
+ * transport's mapper, a Record over ErrorCode, does not compile until it maps a new code.
+ */
+export interface ErrorCodes {
+  VALIDATION_FAILED: true;
+  INVALID_JSON: true;
+  UNAUTHENTICATED: true;
+  FORBIDDEN: true;
+  NOT_FOUND: true;
+  RATE_LIMITED: true;
+  /** Too much queued work (e.g. password hashing): retry shortly. */
+  SERVICE_BUSY: true;
+  /** Shutting down, or a dependency is away: retry shortly. */
+  SERVICE_UNAVAILABLE: true;
+}
+export type ErrorCode = keyof ErrorCodes;
+
 export class DomainError extends Error {
   constructor(
-    readonly code: string,
+    readonly code: ErrorCode,
     message: string,
     readonly details: { readonly fieldErrors?: readonly FieldError[]; readonly retryAfterSeconds?: number } = {},
   ) {

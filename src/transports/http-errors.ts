@@ -4,10 +4,10 @@ import { STATUS_CODES } from 'node:http';
 import type { ErrorObject } from 'ajv';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isConnectionError } from '../platform/db/index.js';
-import { DomainError, type FieldError } from '../platform/errors.js';
+import { DomainError, type ErrorCode, type FieldError } from '../platform/errors.js';
 
-/** Domain error code -> HTTP status. Codes missing here are bugs and answer 500. */
-export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
+/** Domain error code -> HTTP status: exhaustive, so a code declared without a status does not compile. */
+const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   VALIDATION_FAILED: 400,
   INVALID_JSON: 400,
   UNAUTHENTICATED: 401,
@@ -17,15 +17,12 @@ export const STATUS_BY_CODE: Readonly<Record<string, number>> = {
   FORBIDDEN: 403,
   INVALID_CURRENT_PASSWORD: 403,
   NOT_FOUND: 404,
-  ROUTE_NOT_FOUND: 404,
   EMAIL_TAKEN: 409,
   ACCOUNT_NOT_EMPTY: 409,
   IDEMPOTENCY_IN_PROGRESS: 409,
   PENDING_ALREADY_POSTED: 409,
   PENDING_ALREADY_VOIDED: 409,
   PENDING_EXPIRED: 409,
-  PAYLOAD_TOO_LARGE: 413,
-  UNSUPPORTED_MEDIA_TYPE: 415,
   INSUFFICIENT_FUNDS: 422,
   CURRENCY_MISMATCH: 422,
   IDEMPOTENCY_KEY_REUSED: 422,

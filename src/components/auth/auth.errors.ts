@@ -1,5 +1,11 @@
 import { DomainError, unauthenticated } from '../../platform/errors.js';
 
+/** The auth component's own error codes (see ErrorCodes in platform/errors.ts). */
+export type AuthErrorCode = 'INVALID_CREDENTIALS' | 'INVALID_REFRESH_TOKEN' | 'TOKEN_REUSED';
+declare module '../../platform/errors.js' {
+  interface ErrorCodes extends Record<AuthErrorCode, true> {}
+}
+
 export const invalidCredentials = (): DomainError =>
   new DomainError('INVALID_CREDENTIALS', 'The email or password is not correct');
 export const invalidRefreshToken = (): DomainError =>

@@ -2,6 +2,22 @@
 import { DomainError, notFound } from '../../platform/errors.js';
 import type { ExecuteOutcome, ResolveOutcome } from './ledger.repo.js';
 
+/** The ledger's own error codes, one per rule (see ErrorCodes in platform/errors.ts). */
+export type LedgerErrorCode =
+  | 'ACCOUNT_NOT_EMPTY'
+  | 'IDEMPOTENCY_IN_PROGRESS'
+  | 'IDEMPOTENCY_KEY_REUSED'
+  | 'CURRENCY_MISMATCH'
+  | 'INSUFFICIENT_FUNDS'
+  | 'BALANCE_LIMIT_EXCEEDED'
+  | 'PENDING_ALREADY_POSTED'
+  | 'PENDING_ALREADY_VOIDED'
+  | 'PENDING_EXPIRED'
+  | 'AMOUNT_EXCEEDS_PENDING';
+declare module '../../platform/errors.js' {
+  interface ErrorCodes extends Record<LedgerErrorCode, true> {}
+}
+
 export const accountNotEmpty = (): DomainError =>
   new DomainError('ACCOUNT_NOT_EMPTY', 'The user still owns an account with a balance or a pending transfer');
 export const idempotencyInProgress = (): DomainError =>
