@@ -1,19 +1,7 @@
-// Shared pieces of the HTTP adapters: the error body schema, common params/queries, the principal
-// on the request, and the email normalisation the contract asks for on every body that takes one.
+// Shared pieces of the HTTP adapters: the error body schema, common params/queries and the email
+// normalisation the contract asks for on every body that takes one.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type TSchema } from 'typebox';
-import { scopeOf, type Permission, type Principal } from '../components/access/index.js';
-import { forbidden, unauthenticated } from './errors.js';
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    /** onRequest hook that resolves the bearer token to `request.principal` or answers 401. */
-    authenticate: (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => void;
-  }
-  interface FastifyRequest {
-    principal: Principal | undefined;
-  }
-}
 
 export const ErrorBody = Type.Object(
   {
@@ -80,22 +68,6 @@ export const StoredText = (options: { minLength?: number; maxLength: number; des
 export const NoBody = Type.Object({}, { additionalProperties: false });
 
 export const Email = Type.String({ format: 'email', maxLength: 254, description: 'Trimmed and lower-cased' });
-
-/** The caller, set by `authenticate`; a route that reads it without that preHandler is a bug. */
-export function principalOf(request: FastifyRequest): Principal {
-  if (!request.principal) throw unauthenticated();
-  return request.principal;
-}
-
-/**
- * preValidation hook for operations a role may never perform: answers 403 before the body is even
- * validated. The use case checks again (with ownership), for the transports that skip HTTP.
- */
-export function requirePermission(permission: Permission) {
-  return async (request: FastifyRequest): Promise<void> => {
-    if (scopeOf(principalOf(request), permission) === undefined) throw forbidden();
-  };
-}
 
 /** preValidation hook: trims and lower-cases `email` in a JSON body before the schema sees it. */
 export async function normalizeEmail(request: FastifyRequest, _reply: FastifyReply): Promise<void> {

@@ -1,1 +1,2 @@
 export { ROLES, authorize, can, scopeOf, type Permission, type Principal, type Role } from './permissions.js';
+export { principalOf, requirePermission } from './http.js';

@@ -1,7 +1,14 @@
 // REST adapter of the auth component: parse -> service -> map.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { bearerSecurity, emptyBodyAsObject, errorResponses, NoBody, normalizeEmail, principalOf } from '../../platform/http.js';
+import {
+  bearerSecurity,
+  emptyBodyAsObject,
+  errorResponses,
+  NoBody,
+  normalizeEmail,
+} from '../../platform/http.js';
+import { principalOf } from '../access/index.js';
 import { RegisterBody, UserSchema } from '../users/users.schemas.js';
 import type { UsersService } from '../users/index.js';
 import { ChangePasswordBody, JwksSchema, LoginBody, LoginResultSchema, RefreshBody, TokenPairSchema } from './auth.schemas.js';

@@ -11,10 +11,9 @@ import {
   errorResponses,
   IdParams,
   PageMeta,
-  principalOf,
-  requirePermission,
   SMALL_RESPONSE,
 } from '../../platform/http.js';
+import { principalOf, requirePermission } from '../access/index.js';
 import { errorBody, toErrorPayload } from '../../transports/http-errors.js';
 import {
   AccountSchema,

@@ -8,10 +8,9 @@ import {
   normalizeEmail,
   PageMeta,
   PageQuery,
-  principalOf,
-  requirePermission,
   SMALL_RESPONSE,
 } from '../../platform/http.js';
+import { principalOf, requirePermission } from '../access/index.js';
 import { CreateUserBody, UpdateUserBody, UserSchema } from './users.schemas.js';
 import type { UsersService } from './users.service.js';
 
