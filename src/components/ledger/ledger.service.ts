@@ -110,9 +110,9 @@ export interface LedgerService {
     query: { limit: number; cursor?: string },
   ): Promise<{ data: Transfer[]; meta: { nextCursor: string | null } }>;
   /**
-   * Users-deletion hook: vetoes with ACCOUNT_NOT_EMPTY, else closes the user's accounts. It first
-   * locks the user's row, as createAccount does, so an account opened meanwhile is either seen and
-   * closed here or refused there.
+   * Users-deletion hook: vetoes with ACCOUNT_NOT_EMPTY, else closes the user's accounts. The deletion
+   * holds the user's row lock, as createAccount does, so an account opened meanwhile is either seen
+   * and closed here or refused there.
    */
   closeAccountsOfDeletedUser(tx: Tx, userId: string): Promise<void>;
   /** Voids pending transfers whose timeout passed; returns how many. */
@@ -491,8 +491,6 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     },
 
     async closeAccountsOfDeletedUser(tx, userId) {
-      // Whether the row is still live is the users component's call; the lock is what matters here.
-      await users.lockLiveUser(tx, userId);
       if (await repo.userHasMoney(tx, userId)) throw accountNotEmpty();
       await repo.closeAccountsOf(tx, userId, now());
     },

@@ -209,7 +209,9 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       const id = rawId.toLowerCase();
       authorize(principal, 'users:delete', [id], 'User');
       await database.transaction(async (tx) => {
-        if (!(await repo.findLiveUserById(tx, id))) throw notFound('User');
+        // Locked first, as every write that must not outlive the user locks it (lockLiveUser): the
+        // hooks below then see whatever such a write committed, and none can start until this ends.
+        if (!(await repo.lockLiveUser(tx, id))) throw notFound('User');
         for (const hook of deletionHooks) await hook(tx, id);
         if (!(await repo.softDeleteUser(tx, id, now()))) throw notFound('User');
       });
