@@ -19,7 +19,7 @@ import { createPasswordHasher, createUsersService, type CredentialPauses, type U
 import { createCache, type CacheOptions } from './platform/cache.js';
 import { createMetrics } from './platform/metrics.js';
 import { openDatabase, type Database } from './platform/db/index.js';
-import { migrate } from './platform/db/migrate.js';
+import { migrateSchema } from './schema.js';
 import { createLoggers, type Logger } from './platform/logger.js';
 import { createLocalGcra, createSharedGcra } from './platform/rate-limit.js';
 import { connectRedis, type RedisConnection } from './platform/redis.js';
@@ -64,7 +64,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
   });
   const redis = config.redisUrl ? connectRedis(config.redisUrl, logger) : undefined;
   try {
-    const { applied } = await migrate(database);
+    const { applied } = await migrateSchema(database);
     if (applied.length > 0) logger.info({ applied }, 'database: migrations applied');
 
     const passwords = await createPasswordHasher({ concurrency: config.passwordHashConcurrency });

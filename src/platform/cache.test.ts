@@ -5,9 +5,23 @@ import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { redisSkipReason, TEST_REDIS_URL } from '../../test/helpers/backends.js';
 import { inspectRedis, PrivateRedis, privateRedisSkipReason } from '../../test/helpers/redis.js';
-import { createCache, createLocalCache } from './cache.js';
+import { createCache, createLocalCache, type ReadThroughCache } from './cache.js';
 import { createLogger, type Logger } from './logger.js';
 import { connectRedis, type RedisConnection } from './redis.js';
+
+/**
+ * What the cache holds in this instance's memory: get answers synchronously exactly then. Otherwise
+ * undefined, once the load that get started has been refused (so nothing was loaded or stored on
+ * the test's behalf, and no load of the key is left in flight).
+ */
+async function heldInMemory<V>(cache: ReadThroughCache<V>, key: string): Promise<V | null | undefined> {
+  const answer = cache.get(key, () => Promise.reject(new Error('not held in memory')));
+  if (!(answer instanceof Promise)) return answer;
+  return answer.then(
+    () => undefined,
+    () => undefined,
+  );
+}
 
 describe('local read-through cache', () => {
   it('when 50 readers miss one key at once, then the loader runs once', async () => {
@@ -21,6 +35,16 @@ describe('local read-through cache', () => {
     const results = await Promise.all(Array.from({ length: 50 }, () => cache.get('k', load)));
     assert.equal(loads, 1);
     assert.ok(results.every((value) => value === 'value of k'));
+  });
+
+  it('when a value is held in memory, then get answers with it synchronously; when it must load, with a promise', async () => {
+    const cache = createLocalCache<string>({ maxEntries: 10, ttlMs: 1_000 });
+    const first = cache.get('k', async () => 'v');
+    assert.ok(first instanceof Promise, 'a cold key is loaded');
+    assert.equal(await first, 'v');
+    assert.equal(cache.get('k', async () => assert.fail('loaded again')), 'v');
+    assert.equal(cache.stats.hits, 1);
+    assert.equal(cache.stats.misses, 1);
   });
 
   it('when a key is absent, then the miss is cached too', async () => {
@@ -71,9 +95,9 @@ describe('the staleness bound', () => {
     let loads = 0;
     const load = async () => ++loads;
     assert.equal(await cache.get('k', load), 1);
-    assert.equal(cache.peek('k'), 1, 'held in memory at first');
+    assert.equal(await heldInMemory(cache, 'k'), 1, 'held in memory at first');
     await sleep(60);
-    assert.equal(cache.peek('k'), undefined, 'still held after the bound');
+    assert.equal(await heldInMemory(cache, 'k'), undefined, 'still held after the bound');
     assert.equal(await cache.get('k', load), 2);
   });
 });
@@ -153,9 +177,9 @@ describe('two caches sharing one Redis (real Redis)', async () => {
     await sleep(150);
     assert.equal(await b.get('k', async () => 'from the source'), 'v1', 'B found it in Redis');
     assert.equal(b.stats.sharedHits, 1);
-    assert.equal(b.peek('k'), 'v1', 'and holds it in memory');
+    assert.equal(await heldInMemory(b, 'k'), 'v1', 'and holds it in memory');
     await sleep(300); // 450 ms after A's read began
-    assert.equal(b.peek('k'), undefined, 'B holds it past the bound counted from A\'s read');
+    assert.equal(await heldInMemory(b, 'k'), undefined, 'B holds it past the bound counted from A\'s read');
     assert.equal(await inspect.exists(valueKey), 0, 'Redis keeps it past the bound');
   });
 
@@ -173,7 +197,7 @@ describe('two caches sharing one Redis (real Redis)', async () => {
     a.delete('other');
     await until(() => a.stats.failures.invalidate >= 2, 2_000, 'both invalidations failed');
     assert.equal(a.stats.pendingInvalidations, 2);
-    assert.equal(b.peek('k'), 'old', 'B was not told (the staleness bound is 60 s here)');
+    assert.equal(await heldInMemory(b, 'k'), 'old', 'B was not told (the staleness bound is 60 s here)');
     assert.equal(await a.get('k', load), 'new', 'A read its own stale Redis copy');
     await sleep(400); // a few retries, all failing
     const warnings = logs.lines.filter((line) => line['operation'] === 'invalidate');
@@ -181,7 +205,7 @@ describe('two caches sharing one Redis (real Redis)', async () => {
     assert.equal(warnings[0]?.['level'], 'warn');
 
     faults.failInvalidations = false;
-    await until(() => b.peek('k') === undefined, 6_000, 'B forgot the old value');
+    await until(async () => (await heldInMemory(b, 'k')) === undefined, 6_000, 'B forgot the old value');
     assert.equal(a.stats.pendingInvalidations, 0);
     assert.equal(a.stats.replayedInvalidations, 2);
     assert.equal(await b.get('k', load), 'new');
@@ -195,7 +219,7 @@ describe('two caches sharing one Redis (real Redis)', async () => {
     for (const key of ['k', 'x', 'y']) a.delete(key);
     await until(() => a.stats.forcedEpochBumps === 1, 2_000, 'an epoch bump was forced');
     await until(async () => Number(await epochOf()) > epochBefore, 2_000, 'the epoch moved');
-    await until(() => b.peek('k') === undefined, 2_000, 'B dropped its copies');
+    await until(async () => (await heldInMemory(b, 'k')) === undefined, 2_000, 'B dropped its copies');
     assert.equal(a.stats.pendingInvalidations, 0);
   });
 });

@@ -1,6 +1,8 @@
 // Cache-aside in two tiers: an in-process LRU (L1) in front of Redis (L2, shared by every instance)
 // when REDIS_URL is set, the LRU alone otherwise.
 //
+// - One read method, `get`: a value held in memory is returned as is, synchronously (the hot path of
+//   every authenticated request costs no promise); anything else is a promise.
 // - Single-flight: concurrent misses on one key share one load, so a cold key under load costs one
 //   database read per instance.
 // - Misses are cached too (negative caching); TTLs get jitter so keys do not expire in lockstep.
@@ -54,10 +56,15 @@ export interface CacheStats {
   forcedEpochBumps: number;
 }
 
+/** What a read gives: the value itself when this instance holds it in memory, a promise when it must wait. */
+export type MaybePromise<T> = T | Promise<T>;
+
 export interface ReadThroughCache<V> {
-  get(key: string, load: (key: string) => Promise<V | null>): Promise<V | null>;
-  /** The value held in this instance's memory, without loading: undefined when not there. */
-  peek(key: string): V | null | undefined;
+  /**
+   * The key's value (null: known absent). Returned as is, synchronously, when this instance holds it
+   * in memory, so a hot read costs no promise; a promise when it comes from Redis or `load`.
+   */
+  get(key: string, load: (key: string) => Promise<V | null>): MaybePromise<V | null>;
   /** Deletes the key here and, with Redis, everywhere. Call it after the write committed. */
   delete(key: string): void;
   clear(): void;
@@ -386,15 +393,33 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
     if (lifetimeMs >= 1) lru.set(key, { value: loaded.value }, { ttl: jittered(lifetimeMs) });
   };
 
-  return {
-    peek(key) {
-      if (options.disabled || options.ttlMs === 0) return undefined;
-      const cached = lru.get(key);
-      if (!cached) return undefined;
+  /** A miss of this instance's memory: joins a load of the key under way, or starts one (single-flight). */
+  const loadShared = (key: string, load: (key: string) => Promise<V | null>): Promise<V | null> => {
+    const pendingLoad = inFlight.get(key);
+    if (pendingLoad) {
       stats.hits++;
-      return cached.value;
-    },
-    async get(key, load) {
+      return pendingLoad;
+    }
+    const generation = generations.get(key) ?? 0;
+    const clearsAtStart = clears;
+    const loading = loadThrough(key, load).then(
+      (loaded) => {
+        if (inFlight.get(key) === loading) inFlight.delete(key);
+        const unchanged = (generations.get(key) ?? 0) === generation && clears === clearsAtStart;
+        if (unchanged && options.ttlMs > 0) remember(key, loaded);
+        return loaded.value;
+      },
+      (error: unknown) => {
+        if (inFlight.get(key) === loading) inFlight.delete(key);
+        throw error;
+      },
+    );
+    inFlight.set(key, loading);
+    return loading;
+  };
+
+  return {
+    get(key, load) {
       if (options.disabled) {
         stats.misses++;
         return load(key);
@@ -406,27 +431,7 @@ export function createCache<V>(options: CacheOptions): ReadThroughCache<V> {
           return cached.value;
         }
       }
-      const pendingLoad = inFlight.get(key);
-      if (pendingLoad) {
-        stats.hits++;
-        return pendingLoad;
-      }
-      const generation = generations.get(key) ?? 0;
-      const clearsAtStart = clears;
-      const loading = loadThrough(key, load).then(
-        (loaded) => {
-          if (inFlight.get(key) === loading) inFlight.delete(key);
-          const unchanged = (generations.get(key) ?? 0) === generation && clears === clearsAtStart;
-          if (unchanged && options.ttlMs > 0) remember(key, loaded);
-          return loaded.value;
-        },
-        (error: unknown) => {
-          if (inFlight.get(key) === loading) inFlight.delete(key);
-          throw error;
-        },
-      );
-      inFlight.set(key, loading);
-      return loading;
+      return loadShared(key, load);
     },
     delete(key) {
       forgetLocally(key);

@@ -31,6 +31,11 @@ export class DomainError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: { readonly fieldErrors?: readonly FieldError[]; readonly retryAfterSeconds?: number } = {},
+    /**
+     * The request that first produced this error, when it is a kept outcome answered again (an
+     * idempotent replay): transports report it instead of the current request's id.
+     */
+    readonly requestId?: string,
   ) {
     super(message);
     this.name = 'DomainError';

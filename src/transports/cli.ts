@@ -10,7 +10,7 @@ import { createPasswordHasher, createUsersService, type UserState } from '../com
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLocalCache } from '../platform/cache.js';
 import { openDatabase, type Database } from '../platform/db/index.js';
-import { migrate } from '../platform/db/migrate.js';
+import { migrateSchema } from '../schema.js';
 import { DomainError } from '../platform/errors.js';
 import { createLogger } from '../platform/logger.js';
 
@@ -39,7 +39,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       return serve(config);
     case 'migrate':
       return withDatabase(config, async (database) => {
-        const { applied } = await migrate(database);
+        const { applied } = await migrateSchema(database);
         process.stdout.write(applied.length > 0 ? `applied: ${applied.join(', ')}\n` : 'database is up to date\n');
         return 0;
       });
@@ -48,7 +48,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     case 'keys':
       if (rest[0] !== 'rotate') break;
       return withDatabase(config, async (database) => {
-        await migrate(database);
+        await migrateSchema(database);
         const kid = await rotateSigningKey(database, keySealerFor(config.keyEncryptionSecret));
         process.stdout.write(`new signing key ${kid}; older keys verify until their tokens expire\n`);
         return 0;
@@ -107,7 +107,7 @@ async function createAdmin(config: Config, args: readonly string[]): Promise<num
     return 2;
   }
   return withDatabase(config, async (database) => {
-    await migrate(database);
+    await migrateSchema(database);
     const logger = createLogger('warn');
     const passwords = await createPasswordHasher({ concurrency: 1 });
     const users = createUsersService({

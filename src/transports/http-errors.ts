@@ -5,6 +5,7 @@ import type { ErrorObject } from 'ajv';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { isConnectionError } from '../platform/db/index.js';
 import { DomainError, type ErrorCode, type FieldError } from '../platform/errors.js';
+import { fieldErrorsFromAjv } from './http/validation.js';
 
 /** Domain error code -> HTTP status: exhaustive, so a code declared without a status does not compile. */
 const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
@@ -80,21 +81,11 @@ export interface ErrorPayload {
   readonly message: string;
   readonly errors?: readonly FieldError[];
   readonly retryAfterSeconds?: number;
-}
-
-function fieldErrorsFromAjv(errors: readonly ErrorObject[], context: string | undefined): FieldError[] {
-  return errors.map((error) => {
-    const segments = error.instancePath.split('/').filter(Boolean);
-    let message = error.message ?? 'is invalid';
-    if (error.keyword === 'required' && typeof error.params['missingProperty'] === 'string') {
-      segments.push(error.params['missingProperty']);
-      message = 'is required';
-    } else if (error.keyword === 'additionalProperties' && typeof error.params['additionalProperty'] === 'string') {
-      segments.push(error.params['additionalProperty']);
-      message = 'is not allowed';
-    }
-    return { path: segments.length > 0 ? segments.join('.') : (context ?? 'body'), message };
-  });
+  /**
+   * The id of the request that first produced this outcome, when it was another (an idempotent
+   * replay of an error): the body names it instead of the replaying request's id.
+   */
+  readonly requestId?: string;
 }
 
 /** Maps any thrown value to the contract's error; never leaks driver text, SQL or stack traces. */
@@ -108,6 +99,7 @@ export function toErrorPayload(error: unknown): ErrorPayload {
       message: error.message,
       ...(error.details.fieldErrors ? { errors: error.details.fieldErrors } : {}),
       ...(error.details.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.details.retryAfterSeconds } : {}),
+      ...(error.requestId !== undefined ? { requestId: error.requestId } : {}),
     };
   }
   const fastifyError = error as Partial<FastifyError> & { validationContext?: string };
@@ -140,17 +132,17 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, payload:
     .send(errorBody(payload, request.id));
 }
 
+/** The contract's error body; `requestId` is the answering request's, unless the payload names the original. */
 export function errorBody(payload: ErrorPayload, requestId: string) {
   return {
     error: {
       code: payload.code,
       message: payload.message,
-      requestId,
+      requestId: payload.requestId ?? requestId,
       ...(payload.errors ? { errors: payload.errors } : {}),
     },
   };
 }
-
 
 /**
  * Errors of Node's HTTP parser (the server's clientError event): the bytes never became a request,

@@ -538,6 +538,27 @@ for (const backend of backends) {
         assert.equal((await getAccount(to.id)).balance, 0);
       });
 
+      it('when a pending transfer was posted since, then replaying its creation and its post answers both as first sent', { skip }, async () => {
+        const from = await fundedAccount(alice, 100);
+        const to = await openAccount(bob);
+        const createKey = key();
+        const body = { fromAccountId: from.id, toAccountId: to.id, amount: 40, pending: true, timeoutSeconds: 3_600 };
+        const created = await transfer(alice, body, createKey);
+        assert.equal(expectTransfer(created).status, 'pending');
+        const postOptions = { token: alice.accessToken, headers: { 'idempotency-key': key() } };
+        const posted = await client.post(`/api/v1/transfers/${expectTransfer(created).id}/post`, { amount: 30 }, postOptions);
+        assert.equal(expectTransfer(posted).status, 'posted');
+
+        const createdAgain = await transfer(alice, body, createKey);
+        assert.equal(createdAgain.text, created.text, 'the creation still answers "pending", as it did');
+        assert.equal(createdAgain.headers.get('idempotent-replayed'), 'true');
+        const postedAgain = await client.post(`/api/v1/transfers/${expectTransfer(created).id}/post`, { amount: 30 }, postOptions);
+        assert.equal(postedAgain.text, posted.text);
+        assert.equal(postedAgain.headers.get('idempotent-replayed'), 'true');
+        assert.equal((await getAccount(from.id)).balance, 70);
+        assert.equal((await getAccount(to.id)).balance, 30);
+      });
+
       it('when a stored answer was 404, then it is replayed', { skip }, async () => {
         const from = await fundedAccount(alice, 100);
         const idempotencyKey = key();

@@ -110,23 +110,18 @@ for (const backend of backends) {
           await allShards(usdSystem);
           await allShards(eurSystem);
           const shard = 7;
-          const input = (kind: 'deposit' | 'withdrawal', accountId: string): ledgerRepo.MoveInput => {
+          const input = (kind: 'deposit' | 'withdrawal', accountId: string): ledgerRepo.LedgerRequest => {
             const key = `batch-${randomUUID()}`;
             return {
               principalId: admin.user.id,
               idempotency: { key, fingerprint: createHash('sha256').update(key).digest() },
+              requestId: key,
               id: randomUUID(),
               kind,
               accountId,
-              counterpartyId: null,
               amount: 10,
-              description: null,
-              pending: false,
-              expiresAt: null,
               actorSeesAll: true,
-              shard,
               now: new Date(),
-              responses: ledgerRepo.MOVE_OUTCOMES.map((outcome) => ({ statusCode: outcome === 'OK' ? 201 : 422, body: outcome })),
             };
           };
           const blocker = new pg.Client({ connectionString: server.database.databaseUrl });
@@ -148,9 +143,9 @@ for (const backend of backends) {
             // shards are taken in one global order.
             await blocker.query('begin');
             await blocker.query('select 1 from system_account_shards where account_id = $1 and shard = $2 for update', [eurSystem, shard]);
-            const eurFirst = ledgerRepo.moveBatch(db(), [input('withdrawal', eur2.id), input('deposit', usd2.id)], shard);
+            const eurFirst = ledgerRepo.applyBatch(db(), [input('withdrawal', eur2.id), input('deposit', usd2.id)], shard);
             await waitingOnLocks(1);
-            const usdFirst = ledgerRepo.moveBatch(db(), [input('deposit', usd1.id), input('withdrawal', eur1.id)], shard);
+            const usdFirst = ledgerRepo.applyBatch(db(), [input('deposit', usd1.id), input('withdrawal', eur1.id)], shard);
             await waitingOnLocks(2);
             await blocker.query('commit');
             const settled = await Promise.allSettled([eurFirst, usdFirst]);

@@ -67,8 +67,9 @@ describe('ledger operations [postgres]', async () => {
         principal_id: admin.id,
         key: 'old-key',
         fingerprint: Buffer.from('x'),
-        status_code: 201,
-        response_body: '{}',
+        outcome: 'INSUFFICIENT_FUNDS',
+        transfer_id: null,
+        request_id: 'old-request',
         created_at: sql<Date>`now() - interval '25 hours'`,
       })
       .execute();

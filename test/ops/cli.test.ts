@@ -12,13 +12,15 @@ import { pgliteBackend, postgresBackend, postgresSkipReason, type TestDatabase }
 import { login } from '../helpers/auth.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, startServer, type TestServer } from '../helpers/server.js';
 import { openDatabase } from '../../src/platform/db/index.js';
-import { migrate } from '../../src/platform/db/migrate.js';
+import { migrateSchema } from '../../src/schema.js';
 import { createLogger } from '../../src/platform/logger.js';
 import { jwtKid, REPO_ROOT, runCli, type RunResult } from './service-process.js';
 
 const MIGRATIONS = readdirSync(path.join(REPO_ROOT, 'migrations'))
   .filter((file) => /^\d{4}_[a-z0-9_]+\.sql$/.test(file))
   .sort();
+/** What migrate applies on a fresh database: every migration, then the components' routine files. */
+const FRESH_SCHEMA = [...MIGRATIONS, 'ledger routines'];
 
 const envFor = (database: TestDatabase): Record<string, string> => ({
   DATA_DIR: database.dataDir,
@@ -90,7 +92,7 @@ describe('CLI on PostgreSQL', { concurrency: 3 }, async () => {
   it('when migrate runs on a fresh database, then it applies every migration, a second run is up to date, and each run exits 0 promptly', { skip, timeout: 180_000 }, async () => {
     const database = await freshDatabase();
     const first = await runCli(['migrate'], envFor(database), { timeoutMs: COMMAND_TIMEOUT_MS });
-    assert.deepEqual(appliedFiles(first.stdout), MIGRATIONS, first.stderr);
+    assert.deepEqual(appliedFiles(first.stdout), FRESH_SCHEMA, first.stderr);
     assert.deepEqual(await schemaVersions(database.databaseUrl!), expectedVersions());
 
     const second = await runCli(['migrate'], envFor(database), { timeoutMs: COMMAND_TIMEOUT_MS });
@@ -108,7 +110,7 @@ describe('CLI on PostgreSQL', { concurrency: 3 }, async () => {
     const database = await freshDatabase();
     const name = new URL(database.databaseUrl!).pathname.slice(1);
     const opened = await openDatabase({ databaseUrl: database.databaseUrl, dataDir: 'memory://', poolSize: 2, logger: createLogger('silent') });
-    await migrate(opened);
+    await migrateSchema(opened);
     await opened.close();
     const client = new pg.Client({ connectionString: database.databaseUrl });
     await client.connect();
@@ -130,7 +132,7 @@ describe('CLI on PostgreSQL', { concurrency: 3 }, async () => {
     assert.equal(a.stderr + b.stderr, '', 'neither run reports an error');
     const appliedA = appliedFiles(a.stdout);
     const appliedB = appliedFiles(b.stdout);
-    assert.deepEqual([...appliedA, ...appliedB].sort(), MIGRATIONS, `a: ${a.stdout} b: ${b.stdout}`);
+    assert.deepEqual([...appliedA, ...appliedB].sort(), [...FRESH_SCHEMA].sort(), `a: ${a.stdout} b: ${b.stdout}`);
     assert.deepEqual(await schemaVersions(database.databaseUrl!), expectedVersions());
     assertExited(a, 'the first concurrent migrate');
     assertExited(b, 'the second concurrent migrate');
@@ -238,7 +240,7 @@ describe('CLI on embedded PGlite (DATA_DIR)', { concurrency: 2 }, () => {
     const dataDir = path.join(await freshDirectory(), 'data');
     const env = { DATA_DIR: dataDir, LOG_LEVEL: 'warn' };
     const first = await runCli(['migrate'], env, { timeoutMs: COMMAND_TIMEOUT_MS });
-    assert.deepEqual(appliedFiles(first.stdout), MIGRATIONS, first.stderr);
+    assert.deepEqual(appliedFiles(first.stdout), FRESH_SCHEMA, first.stderr);
     const second = await runCli(['migrate'], env, { timeoutMs: COMMAND_TIMEOUT_MS });
     assert.equal(second.stdout.trim(), 'database is up to date', second.stderr);
     assertExited(first, 'the first migrate');

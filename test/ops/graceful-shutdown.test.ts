@@ -17,15 +17,8 @@
 //   bound, it exits with code 1 shortly after the bound (connections cut) instead of hanging.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import {
-  pgliteBackend,
-  postgresBackend,
-  postgresSkipReason,
-  redisSkipReason,
-  TEST_REDIS_URL,
-  type Backend,
-  type TestDatabase,
-} from '../helpers/backends.js';
+import { postgresBackend, postgresSkipReason, redisSkipReason, TEST_REDIS_URL, type TestDatabase } from '../helpers/backends.js';
+import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD } from '../helpers/server.js';
 import { logLines, request, serviceEnv, startServiceProcess, type HttpResult, type ServiceProcess } from './service-process.js';
 
@@ -192,75 +185,61 @@ function assertGracefulOutcome(
   assert.deepEqual(errors, [], 'error-level log lines during shutdown');
 }
 
-function shutdownSuite(backend: Backend) {
-  describe(`graceful shutdown of the real process [${backend.name}]`, async () => {
-    const skip = await backend.skipReason();
-    const databases: TestDatabase[] = [];
-    const services: ServiceProcess[] = [];
-    after(async () => {
-      await Promise.all(services.map((service) => service.kill()));
-      await Promise.all(databases.map((database) => database.drop()));
-    });
-    const start = async (extra: Record<string, string> = {}) => {
-      const database = await backend.createDatabase();
-      databases.push(database);
-      const service = await startServiceProcess(baseEnv(database, extra));
-      services.push(service);
-      return service;
-    };
+describeOnBackends('graceful shutdown of the real process', ({ it, createDatabase, defer }) => {
+  const start = async (extra: Record<string, string> = {}) => {
+    const service = await startServiceProcess(baseEnv(await createDatabase(), extra));
+    defer(() => service.kill());
+    return service;
+  };
 
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      it(`when ${signal} arrives mid-burst, then in-flight requests complete 2xx, late ones are 503 or refused, and the exit code is 0 within the bound`, { skip, timeout: 90_000 }, async () => {
-        const service = await start();
-        assertGracefulOutcome(service, signal, await burstThenSignal(service, signal));
-      });
-    }
-
-    it('when the process is idle, then SIGTERM exits 0 promptly', { skip, timeout: 60_000 }, async () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`when ${signal} arrives mid-burst, then in-flight requests complete 2xx, late ones are 503 or refused, and the exit code is 0 within the bound`, { timeout: 90_000 }, async () => {
       const service = await start();
-      const signalAt = performance.now();
-      service.signal('SIGTERM');
-      const exit = await service.exited;
-      assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, service.stderr());
-      assert.ok(exit.at - signalAt < 5_000, `idle shutdown took ${Math.round(exit.at - signalAt)} ms`);
+      assertGracefulOutcome(service, signal, await burstThenSignal(service, signal));
     });
+  }
 
-    it('when draining outlasts SHUTDOWN_TIMEOUT_MS, then the process exits with code 1 shortly after the bound instead of hanging', { skip, timeout: 60_000 }, async () => {
-      const boundMs = 200;
-      const service = await start({ SHUTDOWN_TIMEOUT_MS: String(boundMs) });
-      // 60 logins behind a one-permit argon2 semaphore take well over a second to drain. All of them
-      // are sent and read before the signal (as in the burst test), so all of them are in flight.
-      let sent = 0;
-      let allSent!: () => void;
-      const sentAll = new Promise<void>((resolve) => (allSent = resolve));
-      const logins = Array.from({ length: 60 }, () =>
-        request(service.port, 'POST', '/api/v1/auth/login', {
-          body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD },
-          timeoutMs: 30_000,
-          onSent: () => ++sent === 60 && allSent(),
-        }),
-      );
-      await sentAll;
-      assert.equal((await request(service.port, 'GET', '/health')).status, 200);
-      await new Promise((resolve) => setTimeout(resolve, 50));
-      const signalAt = performance.now();
-      service.signal('SIGTERM');
-      const exit = await Promise.race([
-        service.exited,
-        new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), boundMs + 10_000)),
-      ]);
-      const loginResults = await Promise.all(logins);
-      process.stdout.write(`# drain past the bound: logins ${tally(loginResults)}\n`);
-      assert.ok(exit, `the process was still running ${boundMs + 10_000} ms after SIGTERM (SHUTDOWN_TIMEOUT_MS=${boundMs})`);
-      assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 1, signal: null }, `${service.stderr()}\n${service.stdout().slice(-3_000)}`);
-      assert.ok(exit.at - signalAt < boundMs + EXIT_SLACK_MS, `exit took ${Math.round(exit.at - signalAt)} ms`);
-      assert.ok(logLines(service.stdout()).some((line) => line['msg'] === 'shutdown: timed out, closing connections'));
-    });
+  it('when the process is idle, then SIGTERM exits 0 promptly', { timeout: 60_000 }, async () => {
+    const service = await start();
+    const signalAt = performance.now();
+    service.signal('SIGTERM');
+    const exit = await service.exited;
+    assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 0, signal: null }, service.stderr());
+    assert.ok(exit.at - signalAt < 5_000, `idle shutdown took ${Math.round(exit.at - signalAt)} ms`);
   });
-}
 
-shutdownSuite(pgliteBackend);
-shutdownSuite(postgresBackend);
+  it('when draining outlasts SHUTDOWN_TIMEOUT_MS, then the process exits with code 1 shortly after the bound instead of hanging', { timeout: 60_000 }, async () => {
+    const boundMs = 200;
+    const service = await start({ SHUTDOWN_TIMEOUT_MS: String(boundMs) });
+    // 60 logins behind a one-permit argon2 semaphore take well over a second to drain. All of them
+    // are sent and read before the signal (as in the burst test), so all of them are in flight.
+    let sent = 0;
+    let allSent!: () => void;
+    const sentAll = new Promise<void>((resolve) => (allSent = resolve));
+    const logins = Array.from({ length: 60 }, () =>
+      request(service.port, 'POST', '/api/v1/auth/login', {
+        body: { email: ADMIN_EMAIL, password: ADMIN_PASSWORD },
+        timeoutMs: 30_000,
+        onSent: () => ++sent === 60 && allSent(),
+      }),
+    );
+    await sentAll;
+    assert.equal((await request(service.port, 'GET', '/health')).status, 200);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const signalAt = performance.now();
+    service.signal('SIGTERM');
+    const exit = await Promise.race([
+      service.exited,
+      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), boundMs + 10_000)),
+    ]);
+    const loginResults = await Promise.all(logins);
+    process.stdout.write(`# drain past the bound: logins ${tally(loginResults)}\n`);
+    assert.ok(exit, `the process was still running ${boundMs + 10_000} ms after SIGTERM (SHUTDOWN_TIMEOUT_MS=${boundMs})`);
+    assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 1, signal: null }, `${service.stderr()}\n${service.stdout().slice(-3_000)}`);
+    assert.ok(exit.at - signalAt < boundMs + EXIT_SLACK_MS, `exit took ${Math.round(exit.at - signalAt)} ms`);
+    assert.ok(logLines(service.stdout()).some((line) => line['msg'] === 'shutdown: timed out, closing connections'));
+  });
+});
 
 // Draining WORKERS=2 mid-burst is covered by test/scale/cluster.test.ts; this is the start-up edge.
 describe('graceful shutdown of a WORKERS=2 primary (PostgreSQL + Redis)', () => {

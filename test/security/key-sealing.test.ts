@@ -3,11 +3,11 @@
 // in the clear before are sealed in place, and a wrong or missing secret stops the start with a clear
 // error instead of minting a new key behind the operators' back.
 import assert from 'node:assert/strict';
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { createKeySealer, SealedKeyError } from '../../src/components/auth/index.js';
 import { loginAdmin } from '../helpers/auth.js';
-import { backends, type TestDatabase } from '../helpers/backends.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { describeOnBackends } from '../helpers/describe-on-backends.js';
+import type { TestServer } from '../helpers/server.js';
 
 const SECRET = 'a-key-encryption-secret-of-32-chars-or-more';
 const OTHER_SECRET = 'another-secret-that-is-long-enough-too';
@@ -38,95 +38,75 @@ describe('key sealing (unit)', () => {
   });
 });
 
-for (const backend of backends) {
-  describe(`private keys at rest [${backend.name}]`, async () => {
-    const skip = await backend.skipReason();
-    const databases: TestDatabase[] = [];
-    const servers: TestServer[] = [];
-    const start = async (database: TestDatabase, env: Record<string, string>) => {
-      const server = await startServer(backend, env, { database });
-      servers.push(server);
-      return server;
-    };
-    const freshDatabase = async () => {
-      const database = await backend.createDatabase();
-      databases.push(database);
-      return database;
-    };
-    after(async () => {
-      for (const server of servers) await server.stop();
-      for (const database of databases) await database.drop();
-    });
+describeOnBackends('private keys at rest', ({ it, startServer, createDatabase }) => {
+  it('when KEY_ENCRYPTION_SECRET is set, then nothing private is stored in the clear, and a restart with it keeps every token valid', async () => {
+    const database = await createDatabase();
+    const first = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    const session = await loginAdmin(first.client);
+    const stored = await storedMaterial(first);
+    assert.ok(stored.keys.length > 0);
+    for (const key of stored.keys) {
+      assert.equal(typeof key.private_jwk['sealed'], 'string', `key ${key.kid} is sealed`);
+      assert.equal(key.private_jwk['d'], undefined, `key ${key.kid} has no private member in the clear`);
+    }
+    assert.ok(stored.secrets.length > 0);
+    for (const secret of stored.secrets) assert.ok(secret.text.startsWith('bastion-sealed:'), `secret ${secret.name} is sealed`);
+    assert.ok(!first.logs.some((line) => line.includes('stored unencrypted')));
+    await first.stop();
 
-    it('when KEY_ENCRYPTION_SECRET is set, then nothing private is stored in the clear, and a restart with it keeps every token valid', { skip }, async () => {
-      const database = await freshDatabase();
-      const first = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
-      const session = await loginAdmin(first.client);
-      const stored = await storedMaterial(first);
-      assert.ok(stored.keys.length > 0);
-      for (const key of stored.keys) {
-        assert.equal(typeof key.private_jwk['sealed'], 'string', `key ${key.kid} is sealed`);
-        assert.equal(key.private_jwk['d'], undefined, `key ${key.kid} has no private member in the clear`);
-      }
-      assert.ok(stored.secrets.length > 0);
-      for (const secret of stored.secrets) assert.ok(secret.text.startsWith('bastion-sealed:'), `secret ${secret.name} is sealed`);
-      assert.ok(!first.logs.some((line) => line.includes('stored unencrypted')));
-      await first.stop();
-
-      // A restart (or another instance) with the same secret signs and verifies with the same keys.
-      const second = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
-      const me = await second.client.get('/api/v1/users/me', { token: session.accessToken });
-      assert.equal(me.status, 200, me.text);
-      const refreshed = await second.client.post('/api/v1/auth/refresh', { refreshToken: session.refreshToken });
-      assert.equal(refreshed.status, 200, refreshed.text);
-      const jwks = await second.client.get<{ keys: Array<Record<string, unknown>> }>('/.well-known/jwks.json');
-      assert.ok(jwks.body.keys.length > 0);
-      for (const key of jwks.body.keys) assert.equal(key['d'], undefined);
-      await second.stop();
-    });
-
-    it('when the secret is wrong or missing, then the service refuses to start with a clear error and keeps the stored keys', { skip }, async () => {
-      const database = await freshDatabase();
-      const sealed = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
-      const before = await storedMaterial(sealed);
-      await sealed.stop();
-
-      await assert.rejects(startServer(backend, { KEY_ENCRYPTION_SECRET: OTHER_SECRET }, { database }), (error: Error) => {
-        assert.ok(error instanceof SealedKeyError, String(error));
-        assert.match(error.message, /KEY_ENCRYPTION_SECRET does not open/);
-        return true;
-      });
-      await assert.rejects(startServer(backend, {}, { database }), /stored private keys are encrypted: set KEY_ENCRYPTION_SECRET/);
-
-      const again = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
-      assert.deepEqual(await storedMaterial(again), before, 'no key was replaced or added');
-      await again.stop();
-    });
-
-    it('when keys were stored in the clear, then starting with the secret seals them in place and earlier tokens stay valid', { skip }, async () => {
-      const database = await freshDatabase();
-      const clear = await start(database, {});
-      assert.ok(clear.logs.some((line) => line.includes('"level":"warn"') && line.includes('set KEY_ENCRYPTION_SECRET')));
-      const session = await loginAdmin(clear.client);
-      const inTheClear = await storedMaterial(clear);
-      assert.ok(inTheClear.keys.every((key) => typeof key.private_jwk['d'] === 'string'));
-      await clear.stop();
-
-      const sealed = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
-      const now = await storedMaterial(sealed);
-      assert.deepEqual(
-        now.keys.map((key) => key.kid),
-        inTheClear.keys.map((key) => key.kid),
-      );
-      for (const key of now.keys) assert.equal(key.private_jwk['d'], undefined);
-      for (const secret of now.secrets) assert.ok(secret.text.startsWith('bastion-sealed:'));
-      const me = await sealed.client.get('/api/v1/users/me', { token: session.accessToken });
-      assert.equal(me.status, 200, me.text);
-      const refreshed = await sealed.client.post('/api/v1/auth/refresh', { refreshToken: session.refreshToken });
-      assert.equal(refreshed.status, 200, refreshed.text);
-      const fresh = await loginAdmin(sealed.client);
-      assert.equal((await sealed.client.get('/api/v1/users/me', { token: fresh.accessToken })).status, 200);
-      await sealed.stop();
-    });
+    // A restart (or another instance) with the same secret signs and verifies with the same keys.
+    const second = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    const me = await second.client.get('/api/v1/users/me', { token: session.accessToken });
+    assert.equal(me.status, 200, me.text);
+    const refreshed = await second.client.post('/api/v1/auth/refresh', { refreshToken: session.refreshToken });
+    assert.equal(refreshed.status, 200, refreshed.text);
+    const jwks = await second.client.get<{ keys: Array<Record<string, unknown>> }>('/.well-known/jwks.json');
+    assert.ok(jwks.body.keys.length > 0);
+    for (const key of jwks.body.keys) assert.equal(key['d'], undefined);
+    await second.stop();
   });
-}
+
+  it('when the secret is wrong or missing, then the service refuses to start with a clear error and keeps the stored keys', async () => {
+    const database = await createDatabase();
+    const sealed = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    const before = await storedMaterial(sealed);
+    await sealed.stop();
+
+    await assert.rejects(startServer({ KEY_ENCRYPTION_SECRET: OTHER_SECRET }, { database }), (error: Error) => {
+      assert.ok(error instanceof SealedKeyError, String(error));
+      assert.match(error.message, /KEY_ENCRYPTION_SECRET does not open/);
+      return true;
+    });
+    await assert.rejects(startServer({}, { database }), /stored private keys are encrypted: set KEY_ENCRYPTION_SECRET/);
+
+    const again = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    assert.deepEqual(await storedMaterial(again), before, 'no key was replaced or added');
+    await again.stop();
+  });
+
+  it('when keys were stored in the clear, then starting with the secret seals them in place and earlier tokens stay valid', async () => {
+    const database = await createDatabase();
+    const clear = await startServer({}, { database });
+    assert.ok(clear.logs.some((line) => line.includes('"level":"warn"') && line.includes('set KEY_ENCRYPTION_SECRET')));
+    const session = await loginAdmin(clear.client);
+    const inTheClear = await storedMaterial(clear);
+    assert.ok(inTheClear.keys.every((key) => typeof key.private_jwk['d'] === 'string'));
+    await clear.stop();
+
+    const sealed = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    const now = await storedMaterial(sealed);
+    assert.deepEqual(
+      now.keys.map((key) => key.kid),
+      inTheClear.keys.map((key) => key.kid),
+    );
+    for (const key of now.keys) assert.equal(key.private_jwk['d'], undefined);
+    for (const secret of now.secrets) assert.ok(secret.text.startsWith('bastion-sealed:'));
+    const me = await sealed.client.get('/api/v1/users/me', { token: session.accessToken });
+    assert.equal(me.status, 200, me.text);
+    const refreshed = await sealed.client.post('/api/v1/auth/refresh', { refreshToken: session.refreshToken });
+    assert.equal(refreshed.status, 200, refreshed.text);
+    const fresh = await loginAdmin(sealed.client);
+    assert.equal((await sealed.client.get('/api/v1/users/me', { token: fresh.accessToken })).status, 200);
+    await sealed.stop();
+  });
+});

@@ -3,12 +3,12 @@
 // LOGIN_MAX_FAILURES password checks however many arrive at once; the rest are 429 without hashing.
 // Run on both backends, with the in-process throttle and with the Redis one.
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
 import { registerAndLogin, uniqueEmail } from '../helpers/auth.js';
-import { backends, redisSkipReason, TEST_REDIS_URL, type Backend } from '../helpers/backends.js';
+import { redisSkipReason, TEST_REDIS_URL } from '../helpers/backends.js';
 import type { ApiResponse } from '../helpers/client.js';
 import { expectError } from '../helpers/errors.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { describeOnBackends } from '../helpers/describe-on-backends.js';
+import type { TestServer } from '../helpers/server.js';
 
 const LOGIN = '/api/v1/auth/login';
 const BURST = 100;
@@ -25,23 +25,16 @@ const stores: ReadonlyArray<{ name: 'memory' | 'redis'; env: Record<string, stri
   { name: 'redis', env: { REDIS_URL: TEST_REDIS_URL }, skipReason: await redisSkipReason() },
 ];
 
-const suites: Array<{ backend: Backend; store: (typeof stores)[number] }> = backends.flatMap((backend) =>
-  stores.map((store) => ({ backend, store })),
-);
-
-for (const { backend, store } of suites) {
-  describe(`login throttle under concurrency [${backend.name}, ${store.name} throttle]`, async () => {
-    const skip = (await backend.skipReason()) ?? store.skipReason;
+for (const store of stores) {
+  describeOnBackends('login throttle under concurrency', { variant: `${store.name} throttle`, skip: store.skipReason }, ({ it, before, startServer }) => {
     let server: TestServer;
     let maxFailures: number;
 
     before(async () => {
-      if (skip) return;
       // One hashing thread: checks queue, which widens the window a check-then-record throttle loses.
-      server = await startServer(backend, { ...store.env, PASSWORD_HASH_CONCURRENCY: '1' });
+      server = await startServer({ ...store.env, PASSWORD_HASH_CONCURRENCY: '1' });
       maxFailures = server.app.config.loginMaxFailures;
     });
-    after(async () => server?.stop());
 
     const burstOfWrongPasswords = (email: string) =>
       Promise.all(Array.from({ length: BURST }, () => server.client.post(LOGIN, { email, password: 'definitely-wrong' })));
@@ -52,7 +45,7 @@ for (const { backend, store } of suites) {
       assert.ok(Number.isInteger(retryAfter) && retryAfter >= 1 && retryAfter <= 900, `Retry-After: ${response.headers.get('retry-after')}`);
     };
 
-    it(`when ${BURST} wrong-password logins for one email arrive at once, then at most LOGIN_MAX_FAILURES are checked (401) and the rest are 429`, { skip, timeout: 60_000 }, async () => {
+    it(`when ${BURST} wrong-password logins for one email arrive at once, then at most LOGIN_MAX_FAILURES are checked (401) and the rest are 429`, { timeout: 60_000 }, async () => {
       const victim = await registerAndLogin(server.client);
       const responses = await burstOfWrongPasswords(victim.user.email);
       const counts = statusCounts(responses);
@@ -66,13 +59,13 @@ for (const { backend, store } of suites) {
       expectThrottled(await server.client.post(LOGIN, { email: victim.user.email, password: victim.password }));
     });
 
-    it(`when ${BURST} logins for an unknown email arrive at once, then it is throttled the same way`, { skip, timeout: 60_000 }, async () => {
+    it(`when ${BURST} logins for an unknown email arrive at once, then it is throttled the same way`, { timeout: 60_000 }, async () => {
       const counts = statusCounts(await burstOfWrongPasswords(uniqueEmail('ghost')));
       assert.equal(counts[401] ?? 0, maxFailures, `statuses: ${JSON.stringify(counts)}`);
       assert.equal(counts[429] ?? 0, BURST - maxFailures, `statuses: ${JSON.stringify(counts)}`);
     });
 
-    it('when LOGIN_MAX_FAILURES - 1 logins failed and the right password comes, then it succeeds and the count starts over', { skip, timeout: 60_000 }, async () => {
+    it('when LOGIN_MAX_FAILURES - 1 logins failed and the right password comes, then it succeeds and the count starts over', { timeout: 60_000 }, async () => {
       const session = await registerAndLogin(server.client);
       const almost = await Promise.all(
         Array.from({ length: maxFailures - 1 }, () => server.client.post(LOGIN, { email: session.user.email, password: 'definitely-wrong' })),

@@ -1,21 +1,17 @@
-// The caller on an HTTP request: the principal `authenticate` sets, and the preValidation hook that
-// refuses an operation the caller's role never allows. Part of the access component, so that the
-// platform's HTTP kit knows nothing of principals or permissions.
-import type { FastifyReply, FastifyRequest } from 'fastify';
+// The caller on an HTTP request: the principal the auth component's `authenticate` hook sets, and the
+// preValidation hook that refuses an operation the caller's role never allows. Part of the access
+// component, so that the platform's HTTP kit knows nothing of principals or permissions.
+import type { FastifyRequest } from 'fastify';
 import { forbidden, unauthenticated } from '../../platform/errors.js';
 import { scopeOf, type Permission, type Principal } from './permissions.js';
 
 declare module 'fastify' {
-  interface FastifyInstance {
-    /** onRequest hook that resolves the bearer token to `request.principal` or answers 401. */
-    authenticate: (request: FastifyRequest, reply: FastifyReply, done: (error?: Error) => void) => void;
-  }
   interface FastifyRequest {
     principal: Principal | undefined;
   }
 }
 
-/** The caller, set by `authenticate`; a route that reads it without that preHandler is a bug. */
+/** The caller, set by `authenticate`; a route that reads it without that onRequest hook is a bug. */
 export function principalOf(request: FastifyRequest): Principal {
   if (!request.principal) throw unauthenticated();
   return request.principal;

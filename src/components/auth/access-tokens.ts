@@ -20,10 +20,12 @@ export interface AccessClaims {
 
 export interface AccessTokens {
   issue(subject: { userId: string; tokenVersion: number; role: string; sessionId: string }): Promise<string>;
-  /** Resolves the verified claims, or throws UNAUTHENTICATED. */
-  verify(token: string): Promise<AccessClaims>;
-  /** The claims if this token was verified before (throws if it has expired since); else undefined. */
-  verifyCached(token: string): AccessClaims | undefined;
+  /**
+   * The verified claims, or UNAUTHENTICATED. A token verified before is answered from memory,
+   * synchronously (claims returned, or thrown if it has expired since); any other is checked against
+   * its signing key, and the answer is a promise.
+   */
+  verify(token: string): AccessClaims | Promise<AccessClaims>;
   readonly ttlSeconds: number;
 }
 
@@ -41,6 +43,28 @@ export function createAccessTokens(options: {
     return key;
   };
 
+  /** The first sight of a token: its signature and claims checked, and remembered until it expires. */
+  const verifySignature = async (token: string): Promise<AccessClaims> => {
+    const now = Date.now();
+    let claims: AccessClaims;
+    try {
+      const { payload } = await jwtVerify(token, resolveKey, { algorithms: [SIGNING_ALGORITHM], issuer: ISSUER });
+      if (
+        typeof payload.sub !== 'string' ||
+        typeof payload.ver !== 'number' ||
+        typeof payload.sid !== 'string' ||
+        typeof payload.exp !== 'number'
+      ) {
+        throw invalidAccessToken();
+      }
+      claims = { userId: payload.sub, tokenVersion: payload.ver, sessionId: payload.sid, expiresAtMs: payload.exp * 1000 };
+    } catch {
+      throw invalidAccessToken();
+    }
+    verified.set(token, claims, { ttl: Math.max(1, claims.expiresAtMs - now) });
+    return claims;
+  };
+
   return {
     ttlSeconds,
     async issue(subject) {
@@ -53,35 +77,14 @@ export function createAccessTokens(options: {
         .setExpirationTime(`${ttlSeconds}s`)
         .sign(privateKey);
     },
-    verifyCached(token) {
+    verify(token) {
       const cached = verified.get(token);
-      if (cached && cached.expiresAtMs <= Date.now()) {
+      if (cached === undefined) return verifySignature(token);
+      if (cached.expiresAtMs <= Date.now()) {
         verified.delete(token);
         throw invalidAccessToken();
       }
       return cached;
-    },
-    async verify(token) {
-      const now = Date.now();
-      const cached = this.verifyCached(token);
-      if (cached) return cached;
-      let claims: AccessClaims;
-      try {
-        const { payload } = await jwtVerify(token, resolveKey, { algorithms: [SIGNING_ALGORITHM], issuer: ISSUER });
-        if (
-          typeof payload.sub !== 'string' ||
-          typeof payload.ver !== 'number' ||
-          typeof payload.sid !== 'string' ||
-          typeof payload.exp !== 'number'
-        ) {
-          throw invalidAccessToken();
-        }
-        claims = { userId: payload.sub, tokenVersion: payload.ver, sessionId: payload.sid, expiresAtMs: payload.exp * 1000 };
-      } catch {
-        throw invalidAccessToken();
-      }
-      verified.set(token, claims, { ttl: Math.max(1, claims.expiresAtMs - now) });
-      return claims;
     },
   };
 }

@@ -1,7 +1,7 @@
 // Request and response schemas of the auth component, shared by every transport.
 import { Type } from 'typebox';
 import { Email } from '../../platform/http.js';
-import { PasswordSchema, UserSchema } from '../users/users.schemas.js';
+import { PasswordSchema, UserSchema } from '../users/index.js';
 
 // A login checks a password against a stored hash: any non-empty string up to the maximum length
 // is a (possibly wrong) password, so that a too-short guess is 401 like any other wrong one.

@@ -30,13 +30,13 @@ export interface AuthService {
   logout(refreshToken: string): Promise<void>;
   logoutAll(principal: Principal): Promise<void>;
   changePassword(principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<LoginResult>;
-  /** Resolves a bearer token to the caller, checking the user's current state; throws UNAUTHENTICATED. */
-  authenticate(accessToken: string): Promise<Principal>;
   /**
-   * The same decision without waiting, when the token was verified before and the user's state is
-   * in memory (the hot path of every authenticated request); undefined when it needs I/O.
+   * Resolves a bearer token to the caller, checking it against the user's current state, or fails
+   * UNAUTHENTICATED. Synchronous (the principal returned, or the error thrown) when every fact is in
+   * memory: the token was verified before and this instance holds the user's state, the hot path of
+   * every authenticated request. A promise when either needs I/O.
    */
-  authenticateCached(accessToken: string): Principal | undefined;
+  authenticate(accessToken: string): Principal | Promise<Principal>;
   /**
    * Deletes every login (refresh-token family) whose tokens have all expired: nothing can be done
    * with them any more, reuse detection included. Resolves to the number of rows deleted.
@@ -86,7 +86,11 @@ export async function loadSuccessorSecret(database: Database, sealer?: KeySealer
   return secret;
 }
 
-/** The caller behind verified claims, if the user still exists with the token's version. */
+/**
+ * The revocation rule, the one place it is written: verified claims stand for a caller only while the
+ * user exists (not deleted) with the token's version (no logout-all, password change since), and the
+ * caller has the role the user has now, not the one in the token.
+ */
 function principalFor(claims: AccessClaims, state: UserState | null): Principal {
   if (!state || state.tokenVersion !== claims.tokenVersion) throw invalidAccessToken();
   return { userId: state.id, role: state.role };
@@ -126,6 +130,12 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
       expiresIn: accessTokens.ttlSeconds,
       user: toUser(state),
     };
+  };
+
+  /** The caller behind verified claims: synchronous when the user's state is in memory. */
+  const principalOfClaims = (claims: AccessClaims): Principal | Promise<Principal> => {
+    const state = users.getState(claims.userId);
+    return state instanceof Promise ? state.then((loaded) => principalFor(claims, loaded)) : principalFor(claims, state);
   };
 
   /** The pair for a redeemed refresh token: its access token only for the version the family carries. */
@@ -202,9 +212,9 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
       return startSession(state);
     },
 
-    async authenticate(accessToken) {
-      const claims = await accessTokens.verify(accessToken);
-      return principalFor(claims, await users.getState(claims.userId));
+    authenticate(accessToken) {
+      const claims = accessTokens.verify(accessToken);
+      return claims instanceof Promise ? claims.then(principalOfClaims) : principalOfClaims(claims);
     },
 
     async purgeExpiredSessions() {
@@ -222,13 +232,6 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
 
     stopBackgroundWork() {
       for (const stop of stops.splice(0)) stop();
-    },
-
-    authenticateCached(accessToken) {
-      const claims = accessTokens.verifyCached(accessToken);
-      if (!claims) return undefined;
-      const state = users.peekState(claims.userId);
-      return state === undefined ? undefined : principalFor(claims, state);
     },
   };
 }

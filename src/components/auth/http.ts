@@ -9,8 +9,7 @@ import {
   normalizeEmail,
 } from '../../platform/http.js';
 import { principalOf } from '../access/index.js';
-import { RegisterBody, UserSchema } from '../users/users.schemas.js';
-import type { UsersService } from '../users/index.js';
+import { RegisterBody, UserSchema, type UsersService } from '../users/index.js';
 import { ChangePasswordBody, JwksSchema, LoginBody, LoginResultSchema, RefreshBody, TokenPairSchema } from './auth.schemas.js';
 import type { AuthService } from './auth.service.js';
 import type { SigningKeys } from './signing-keys.js';

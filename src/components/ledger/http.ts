@@ -1,10 +1,10 @@
-// REST adapter of the ledger: parse -> service -> map. Money-moving routes send the exact response
-// the service stored with the Idempotency-Key, so that a replay is byte-for-byte the same.
-import { createHash } from 'node:crypto';
+// REST adapter of the ledger: parse -> service -> render. A money operation's outcome is rendered
+// here the same way the first time and on an idempotent replay: 201 with the transfer through the
+// response schema, or the refusal thrown to the transport's error mapper (which reports the first
+// request's id on a replay), so a replay is byte-for-byte the first answer.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import { validationFailed } from '../../platform/errors.js';
 import {
   bearerSecurity,
   emptyBodyAsObject,
@@ -14,7 +14,6 @@ import {
   SMALL_RESPONSE,
 } from '../../platform/http.js';
 import { principalOf, requirePermission } from '../access/index.js';
-import { errorBody, toErrorPayload } from '../../transports/http-errors.js';
 import {
   AccountSchema,
   AmountBody,
@@ -27,39 +26,17 @@ import {
   TransferSchema,
   VoidPendingBody,
 } from './ledger.schemas.js';
-import type { LedgerService, MoneyRequestOptions, MoneyResponse, Outcome, Transfer } from './ledger.service.js';
+import type { LedgerService, MoneyOutcome, MoneyRequestContext } from './ledger.service.js';
 
-/** JSON with object keys sorted, so that the same body always fingerprints the same. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, item]) => item !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
-function moneyOptions(request: FastifyRequest): MoneyRequestOptions {
+function moneyContext(request: FastifyRequest): MoneyRequestContext {
   const key = request.headers['idempotency-key'];
-  const path = request.url.split('?')[0] ?? request.url;
-  const render = (outcome: Outcome<Transfer>) => {
-    if (outcome.ok) return { statusCode: 201, body: JSON.stringify({ data: outcome.value }) };
-    const payload = toErrorPayload(outcome.error);
-    return { statusCode: payload.status, body: JSON.stringify(errorBody(payload, request.id)) };
-  };
-  if (typeof key !== 'string') return { render };
-  // The endpoint is part of the fingerprint: the same key on another endpoint is a different request.
-  const fingerprint = createHash('sha256')
-    .update(`${request.method} ${path}\n${canonicalJson(request.body ?? null)}`)
-    .digest();
-  return { idempotency: { key, fingerprint }, render };
+  return { requestId: request.id, ...(typeof key === 'string' ? { idempotencyKey: key } : {}) };
 }
 
-function sendMoneyResponse(reply: FastifyReply, response: MoneyResponse) {
-  if (response.replayed) void reply.header('idempotent-replayed', 'true');
-  return reply.code(response.statusCode).type('application/json; charset=utf-8').send(response.body);
+function sendMoneyOutcome(reply: FastifyReply, outcome: MoneyOutcome) {
+  if (outcome.replayed) void reply.header('idempotent-replayed', 'true');
+  if (!outcome.ok) throw outcome.error;
+  return reply.code(201).send({ data: outcome.transfer });
 }
 
 const moneyResponses = {
@@ -148,12 +125,12 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
         },
       },
       async (request, reply) =>
-        sendMoneyResponse(
+        sendMoneyOutcome(
           reply,
           await ledger.move(
             principalOf(request),
             { kind, accountId: request.params.id, amount: request.body.amount },
-            moneyOptions(request),
+            moneyContext(request),
           ),
         ),
     );
@@ -193,24 +170,11 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
       },
     },
     async (request, reply) => {
-      const body = request.body;
-      if (body.timeoutSeconds !== undefined && body.pending !== true) {
-        throw validationFailed([{ path: 'timeoutSeconds', message: 'requires pending: true' }]);
-      }
-      const response = await ledger.move(
-        principalOf(request),
-        {
-          kind: 'transfer',
-          accountId: body.fromAccountId,
-          toAccountId: body.toAccountId,
-          amount: body.amount,
-          description: body.description ?? null,
-          pending: body.pending === true,
-          ...(body.timeoutSeconds !== undefined ? { timeoutSeconds: body.timeoutSeconds } : {}),
-        },
-        moneyOptions(request),
+      const { fromAccountId, ...rest } = request.body;
+      return sendMoneyOutcome(
+        reply,
+        await ledger.move(principalOf(request), { kind: 'transfer', accountId: fromAccountId, ...rest }, moneyContext(request)),
       );
-      return sendMoneyResponse(reply, response);
     },
   );
 
@@ -244,13 +208,13 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
     },
     async (request, reply) => {
       const amount = request.body.amount;
-      return sendMoneyResponse(
+      return sendMoneyOutcome(
         reply,
         await ledger.resolvePending(
           principalOf(request),
           request.params.id,
           { kind: 'post', ...(amount !== undefined ? { amount } : {}) },
-          moneyOptions(request),
+          moneyContext(request),
         ),
       );
     },
@@ -271,9 +235,9 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
       },
     },
     async (request, reply) =>
-      sendMoneyResponse(
+      sendMoneyOutcome(
         reply,
-        await ledger.resolvePending(principalOf(request), request.params.id, { kind: 'void' }, moneyOptions(request)),
+        await ledger.resolvePending(principalOf(request), request.params.id, { kind: 'void' }, moneyContext(request)),
       ),
   );
 };

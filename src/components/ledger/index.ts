@@ -1,4 +1,19 @@
 // The ledger component's public surface.
+import { fileURLToPath } from 'node:url';
+import type { RoutineFile } from '../../platform/db/migrate.js';
+
 export { checkLedger, type LedgerCheckReport } from './ledger.check.js';
 export { ledgerRoutes } from './http.js';
-export { createLedgerService, type Account, type LedgerService, type Transfer } from './ledger.service.js';
+export {
+  createLedgerService,
+  type Account,
+  type LedgerService,
+  type MoneyOutcome,
+  type MoneyRequestContext,
+  type MoveCommand,
+  type ResolveCommand,
+  type Transfer,
+} from './ledger.service.js';
+
+/** The ledger's SQL functions and their rule order (ledger.sql), applied after the migrations. */
+export const LEDGER_ROUTINES: RoutineFile = { name: 'ledger', path: fileURLToPath(new URL('./ledger.sql', import.meta.url)) };

@@ -1,6 +1,6 @@
 // Ledger error codes, one per rule (TigerBeetle's create_transfer results, in the contract's words).
-import { DomainError, notFound } from '../../platform/errors.js';
-import type { ExecuteOutcome, ResolveOutcome } from './ledger.repo.js';
+import { DomainError, type ErrorCode } from '../../platform/errors.js';
+import type { LedgerOutcome } from './ledger.repo.js';
 
 /** The ledger's own error codes, one per rule (see ErrorCodes in platform/errors.ts). */
 export type LedgerErrorCode =
@@ -25,21 +25,25 @@ export const idempotencyInProgress = (): DomainError =>
 export const idempotencyKeyReused = (): DomainError =>
   new DomainError('IDEMPOTENCY_KEY_REUSED', 'This Idempotency-Key was already used with a different request');
 
-const MESSAGES: Record<Exclude<ExecuteOutcome | ResolveOutcome, 'OK'>, () => DomainError> = {
-  ACCOUNT_NOT_FOUND: () => notFound('Account'),
-  COUNTERPARTY_NOT_FOUND: () => notFound('Destination account'),
-  TRANSFER_NOT_FOUND: () => notFound('Pending transfer'),
-  CURRENCY_MISMATCH: () => new DomainError('CURRENCY_MISMATCH', 'The accounts hold different currencies'),
-  INSUFFICIENT_FUNDS: () => new DomainError('INSUFFICIENT_FUNDS', 'The source account cannot cover this amount'),
-  BALANCE_LIMIT_EXCEEDED: () =>
-    new DomainError(
-      'BALANCE_LIMIT_EXCEEDED',
-      'The movement would take a balance past what it can hold (9007199254740991 minor units for a user account)',
-    ),
-  PENDING_ALREADY_POSTED: () => new DomainError('PENDING_ALREADY_POSTED', 'This pending transfer was already posted'),
-  PENDING_ALREADY_VOIDED: () => new DomainError('PENDING_ALREADY_VOIDED', 'This pending transfer was already voided or expired'),
-  PENDING_EXPIRED: () => new DomainError('PENDING_EXPIRED', 'This pending transfer has timed out'),
-  AMOUNT_EXCEEDS_PENDING: () => new DomainError('AMOUNT_EXCEEDS_PENDING', 'A pending transfer cannot be posted for more than it reserved'),
+/** Each rule that can refuse a money request (ledger.sql), as the error its outcome is answered with. */
+const REFUSALS: Record<Exclude<LedgerOutcome, 'OK'>, readonly [ErrorCode, string]> = {
+  ACCOUNT_NOT_FOUND: ['NOT_FOUND', 'Account not found'],
+  COUNTERPARTY_NOT_FOUND: ['NOT_FOUND', 'Destination account not found'],
+  TRANSFER_NOT_FOUND: ['NOT_FOUND', 'Pending transfer not found'],
+  CURRENCY_MISMATCH: ['CURRENCY_MISMATCH', 'The accounts hold different currencies'],
+  INSUFFICIENT_FUNDS: ['INSUFFICIENT_FUNDS', 'The source account cannot cover this amount'],
+  BALANCE_LIMIT_EXCEEDED: [
+    'BALANCE_LIMIT_EXCEEDED',
+    'The movement would take a balance past what it can hold (9007199254740991 minor units for a user account)',
+  ],
+  PENDING_ALREADY_POSTED: ['PENDING_ALREADY_POSTED', 'This pending transfer was already posted'],
+  PENDING_ALREADY_VOIDED: ['PENDING_ALREADY_VOIDED', 'This pending transfer was already voided or expired'],
+  PENDING_EXPIRED: ['PENDING_EXPIRED', 'This pending transfer has timed out'],
+  AMOUNT_EXCEEDS_PENDING: ['AMOUNT_EXCEEDS_PENDING', 'A pending transfer cannot be posted for more than it reserved'],
 };
 
-export const outcomeError = (outcome: Exclude<ExecuteOutcome | ResolveOutcome, 'OK'>): DomainError => MESSAGES[outcome]();
+/** The error of a refused money request; `requestId`: the request that was first refused. */
+export function outcomeError(outcome: Exclude<LedgerOutcome, 'OK'>, requestId?: string): DomainError {
+  const [code, message] = REFUSALS[outcome];
+  return new DomainError(code, message, {}, requestId);
+}

@@ -1,6 +1,6 @@
-// All SQL of the ledger component. Money moves only through the ledger_execute / ledger_resolve
-// functions (migrations/0003_ledger.sql, 0005_ledger_hardening.sql): one round trip that locks,
-// checks and writes.
+// All SQL of the ledger component. Money moves only through ledger_apply (ledger.sql, beside this
+// file): one statement per batch of requests that locks, checks, writes and keeps each keyed
+// request's outcome.
 import { sql, type Generated } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
 
@@ -45,12 +45,17 @@ export interface EntriesTable {
   created_at: Date;
 }
 
+/** A keyed request's domain outcome, for its replays (written by ledger_apply, ledger.sql). */
 export interface IdempotencyKeysTable {
   principal_id: string;
   key: string;
   fingerprint: Uint8Array;
-  status_code: number;
-  response_body: string;
+  /** 'OK' or the rule that refused the request (LedgerOutcome). */
+  outcome: string;
+  /** OK: the transfer it wrote. */
+  transfer_id: string | null;
+  /** The request that first produced the outcome. */
+  request_id: string | null;
   created_at: Generated<Date>;
 }
 
@@ -160,14 +165,7 @@ export async function listAccounts(
   return { rows, total: count.total };
 }
 
-export type ExecuteOutcome =
-  | 'OK'
-  | 'ACCOUNT_NOT_FOUND'
-  | 'COUNTERPARTY_NOT_FOUND'
-  | 'CURRENCY_MISMATCH'
-  | 'INSUFFICIENT_FUNDS'
-  | 'BALANCE_LIMIT_EXCEEDED';
-
+/** Outcomes by name, as ledger.sql returns them; the rule order is in that file's header. */
 export const MOVE_OUTCOMES = [
   'OK',
   'ACCOUNT_NOT_FOUND',
@@ -175,168 +173,136 @@ export const MOVE_OUTCOMES = [
   'CURRENCY_MISMATCH',
   'INSUFFICIENT_FUNDS',
   'BALANCE_LIMIT_EXCEEDED',
-] as const satisfies readonly ExecuteOutcome[];
+] as const;
+export const RESOLVE_OUTCOMES = [
+  'OK',
+  'TRANSFER_NOT_FOUND',
+  'PENDING_ALREADY_POSTED',
+  'PENDING_ALREADY_VOIDED',
+  'PENDING_EXPIRED',
+  'AMOUNT_EXCEEDS_PENDING',
+  'COUNTERPARTY_NOT_FOUND',
+  'BALANCE_LIMIT_EXCEEDED',
+] as const;
+export type LedgerOutcome = (typeof MOVE_OUTCOMES)[number] | (typeof RESOLVE_OUTCOMES)[number];
+const OUTCOMES: ReadonlySet<string> = new Set<string>([...MOVE_OUTCOMES, ...RESOLVE_OUTCOMES]);
+const isOutcome = (name: string | null): name is LedgerOutcome => name !== null && OUTCOMES.has(name);
 
-export type MoveOnceResult =
-  | { result: 'in_progress' }
-  | { result: 'key_reused' }
-  | { result: 'replayed'; statusCode: number; body: string }
+/** One money request of a batch: a move (transfer, deposit, withdrawal) or a resolution of a pending one. */
+export interface LedgerRequest {
+  /** The caller; null for the ledger's own work (expiring pending transfers). */
+  readonly principalId: string | null;
+  readonly idempotency?: { readonly key: string; readonly fingerprint: Uint8Array };
+  readonly requestId: string | null;
+  /** The id the transfer gets if the request succeeds. */
+  readonly id: string;
+  readonly kind: TransferKind;
+  /** Moves: the account in the path (deposit, withdrawal) or fromAccountId (transfer). */
+  readonly accountId?: string;
+  /** Transfers: toAccountId. */
+  readonly counterpartyId?: string;
+  /** Resolutions: the pending transfer. */
+  readonly pendingId?: string;
+  /** null: a post of the whole pending amount. */
+  readonly amount: number | null;
+  readonly description?: string | null;
+  readonly pending?: boolean;
+  readonly expiresAt?: Date | null;
+  /** The caller may act on any user's accounts (admin). */
+  readonly actorSeesAll: boolean;
+  readonly now: Date;
+}
+
+/** A transfer as written: transfers are immutable, so this is also what a replay reads back. */
+export type TransferFacts = Omit<TransfersTable, 'initiated_by'>;
+
+export type LedgerResult =
+  | { readonly result: 'in_progress' }
+  | { readonly result: 'key_reused' }
   | {
-      result: 'executed';
-      outcome: ExecuteOutcome;
-      currency: string | null;
-      fromAccountId: string | null;
-      toAccountId: string | null;
-      statusCode: number;
-      body: string;
+      readonly result: 'executed' | 'replayed';
+      readonly outcome: LedgerOutcome;
+      /** The request that produced the outcome: this one, or (replayed) the first one. */
+      readonly requestId: string | null;
+      /** OK only. */
+      readonly transfer: TransferFacts | null;
     };
 
-export interface MoveInput {
-  principalId: string;
-  idempotency: { key: string; fingerprint: Uint8Array } | undefined;
-  id: string;
-  kind: 'transfer' | 'deposit' | 'withdrawal';
-  accountId: string;
-  counterpartyId: string | null;
-  amount: number;
-  description: string | null;
-  pending: boolean;
-  expiresAt: Date | null;
-  actorSeesAll: boolean;
-  shard: number;
-  now: Date;
-  /** Indexed like MOVE_OUTCOMES. */
-  responses: readonly { statusCode: number; body: string }[];
-}
-
-interface MoveRow {
-  result: MoveOnceResult['result'];
-  outcome: ExecuteOutcome | null;
-  currency: string | null;
+interface ApplyRow {
+  item: number;
+  result: 'executed' | 'replayed' | 'in_progress' | 'key_reused';
+  outcome: string | null;
+  request_id: string | null;
+  transfer_id: string | null;
+  kind: TransferKind | null;
   from_account_id: string | null;
   to_account_id: string | null;
-  status_code: number | null;
-  body: string | null;
+  amount: number | bigint | string | null;
+  currency: string | null;
+  pending: boolean | null;
+  pending_id: string | null;
+  expires_at: Date | null;
+  description: string | null;
+  created_at: Date | null;
 }
 
-function toMoveResult(row: MoveRow): MoveOnceResult {
-  if (row.result === 'in_progress') return { result: 'in_progress' };
-  if (row.result === 'key_reused') return { result: 'key_reused' };
-  if (row.status_code === null || row.body === null) throw new Error('ledger move: no response');
-  if (row.result === 'replayed') return { result: 'replayed', statusCode: row.status_code, body: row.body };
-  if (row.outcome === null) throw new Error('ledger move: executed without an outcome');
-  return {
-    result: 'executed',
-    outcome: row.outcome,
-    currency: row.currency,
-    fromAccountId: row.from_account_id,
-    toAccountId: row.to_account_id,
-    statusCode: row.status_code,
-    body: row.body,
-  };
+function toResult(row: ApplyRow): LedgerResult {
+  if (row.result === 'in_progress' || row.result === 'key_reused') return { result: row.result };
+  if (!isOutcome(row.outcome)) throw new Error(`ledger_apply: unknown outcome ${String(row.outcome)}`);
+  let transfer: TransferFacts | null = null;
+  if (row.outcome === 'OK') {
+    if (!row.transfer_id || !row.kind || !row.from_account_id || !row.to_account_id || row.amount === null || !row.currency || !row.created_at) {
+      throw new Error(`ledger_apply: item ${row.item} is OK without its transfer`);
+    }
+    transfer = {
+      id: row.transfer_id,
+      kind: row.kind,
+      from_account_id: row.from_account_id,
+      to_account_id: row.to_account_id,
+      amount: typeof row.amount === 'string' ? BigInt(row.amount) : row.amount,
+      currency: row.currency,
+      pending: row.pending === true,
+      pending_id: row.pending_id,
+      expires_at: row.expires_at,
+      description: row.description,
+      created_at: row.created_at,
+    };
+  }
+  return { result: row.result, outcome: row.outcome, requestId: row.request_id, transfer };
 }
 
 /**
- * Many movements in one transaction (ledger_move_batch): one commit for all. Results come back in
- * the order of `inputs`.
+ * A batch of money requests in one statement (ledger_apply, ledger.sql): one round trip and one
+ * commit for all. Results come back in the order of `requests`. `shard`: the shard of every system
+ * account the batch's deposits and withdrawals use.
  */
-export async function moveBatch(executor: Executor, inputs: readonly MoveInput[], shard: number): Promise<MoveOnceResult[]> {
-  const items = inputs.map((input) => ({
-    principal: input.principalId,
-    key: input.idempotency?.key ?? null,
-    fingerprint: input.idempotency ? Buffer.from(input.idempotency.fingerprint).toString('hex') : null,
-    id: input.id,
-    kind: input.kind,
-    accountId: input.accountId,
-    counterpartyId: input.counterpartyId,
-    amount: input.amount,
-    description: input.description,
-    pending: input.pending,
-    expiresAt: input.expiresAt?.toISOString() ?? null,
-    actorSeesAll: input.actorSeesAll,
-    now: input.now.toISOString(),
-    statuses: input.responses.map((response) => response.statusCode),
-    bodies: input.responses.map((response) => response.body),
+export async function applyBatch(executor: Executor, requests: readonly LedgerRequest[], shard: number): Promise<LedgerResult[]> {
+  const items = requests.map((request, index) => ({
+    item: index + 1,
+    principal: request.principalId,
+    key: request.idempotency?.key ?? null,
+    fingerprint: request.idempotency ? Buffer.from(request.idempotency.fingerprint).toString('hex') : null,
+    request_id: request.requestId,
+    id: request.id,
+    kind: request.kind,
+    account_id: request.accountId ?? null,
+    counterparty_id: request.counterpartyId ?? null,
+    pending_id: request.pendingId ?? null,
+    amount: request.amount,
+    description: request.description ?? null,
+    pending: request.pending === true,
+    expires_at: request.expiresAt?.toISOString() ?? null,
+    actor_sees_all: request.actorSeesAll,
+    now: request.now.toISOString(),
   }));
-  const result = await sql<MoveRow & { item: number }>`
-    select * from ledger_move_batch(${JSON.stringify(items)}::jsonb, ${shard}::smallint)`.execute(executor);
+  const result = await sql<ApplyRow>`
+    select * from ledger_apply(${JSON.stringify(items)}::jsonb, ${shard}::smallint)`.execute(executor);
   const byItem = new Map(result.rows.map((row) => [row.item, row]));
-  return inputs.map((_, index) => {
+  return requests.map((_, index) => {
     const row = byItem.get(index + 1);
-    if (!row) throw new Error(`ledger_move_batch returned no row for item ${index + 1}`);
-    return toMoveResult(row);
+    if (!row) throw new Error(`ledger_apply returned no row for item ${index + 1}`);
+    return toResult(row);
   });
-}
-
-/**
- * One statement: idempotency lock and lookup, the movement, and the stored response.
- * `responses` is indexed like MOVE_OUTCOMES.
- */
-export async function moveOnce(
-  executor: Executor,
-  input: MoveInput,
-): Promise<MoveOnceResult> {
-  const statuses = input.responses.map((response) => response.statusCode);
-  const bodies = input.responses.map((response) => response.body);
-  const result = await sql<MoveRow>`
-    select * from ledger_move_once(${input.principalId}::uuid, ${input.idempotency?.key ?? null},
-      ${input.idempotency ? Buffer.from(input.idempotency.fingerprint) : null}::bytea, ${input.id}::uuid, ${input.kind},
-      ${input.accountId}::uuid, ${input.counterpartyId}::uuid, ${input.amount}::bigint, ${input.description},
-      ${input.pending}, ${input.expiresAt}::timestamptz, ${input.actorSeesAll}, ${input.shard}::smallint,
-      ${input.now}::timestamptz, ${statuses}::integer[], ${bodies}::text[])`.execute(executor);
-  const row = result.rows[0];
-  if (!row) throw new Error('ledger_move_once returned no row');
-  return toMoveResult(row);
-}
-
-/** Currency and owner never change: they are safe to cache for an account's whole life. */
-export async function findAccountMeta(
-  executor: Executor,
-  ids: readonly string[],
-): Promise<{ id: string; currency: string; owner_id: string | null }[]> {
-  if (ids.length === 0) return [];
-  return executor.selectFrom('accounts').select(['id', 'currency', 'owner_id']).where('id', 'in', [...ids]).execute();
-}
-
-export async function findSystemAccountId(executor: Executor, currency: string): Promise<string | undefined> {
-  const row = await executor
-    .selectFrom('accounts')
-    .select('id')
-    .where('owner_id', 'is', null)
-    .where('currency', '=', currency)
-    .executeTakeFirst();
-  return row?.id;
-}
-
-export type ResolveOutcome =
-  | 'OK'
-  | 'TRANSFER_NOT_FOUND'
-  | 'PENDING_ALREADY_POSTED'
-  | 'PENDING_ALREADY_VOIDED'
-  | 'PENDING_EXPIRED'
-  | 'AMOUNT_EXCEEDS_PENDING'
-  | 'COUNTERPARTY_NOT_FOUND'
-  | 'BALANCE_LIMIT_EXCEEDED';
-
-export async function resolve(
-  executor: Executor,
-  input: {
-    id: string;
-    pendingId: string;
-    action: 'post' | 'void' | 'expire';
-    amount: number | null;
-    actorId: string | null;
-    actorSeesAll: boolean;
-    shard: number;
-    now: Date;
-  },
-): Promise<ResolveOutcome> {
-  const result = await sql<{ outcome: ResolveOutcome }>`
-    select outcome from ledger_resolve(${input.id}::uuid, ${input.pendingId}::uuid, ${input.action}, ${input.amount}::bigint,
-      ${input.actorId}::uuid, ${input.actorSeesAll}, ${input.shard}::smallint, ${input.now}::timestamptz)`.execute(executor);
-  const row = result.rows[0];
-  if (!row) throw new Error('ledger_resolve returned no row');
-  return row.outcome;
 }
 
 export interface TransferRow extends Omit<TransfersTable, 'initiated_by'> {
@@ -394,44 +360,6 @@ export async function listAccountTransfers(
 }
 
 // ---- idempotency ----
-
-export interface StoredResponse {
-  fingerprint: Uint8Array;
-  status_code: number;
-  response_body: string;
-}
-
-/** Takes the transaction-scoped lock of (principal, key); false while another transaction holds it. */
-export async function tryLockIdempotencyKey(executor: Executor, principalId: string, key: string): Promise<boolean> {
-  const result = await sql<{ locked: boolean }>`
-    select pg_try_advisory_xact_lock(hashtextextended(${principalId} || ':' || ${key}, 0)) as locked`.execute(executor);
-  return result.rows[0]?.locked === true;
-}
-
-export async function findIdempotencyKey(executor: Executor, principalId: string, key: string): Promise<StoredResponse | undefined> {
-  return executor
-    .selectFrom('idempotency_keys')
-    .select(['fingerprint', 'status_code', 'response_body'])
-    .where('principal_id', '=', principalId)
-    .where('key', '=', key)
-    .executeTakeFirst();
-}
-
-export async function storeIdempotencyKey(
-  executor: Executor,
-  input: { principalId: string; key: string; fingerprint: Uint8Array; statusCode: number; body: string },
-): Promise<void> {
-  await executor
-    .insertInto('idempotency_keys')
-    .values({
-      principal_id: input.principalId,
-      key: input.key,
-      fingerprint: input.fingerprint,
-      status_code: input.statusCode,
-      response_body: input.body,
-    })
-    .execute();
-}
 
 export async function deleteIdempotencyKeysOlderThan(executor: Executor, seconds: number): Promise<number> {
   const result = await executor

@@ -1,7 +1,6 @@
 // Ledger use cases: accounts, money movements (transfers, deposits, withdrawals, two-phase), history,
 // idempotency, and the background work that expires pending transfers and old idempotency keys.
-import { randomInt } from 'node:crypto';
-import { LRUCache } from 'lru-cache';
+import { createHash, randomInt } from 'node:crypto';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
@@ -53,24 +52,26 @@ export interface Transfer {
   readonly pendingId?: string;
 }
 
-export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: DomainError };
-
-/** A response as sent, kept byte-for-byte for idempotent replays. */
-export interface RenderedResponse {
-  readonly statusCode: number;
-  readonly body: string;
+/** The request a money operation belongs to: its id, and its Idempotency-Key if it has one. */
+export interface MoneyRequestContext {
+  readonly requestId: string;
+  /**
+   * With a key, the outcome is kept with it (per caller) in the transaction that moves the money; the
+   * same operation with the same key gets that outcome again (replayed), another operation with it
+   * IDEMPOTENCY_KEY_REUSED, and one while the first runs IDEMPOTENCY_IN_PROGRESS.
+   */
+  readonly idempotencyKey?: string;
 }
 
-export interface MoneyRequestOptions {
-  /** Idempotency key and the request's fingerprint (method, path and body); absent: not idempotent. */
-  readonly idempotency?: { readonly key: string; readonly fingerprint: Uint8Array };
-  /** Turns the outcome into the response that is sent and stored with the key. */
-  readonly render: (outcome: Outcome<Transfer>) => RenderedResponse;
-}
-
-export interface MoneyResponse extends RenderedResponse {
-  readonly replayed: boolean;
-}
+/**
+ * What a money operation did: the transfer it wrote, or the ledger rule that refused it (an error
+ * with its code), as first answered. A replay is the same outcome with the first request's id, so a
+ * transport renders both alike. Errors outside the rules (validation, permission, the key's own
+ * conflicts) are thrown instead and never kept.
+ */
+export type MoneyOutcome =
+  | { readonly ok: true; readonly transfer: Transfer; readonly replayed: boolean; readonly requestId: string }
+  | { readonly ok: false; readonly error: DomainError; readonly replayed: boolean; readonly requestId: string };
 
 export interface MoveCommand {
   readonly kind: 'transfer' | 'deposit' | 'withdrawal';
@@ -80,8 +81,16 @@ export interface MoveCommand {
   readonly toAccountId?: string;
   readonly amount: number;
   readonly description?: string | null;
+  /** Two-phase: reserve the amount now, post or void it later. */
   readonly pending?: boolean;
+  /** pending only: void it by itself after this long. */
   readonly timeoutSeconds?: number;
+}
+
+export interface ResolveCommand {
+  readonly kind: 'post' | 'void';
+  /** post only: less than the reserved amount (the rest is released); all of it if absent. */
+  readonly amount?: number;
 }
 
 export interface Page<T> {
@@ -96,13 +105,13 @@ export interface LedgerService {
     query: { page: number; limit: number; ownerId?: string; system?: boolean },
   ): Promise<Page<Account>>;
   getAccount(principal: Principal, id: string): Promise<Account>;
-  move(principal: Principal, command: MoveCommand, options: MoneyRequestOptions): Promise<MoneyResponse>;
+  move(principal: Principal, command: MoveCommand, context: MoneyRequestContext): Promise<MoneyOutcome>;
   resolvePending(
     principal: Principal,
     pendingId: string,
-    action: { kind: 'post' | 'void'; amount?: number },
-    options: MoneyRequestOptions,
-  ): Promise<MoneyResponse>;
+    command: ResolveCommand,
+    context: MoneyRequestContext,
+  ): Promise<MoneyOutcome>;
   getTransfer(principal: Principal, id: string): Promise<Transfer>;
   listAccountTransfers(
     principal: Principal,
@@ -154,7 +163,7 @@ function toAccount(row: repo.AccountRow): Account {
   };
 }
 
-function statusOf(row: Pick<repo.TransferRow, 'kind' | 'pending' | 'resolution'>): TransferStatus {
+function statusOf(row: Pick<repo.TransferRow, 'kind' | 'pending'> & { resolution: repo.TransferRow['resolution'] }): TransferStatus {
   if (row.kind === 'void') return 'voided';
   if (row.kind === 'expire') return 'expired';
   if (!row.pending || row.kind === 'post') return 'posted';
@@ -164,14 +173,15 @@ function statusOf(row: Pick<repo.TransferRow, 'kind' | 'pending' | 'resolution'>
   return 'pending';
 }
 
-export function toTransfer(row: repo.TransferRow): Transfer {
+/** A transfer as it is now (with what became of a pending one), or, without `resolution`, as written. */
+function toTransfer(row: repo.TransferFacts & { resolution?: repo.TransferRow['resolution'] }): Transfer {
   return {
     id: row.id,
     fromAccountId: row.from_account_id,
     toAccountId: row.to_account_id,
     amount: Number(row.amount),
     currency: row.currency,
-    status: statusOf(row),
+    status: statusOf({ kind: row.kind, pending: row.pending, resolution: row.resolution ?? null }),
     description: row.description,
     createdAt: row.created_at.toISOString(),
     ...(row.expires_at ? { expiresAt: row.expires_at.toISOString() } : {}),
@@ -191,6 +201,24 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
   if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
   return { createdAt, id: id.toLowerCase() };
 }
+
+/** JSON with object keys sorted, so that the same operation always fingerprints the same. */
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, item]) => item !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * What an Idempotency-Key is bound to: the operation and its parameters as given (whatever the
+ * transport), so the same key with another operation or other parameters is IDEMPOTENCY_KEY_REUSED.
+ */
+const fingerprintOf = (operation: object): Uint8Array => createHash('sha256').update(canonicalJson(operation)).digest();
 
 const isRetryable = (error: unknown): boolean => RETRYABLE_STATES.has(sqlState(error) ?? '');
 const backoff = (attempt: number) =>
@@ -220,10 +248,9 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
    */
   const withIdempotencyGuard = async <T>(
     principal: Principal,
-    options: MoneyRequestOptions,
+    idempotency: repo.LedgerRequest['idempotency'],
     work: () => Promise<T>,
   ): Promise<T> => {
-    const idempotency = options.idempotency;
     const flightKey = idempotency ? `${principal.userId}:${idempotency.key}` : undefined;
     if (flightKey !== undefined) {
       if (inFlight.has(flightKey)) throw idempotencyInProgress();
@@ -246,42 +273,6 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     }
   };
 
-  /**
-   * Runs one money-moving use case in a transaction with Stripe's idempotency semantics: the
-   * outcome, the key, the fingerprint and the rendered response commit together or not at all.
-   */
-  const runIdempotent = (
-    principal: Principal,
-    options: MoneyRequestOptions,
-    work: (tx: Tx) => Promise<Outcome<Transfer>>,
-  ): Promise<MoneyResponse> =>
-    withIdempotencyGuard(principal, options, () =>
-      database.transaction(async (tx) => {
-        const idempotency = options.idempotency;
-        if (idempotency) {
-          // Two statements on purpose: the lookup must take its snapshot after the lock is held, or
-          // it could miss a key committed by the holder between this statement's start and the lock.
-          if (!(await repo.tryLockIdempotencyKey(tx, principal.userId, idempotency.key))) throw idempotencyInProgress();
-          const stored = await repo.findIdempotencyKey(tx, principal.userId, idempotency.key);
-          if (stored) {
-            if (!Buffer.from(stored.fingerprint).equals(Buffer.from(idempotency.fingerprint))) throw idempotencyKeyReused();
-            return { statusCode: stored.status_code, body: stored.response_body, replayed: true };
-          }
-        }
-        const rendered = options.render(await work(tx));
-        if (idempotency) {
-          await repo.storeIdempotencyKey(tx, {
-            principalId: principal.userId,
-            key: idempotency.key,
-            fingerprint: idempotency.fingerprint,
-            statusCode: rendered.statusCode,
-            body: rendered.body,
-          });
-        }
-        return { ...rendered, replayed: false };
-      }),
-    );
-
   const batcher = createMoveBatcher({
     database,
     maxBatchSize: deps.batchSize ?? 64,
@@ -289,47 +280,44 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     shards: SYSTEM_ACCOUNT_SHARDS,
   });
 
-  /** Currency and owner of accounts, cached for good: neither ever changes. */
-  const metaCache = new LRUCache<string, { currency: string; ownerId: string | null }>({ max: 100_000 });
-  const systemAccounts = new Map<string, string>();
-  const accountMeta = async (ids: readonly string[]) => {
-    const missing = ids.filter((id) => !metaCache.has(id));
-    for (const row of await repo.findAccountMeta(db, missing)) {
-      metaCache.set(row.id, { currency: row.currency, ownerId: row.owner_id });
-    }
-    return new Map(ids.flatMap((id) => {
-      const meta = metaCache.get(id);
-      return meta ? [[id, meta] as const] : [];
-    }));
-  };
-  const systemAccountOf = async (currency: string): Promise<string | null> => {
-    const known = systemAccounts.get(currency);
-    if (known) return known;
-    const id = await repo.findSystemAccountId(db, currency);
-    if (id) systemAccounts.set(currency, id);
-    return id ?? null;
+  /** Runs one request through the batch, with the idempotency guard, and turns its result into the outcome. */
+  const submit = async (principal: Principal, context: MoneyRequestContext, request: repo.LedgerRequest): Promise<MoneyOutcome> => {
+    const result = await withIdempotencyGuard(principal, request.idempotency, () => batcher.submit(request));
+    if (result.result === 'in_progress') throw idempotencyInProgress();
+    if (result.result === 'key_reused') throw idempotencyKeyReused();
+    const replayed = result.result === 'replayed';
+    const requestId = result.requestId ?? context.requestId;
+    if (result.outcome !== 'OK') return { ok: false, error: outcomeError(result.outcome, requestId), replayed, requestId };
+    assert(result.transfer, `ledger: outcome OK without a transfer (request ${requestId})`);
+    return { ok: true, transfer: toTransfer(result.transfer), replayed, requestId };
   };
 
+  const idempotencyOf = (context: MoneyRequestContext, operation: object) =>
+    context.idempotencyKey !== undefined ? { key: context.idempotencyKey, fingerprint: fingerprintOf(operation) } : undefined;
+
+  /** Expires pending transfers whose timeout passed, a batch of them at a time. */
   const sweep = async (): Promise<number> => {
+    const results = await Promise.allSettled(
+      (await repo.findExpiredPending(db, now(), 100)).map((pendingId) =>
+        batcher.submit({
+          principalId: null,
+          requestId: null,
+          id: newId(),
+          kind: 'expire',
+          pendingId,
+          amount: null,
+          actorSeesAll: true,
+          now: now(),
+        }),
+      ),
+    );
     let expired = 0;
-    for (const pendingId of await repo.findExpiredPending(db, now(), 100)) {
-      try {
-        const outcome = await database.transaction((tx) =>
-          repo.resolve(tx, {
-            id: newId(),
-            pendingId,
-            action: 'expire',
-            amount: null,
-            actorId: null,
-            actorSeesAll: true,
-            shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
-            now: now(),
-          }),
-        );
-        if (outcome === 'OK') expired++;
-      } catch (error) {
+    for (const settled of results) {
+      if (settled.status === 'fulfilled') {
+        if (settled.value.result === 'executed' && settled.value.outcome === 'OK') expired++;
+      } else {
         // Another instance resolved it at the same moment, or a transient failure: next sweep.
-        logger.debug({ err: error, pendingId }, 'ledger: expiring a pending transfer failed');
+        logger.debug({ err: settled.reason }, 'ledger: expiring a pending transfer failed');
       }
     }
     return expired;
@@ -380,7 +368,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       return toAccount(await readVisibleAccount(principal, id.toLowerCase()));
     },
 
-    async move(principal, rawCommand, options) {
+    async move(principal, rawCommand, context) {
       // UUIDs are accepted in either case; the database and every cache key use lower case.
       const command: MoveCommand = {
         ...rawCommand,
@@ -393,83 +381,41 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       if (command.kind === 'transfer' && command.toAccountId === command.accountId) {
         throw validationFailed([{ path: 'toAccountId', message: 'must differ from fromAccountId' }]);
       }
-      // Render the response of every possible outcome up front (from immutable account facts),
-      // so that the database can store the one that happens in the same statement as the movement.
-      const meta = await accountMeta([command.accountId, ...(command.toAccountId ? [command.toAccountId] : [])]);
-      const currency = meta.get(command.accountId)?.currency ?? null;
-      const systemId = command.kind !== 'transfer' && currency ? await systemAccountOf(currency) : null;
-      const fromId = command.kind === 'deposit' ? systemId : command.accountId;
-      const toId = command.kind === 'transfer' ? (command.toAccountId ?? null) : command.kind === 'deposit' ? command.accountId : systemId;
+      if (command.timeoutSeconds !== undefined && command.pending !== true) {
+        throw validationFailed([{ path: 'timeoutSeconds', message: 'requires pending: true' }]);
+      }
       const pending = command.pending === true;
       const at = now();
-      const expiresAt = pending && command.timeoutSeconds ? new Date(at.getTime() + command.timeoutSeconds * 1000) : null;
-      const id = newId();
-      const transfer: Transfer = {
-        id,
-        fromAccountId: fromId ?? '',
-        toAccountId: toId ?? '',
+      return submit(principal, context, {
+        principalId: principal.userId,
+        idempotency: idempotencyOf(context, { operation: 'move', ...command }),
+        requestId: context.requestId,
+        id: newId(),
+        kind: command.kind,
+        accountId: command.accountId,
+        ...(command.toAccountId !== undefined ? { counterpartyId: command.toAccountId } : {}),
         amount: command.amount,
-        currency: currency ?? '',
-        status: pending ? 'pending' : 'posted',
         description: command.description ?? null,
-        createdAt: at.toISOString(),
-        ...(expiresAt ? { expiresAt: expiresAt.toISOString() } : {}),
-      };
-      const responses = repo.MOVE_OUTCOMES.map((outcome) =>
-        outcome === 'OK' ? options.render({ ok: true, value: transfer }) : options.render({ ok: false, error: outcomeError(outcome) }),
-      );
-      return withIdempotencyGuard(principal, options, async () => {
-        const result = await batcher.submit({
-          principalId: principal.userId,
-          idempotency: options.idempotency,
-          id,
-          kind: command.kind,
-          accountId: command.accountId,
-          counterpartyId: command.toAccountId ?? null,
-          amount: command.amount,
-          description: command.description ?? null,
-          pending,
-          expiresAt,
-          actorSeesAll: can(principal, permission, [null]),
-          shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
-          now: at,
-          responses,
-        });
-        if (result.result === 'in_progress') throw idempotencyInProgress();
-        if (result.result === 'key_reused') throw idempotencyKeyReused();
-        if (result.result === 'replayed') return { statusCode: result.statusCode, body: result.body, replayed: true };
-        if (result.outcome === 'OK') {
-          // The stored 201 body was rendered from cached facts: they must be what the database used.
-          assert(
-            result.currency === transfer.currency &&
-              result.fromAccountId === transfer.fromAccountId &&
-              result.toAccountId === transfer.toAccountId,
-            `ledger: rendered transfer ${id} differs from the executed one`,
-          );
-        }
-        return { statusCode: result.statusCode, body: result.body, replayed: false };
+        pending,
+        expiresAt: pending && command.timeoutSeconds ? new Date(at.getTime() + command.timeoutSeconds * 1000) : null,
+        actorSeesAll: can(principal, permission, [null]),
+        now: at,
       });
     },
 
-    async resolvePending(principal, rawPendingId, action, options) {
+    async resolvePending(principal, rawPendingId, command, context) {
       const pendingId = rawPendingId.toLowerCase();
       authorize(principal, 'transfers:create');
-      return runIdempotent(principal, options, async (tx) => {
-        const id = newId();
-        const outcome = await repo.resolve(tx, {
-          id,
-          pendingId,
-          action: action.kind,
-          amount: action.amount ?? null,
-          actorId: principal.userId,
-          actorSeesAll: can(principal, 'transfers:create', [null]),
-          shard: randomInt(SYSTEM_ACCOUNT_SHARDS),
-          now: now(),
-        });
-        if (outcome !== 'OK') return { ok: false, error: outcomeError(outcome) };
-        const row = await repo.findTransfer(tx, id);
-        if (!row) throw new Error('ledger_resolve: OK without a transfer row');
-        return { ok: true, value: toTransfer(row) };
+      return submit(principal, context, {
+        principalId: principal.userId,
+        idempotency: idempotencyOf(context, { operation: 'resolve', pendingId, ...command }),
+        requestId: context.requestId,
+        id: newId(),
+        kind: command.kind,
+        pendingId,
+        amount: command.kind === 'post' ? (command.amount ?? null) : null,
+        actorSeesAll: can(principal, 'transfers:create', [null]),
+        now: now(),
       });
     },
 

@@ -1,8 +1,9 @@
-// Groups concurrent money movements into one database transaction, as TigerBeetle batches
+// Groups concurrent money requests into one database transaction, as TigerBeetle batches
 // transfers: under load, one commit (one WAL flush) and one lock acquisition per hot account serve
 // many transfers instead of one each. Idle, a movement runs alone at once: a batch is whatever
 // queued while the previous one ran, so batching adds no waiting of its own.
 //
+// Every money request goes through here: moves, posts, voids and the sweep's expiries, keyed or not.
 // Items keep their own outcome and idempotency record. A batch that fails as a whole on an
 // unexpected error is re-run item by item, so that one bad item fails alone; contention and lost
 // connections are passed to each item's caller, which retries it (see ledger.service.ts).
@@ -11,13 +12,13 @@ import { isConnectionError, sqlState } from '../../platform/db/index.js';
 import * as repo from './ledger.repo.js';
 
 interface Queued {
-  readonly input: repo.MoveInput;
-  readonly resolve: (result: repo.MoveOnceResult) => void;
+  readonly input: repo.LedgerRequest;
+  readonly resolve: (result: repo.LedgerResult) => void;
   readonly reject: (error: unknown) => void;
 }
 
 export interface MoveBatcher {
-  submit(input: repo.MoveInput): Promise<repo.MoveOnceResult>;
+  submit(input: repo.LedgerRequest): Promise<repo.LedgerResult>;
 }
 
 const PASS_THROUGH_STATES = new Set(['40001', '40P01', '55P03']);
@@ -32,9 +33,13 @@ export function createMoveBatcher(options: {
   const queue: Queued[] = [];
   let active = 0;
 
+  const shard = () => Math.floor(Math.random() * options.shards);
+
   const runAlone = async (item: Queued) => {
     try {
-      item.resolve(await repo.moveOnce(options.database.db, item.input));
+      const [result] = await repo.applyBatch(options.database.db, [item.input], shard());
+      if (result) item.resolve(result);
+      else item.reject(new Error('ledger batch: missing result'));
     } catch (error) {
       item.reject(error);
     }
@@ -43,10 +48,10 @@ export function createMoveBatcher(options: {
   const runBatch = async (batch: Queued[]) => {
     if (batch.length === 1 && batch[0]) return runAlone(batch[0]);
     try {
-      const results = await repo.moveBatch(
+      const results = await repo.applyBatch(
         options.database.db,
         batch.map((item) => item.input),
-        Math.floor(Math.random() * options.shards),
+        shard(),
       );
       batch.forEach((item, index) => {
         const result = results[index];
@@ -74,7 +79,7 @@ export function createMoveBatcher(options: {
 
   return {
     submit(input) {
-      return new Promise<repo.MoveOnceResult>((resolve, reject) => {
+      return new Promise<repo.LedgerResult>((resolve, reject) => {
         queue.push({ input, resolve, reject });
         // Let the requests that arrived in this turn of the event loop join the same batch.
         if (active < options.concurrency) setImmediate(() => void drain());

@@ -1,7 +1,7 @@
 // Users use cases: registration, admin management, reads through the principal cache, credentials.
 // Every decision about who may do what goes through access.authorize().
 import { authorize, can, type Principal, type Role } from '../access/index.js';
-import type { ReadThroughCache } from '../../platform/cache.js';
+import type { MaybePromise, ReadThroughCache } from '../../platform/cache.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { DomainError, forbidden, notFound, unauthenticated } from '../../platform/errors.js';
 import { newId } from '../../platform/ids.js';
@@ -39,10 +39,11 @@ export interface UsersService {
   get(principal: Principal, id: string): Promise<User>;
   update(principal: Principal, id: string, patch: { name?: string; email?: string; role?: Role }): Promise<User>;
   delete(principal: Principal, id: string): Promise<void>;
-  /** The user's current state, from cache (invalidated by every write), or null if absent/deleted. */
-  getState(id: string): Promise<UserState | null>;
-  /** The user's state if this instance holds it in memory (null: known absent; undefined: not held). */
-  peekState(id: string): UserState | null | undefined;
+  /**
+   * The user's current state, or null if absent or deleted, through the cache (invalidated by every
+   * write): synchronously when this instance holds it in memory, else a promise.
+   */
+  getState(id: string): MaybePromise<UserState | null>;
   /**
    * Checks an email/password pair in about the same time whether or not the email exists. The state is
    * the one the password was checked under: a credential issued on it must be written under
@@ -119,7 +120,7 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     const row = await repo.findLiveUserById(db, id);
     return row ? toUserState(row) : null;
   };
-  const getState = (id: string) => stateCache.get(id, loadState);
+  const getState = (id: string): MaybePromise<UserState | null> => stateCache.get(id, loadState);
   /** Drop the cached state after a write; called after commit so a reader cannot re-cache the old row. */
   const forget = (id: string) => stateCache.delete(id);
 
@@ -185,8 +186,8 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       const id = rawId.toLowerCase(); // UUIDs are valid in either case; ids and cache keys are lower case
       authorize(principal, 'users:read', [id], 'User');
       // In memory: decided without a promise hop. A cached miss (null) is an answer too.
-      const held = stateCache.peek(id);
-      const state = held !== undefined ? held : await getState(id);
+      const read = getState(id);
+      const state = read instanceof Promise ? await read : read;
       // The caller's own user gone (deleted after the token was checked, e.g. between a cached check
       // and this read): their credentials are what is invalid, as the next request would be told.
       if (!state) throw id === principal.userId ? unauthenticated('The user behind this token no longer exists') : notFound('User');
@@ -219,7 +220,6 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     },
 
     getState,
-    peekState: (id) => stateCache.peek(id),
 
     async verifyCredentials(email, password) {
       const row = await repo.findCredentialsByEmail(db, email);

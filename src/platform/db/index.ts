@@ -26,7 +26,6 @@ export interface ExclusiveSession {
 }
 
 export interface Database {
-  readonly kind: 'postgres' | 'pglite';
   readonly db: Kysely<Tables>;
   /** Runs `work` in one transaction; it commits when `work` resolves and rolls back when it throws. */
   transaction<T>(work: (tx: Tx) => Promise<T>): Promise<T>;
@@ -80,7 +79,6 @@ function openPostgres(connectionString: string, options: DatabaseOptions): Datab
   });
   const db = new Kysely<Tables>({ dialect: new PostgresDialect({ pool }) });
   return {
-    kind: 'postgres',
     db,
     transaction: (work) => db.transaction().execute(work),
     async withAdvisoryLock(lockKey, work) {
@@ -163,7 +161,6 @@ async function openPglite(dataDir: string): Promise<Database> {
   const db = new Kysely<Tables>({ dialect });
   const advisoryLock = new Mutex();
   return {
-    kind: 'pglite',
     db,
     transaction: (work) => db.transaction().execute(work),
     // One process owns a PGlite data directory, so a process-wide mutex is the advisory lock. It
