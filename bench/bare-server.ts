@@ -8,7 +8,8 @@
 // - /bare-coalesced writes its response the way the service does (coalesceWrite, in the check phase
 //   of the event loop): what that technique gives a route that does nothing else.
 import Fastify from 'fastify';
-import { API_SECURITY_HEADERS, coalesceWrite } from '../src/transports/http.js';
+import { API_SECURITY_HEADERS } from '../src/transports/http/security-headers.js';
+import { coalesceWrite } from '../src/transports/http/write-coalescing.js';
 
 const app = Fastify({ logger: false });
 const answer = async () => ({ status: 'ok', service: 'bare', n: 1 });

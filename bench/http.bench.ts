@@ -304,9 +304,9 @@ async function main(): Promise<void> {
       'the median round\'s. The two login-flood rows ran once, after the rounds; their ratio is to the median bare round.',
     '',
     'The two diagnostic rows are the bare route with one thing of the service\'s added. ' +
-      `"${HEADERS_DIAGNOSTIC}": the ten API security headers (src/transports/http.ts), X-Request-Id and three RateLimit-*, what they cost before any of ` +
+      `"${HEADERS_DIAGNOSTIC}": the ten API security headers (src/transports/http/security-headers.ts), X-Request-Id and three RateLimit-*, what they cost before any of ` +
       `the service's own work. "${COALESCED_DIAGNOSTIC}": its response written in the check phase of the event loop ` +
-      '(src/transports/http.ts, coalesceWrite), what that technique gives a route that does nothing else.',
+      '(coalesceWrite, src/transports/http/write-coalescing.ts), what that technique gives a route that does nothing else.',
     '',
     `Service memory (resident): ${fixed(idleMemory?.residentMb ?? Number.NaN, 0)} MB idle ${IDLE_SETTLE_MS / 1000} s after its first start ` +
       `on a new data directory; ${fixed(loadedMemory?.residentMb ?? Number.NaN, 0)} MB after the rounds and the login flood, ` +

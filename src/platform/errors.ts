@@ -1,5 +1,5 @@
 // Domain errors: a stable machine-readable code plus a human message. Only transports map codes to
-// protocol statuses (see transports/http.ts), so the same error serves REST, GraphQL and gRPC.
+// protocol statuses (see transports/http-errors.ts), so the same error serves REST, GraphQL and gRPC.
 
 export interface FieldError {
   readonly path: string;

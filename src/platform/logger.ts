@@ -5,7 +5,7 @@ import type { LogLevel } from '../config.js';
 
 export type { Logger };
 
-export const REDACTED_PATHS = [
+const REDACTED_PATHS = [
   'req.headers.authorization',
   'req.headers.cookie',
   'req.headers["idempotency-key"]',
@@ -46,7 +46,7 @@ export function createLogger(level: LogLevel, destination?: DestinationStream): 
 
 const LOG_FLUSH_INTERVAL_MS = 250;
 
-export interface Loggers {
+interface Loggers {
   readonly logger: Logger;
   /**
    * One line per request, written with fields the service chooses (method, url, status, duration,

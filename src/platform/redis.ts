@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from './logger.js';
 
 /** A Lua script on the command connection: `numberOfKeys` keys first, then arguments. */
-export type RedisScript<Result> = (numberOfKeys: number, ...keysAndArgs: Array<string | number>) => Promise<Result>;
+type RedisScript<Result> = (numberOfKeys: number, ...keysAndArgs: Array<string | number>) => Promise<Result>;
 
 export interface RedisConnection {
   readonly client: Redis;

@@ -28,12 +28,7 @@ import { answerConnectAndExpect } from './http/socket-errors.js';
 import { createValidatorCompiler } from './http/validation.js';
 import { coalesceWrite } from './http/write-coalescing.js';
 
-// Imported from here by the benchmarks.
-export { BODY_LIMIT_BYTES } from './http/json-parser.js';
-export { API_SECURITY_HEADERS } from './http/security-headers.js';
-export { coalesceWrite } from './http/write-coalescing.js';
-
-export interface HttpDependencies {
+interface HttpDependencies {
   readonly config: Config;
   readonly logger: Logger;
   readonly accessLogger: Logger;

@@ -47,3 +47,24 @@ export async function untilReady(baseUrl: string, options: { timeoutMs: number; 
   }
   return false;
 }
+
+/** What `pg.Client` offers that `untilLockWaiters` needs. */
+interface Queryable {
+  query<Row>(text: string): Promise<{ rows: Row[] }>;
+}
+
+/**
+ * Polls PostgreSQL (through `observer`, a connection of its own) until at least `count` statements
+ * of the current database wait on a lock: the way a test knows the requests it started have reached
+ * the row it holds. Fails after `attempts` polls 10 ms apart.
+ */
+export async function untilLockWaiters(observer: Queryable, count: number, what: string, attempts = 500): Promise<void> {
+  for (let attempt = 0; attempt < attempts; attempt++) {
+    const { rows } = await observer.query<{ waiting: number }>(
+      "select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
+    );
+    if ((rows[0]?.waiting ?? 0) >= count) return;
+    await sleep(10);
+  }
+  throw new Error(`expected ${count} statements waiting on ${what}`);
+}

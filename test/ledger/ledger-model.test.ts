@@ -3,13 +3,12 @@
 // after every step the status, the error code and every balance must agree with the model.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import { checkLedger } from '../../src/components/ledger/index.js';
 import { loginAdmin, registerAndLogin, type Session } from '../helpers/auth.js';
-import { backends } from '../helpers/backends.js';
 import type { ApiResponse, Client } from '../helpers/client.js';
-import { startServer, type TestServer } from '../helpers/server.js';
+import { describeOnBackends } from '../helpers/describe-on-backends.js';
+import type { TestServer } from '../helpers/server.js';
 
 const NUM_RUNS = 15;
 const MIN_COMMANDS = 15;
@@ -135,287 +134,282 @@ const sequence = fc
   .tuple(opening, fc.array(command, { minLength: MIN_COMMANDS, maxLength: MAX_COMMANDS }))
   .map(([opens, rest]) => [...opens, ...rest]);
 
-for (const backend of backends) {
-  describe(`ledger model [${backend.name}]`, async () => {
-    const skip = await backend.skipReason();
-    let server: TestServer;
-    let client: Client;
-    let admin: Session;
-    let users: Session[];
+describeOnBackends('ledger model', ({ it, before, startServer }) => {
+  let server: TestServer;
+  let client: Client;
+  let admin: Session;
+  let users: Session[];
 
-    before(async () => {
-      if (skip) return;
-      server = await startServer(backend);
-      client = server.client;
-      admin = await loginAdmin(client);
-      users = await Promise.all([registerAndLogin(client, { name: 'Model 0' }), registerAndLogin(client, { name: 'Model 1' })]);
-    });
-    after(async () => server?.stop());
+  before(async () => {
+    server = await startServer();
+    client = server.client;
+    admin = await loginAdmin(client);
+    users = await Promise.all([registerAndLogin(client, { name: 'Model 0' }), registerAndLogin(client, { name: 'Model 1' })]);
+  });
 
-    /** Runs one command sequence against the service and the model; throws on the first disagreement. */
-    async function runSequence(commands: readonly Command[]): Promise<void> {
-      const accounts: ModelAccount[] = [];
-      const pendings: ModelPending[] = [];
-      const stored: StoredRequest[] = [];
-      const trace: string[] = [];
+  /** Runs one command sequence against the service and the model; throws on the first disagreement. */
+  async function runSequence(commands: readonly Command[]): Promise<void> {
+    const accounts: ModelAccount[] = [];
+    const pendings: ModelPending[] = [];
+    const stored: StoredRequest[] = [];
+    const trace: string[] = [];
 
-      const sessionOf = (who: Actor, owner: number): Session =>
-        who === 'admin' ? admin : who === 'owner' ? users[owner]! : users[1 - owner]!;
-      const available = (account: ModelAccount) => account.balance - account.reserved;
-      const fail = (message: string): never => assert.fail(`${message}\n  steps:\n    ${trace.join('\n    ')}`);
+    const sessionOf = (who: Actor, owner: number): Session =>
+      who === 'admin' ? admin : who === 'owner' ? users[owner]! : users[1 - owner]!;
+    const available = (account: ModelAccount) => account.balance - account.reserved;
+    const fail = (message: string): never => assert.fail(`${message}\n  steps:\n    ${trace.join('\n    ')}`);
 
-      const send = async (as: Session, path: string, body: Record<string, unknown> | undefined, key: string) =>
-        client.post(path, body, { token: as.accessToken, headers: { 'idempotency-key': key } });
+    const send = async (as: Session, path: string, body: Record<string, unknown> | undefined, key: string) =>
+      client.post(path, body, { token: as.accessToken, headers: { 'idempotency-key': key } });
 
-      /** Sends a money request, checks it against `expected`, applies it to the model, remembers it for replays. */
-      const money = async (as: Session, path: string, body: Record<string, unknown> | undefined, expected: Expected) => {
-        const key = `model-${randomUUID()}`;
-        const response = await send(as, path, body, key);
-        trace[trace.length - 1] += ` -> ${response.status}`;
-        if (response.status !== expected.status) fail(`expected ${expected.status}, got ${response.status}: ${response.text}`);
-        if (response.headers.get('idempotent-replayed') !== null) fail('a first request is marked as replayed');
-        if (expected.status === 201 && 'apply' in expected) {
-          expected.apply((response.body as { data: TransferBody }).data);
-        } else if ('code' in expected) {
-          const code = (response.body as { error?: { code?: string } }).error?.code;
-          if (code !== expected.code) fail(`expected ${expected.code}, got ${response.text}`);
+    /** Sends a money request, checks it against `expected`, applies it to the model, remembers it for replays. */
+    const money = async (as: Session, path: string, body: Record<string, unknown> | undefined, expected: Expected) => {
+      const key = `model-${randomUUID()}`;
+      const response = await send(as, path, body, key);
+      trace[trace.length - 1] += ` -> ${response.status}`;
+      if (response.status !== expected.status) fail(`expected ${expected.status}, got ${response.status}: ${response.text}`);
+      if (response.headers.get('idempotent-replayed') !== null) fail('a first request is marked as replayed');
+      if (expected.status === 201 && 'apply' in expected) {
+        expected.apply((response.body as { data: TransferBody }).data);
+      } else if ('code' in expected) {
+        const code = (response.body as { error?: { code?: string } }).error?.code;
+        if (code !== expected.code) fail(`expected ${expected.code}, got ${response.text}`);
+      }
+      if ([201, 404, 409, 422].includes(response.status)) {
+        stored.push({ as, path, body, key, status: response.status, text: response.text });
+      }
+    };
+
+    const expectFields = (data: TransferBody, fields: Partial<TransferBody>) => {
+      for (const [name, value] of Object.entries(fields)) {
+        if (data[name as keyof TransferBody] !== value) fail(`${name}: expected ${String(value)}, got ${JSON.stringify(data)}`);
+      }
+    };
+
+    const checkBalances = async () => {
+      const responses = await Promise.all(
+        accounts.map((account) =>
+          client.get<{ data: { balance: number; availableBalance: number } }>(`/api/v1/accounts/${account.id}`, {
+            token: admin.accessToken,
+          }),
+        ),
+      );
+      responses.forEach((response: ApiResponse<{ data: { balance: number; availableBalance: number } }>, position) => {
+        const account = accounts[position]!;
+        const actual = response.body.data;
+        if (actual.balance !== account.balance || actual.availableBalance !== available(account)) {
+          fail(
+            `account #${position}: service has balance ${actual.balance} / available ${actual.availableBalance}, ` +
+              `model ${account.balance} / ${available(account)}`,
+          );
         }
-        if ([201, 404, 409, 422].includes(response.status)) {
-          stored.push({ as, path, body, key, status: response.status, text: response.text });
-        }
-      };
+      });
+    };
 
-      const expectFields = (data: TransferBody, fields: Partial<TransferBody>) => {
-        for (const [name, value] of Object.entries(fields)) {
-          if (data[name as keyof TransferBody] !== value) fail(`${name}: expected ${String(value)}, got ${JSON.stringify(data)}`);
-        }
-      };
-
-      const checkBalances = async () => {
-        const responses = await Promise.all(
-          accounts.map((account) =>
-            client.get<{ data: { balance: number; availableBalance: number } }>(`/api/v1/accounts/${account.id}`, {
-              token: admin.accessToken,
-            }),
-          ),
-        );
-        responses.forEach((response: ApiResponse<{ data: { balance: number; availableBalance: number } }>, position) => {
-          const account = accounts[position]!;
-          const actual = response.body.data;
-          if (actual.balance !== account.balance || actual.availableBalance !== available(account)) {
-            fail(
-              `account #${position}: service has balance ${actual.balance} / available ${actual.availableBalance}, ` +
-                `model ${account.balance} / ${available(account)}`,
-            );
+    for (const step of commands) {
+      trace.push(JSON.stringify(step));
+      switch (step.kind) {
+        case 'open': {
+          if (accounts.length >= MAX_ACCOUNTS) {
+            trace[trace.length - 1] += ' (skipped)';
+            continue;
           }
-        });
-      };
-
-      for (const step of commands) {
-        trace.push(JSON.stringify(step));
-        switch (step.kind) {
-          case 'open': {
-            if (accounts.length >= MAX_ACCOUNTS) {
-              trace[trace.length - 1] += ' (skipped)';
-              continue;
-            }
-            const currency = CURRENCIES[step.currency]!;
-            const owner = users[step.owner]!;
-            const response = step.byAdmin
-              ? await client.post<{ data: { id: string; ownerId: string; balance: number } }>(
-                  '/api/v1/accounts',
-                  { currency, ownerId: owner.user.id },
-                  { token: admin.accessToken },
-                )
-              : await client.post<{ data: { id: string; ownerId: string; balance: number } }>(
-                  '/api/v1/accounts',
-                  { currency },
-                  { token: owner.accessToken },
-                );
-            if (response.status !== 201) fail(`open: ${response.status} ${response.text}`);
-            if (response.body.data.ownerId !== owner.user.id || response.body.data.balance !== 0) fail(`open: ${response.text}`);
-            accounts.push({ id: response.body.data.id, owner: step.owner, currency, balance: 0, reserved: 0 });
+          const currency = CURRENCIES[step.currency]!;
+          const owner = users[step.owner]!;
+          const response = step.byAdmin
+            ? await client.post<{ data: { id: string; ownerId: string; balance: number } }>(
+                '/api/v1/accounts',
+                { currency, ownerId: owner.user.id },
+                { token: admin.accessToken },
+              )
+            : await client.post<{ data: { id: string; ownerId: string; balance: number } }>(
+                '/api/v1/accounts',
+                { currency },
+                { token: owner.accessToken },
+              );
+          if (response.status !== 201) fail(`open: ${response.status} ${response.text}`);
+          if (response.body.data.ownerId !== owner.user.id || response.body.data.balance !== 0) fail(`open: ${response.text}`);
+          accounts.push({ id: response.body.data.id, owner: step.owner, currency, balance: 0, reserved: 0 });
+          break;
+        }
+        case 'deposit': {
+          const account = accounts[step.account % accounts.length]!;
+          const path = `/api/v1/accounts/${account.id}/deposits`;
+          if (step.byOwner) {
+            await money(users[account.owner]!, path, { amount: step.amount }, { status: 403, code: 'FORBIDDEN' });
             break;
           }
-          case 'deposit': {
-            const account = accounts[step.account % accounts.length]!;
-            const path = `/api/v1/accounts/${account.id}/deposits`;
-            if (step.byOwner) {
-              await money(users[account.owner]!, path, { amount: step.amount }, { status: 403, code: 'FORBIDDEN' });
-              break;
-            }
-            await money(admin, path, { amount: step.amount }, {
+          await money(admin, path, { amount: step.amount }, {
+            status: 201,
+            apply: (data) => {
+              expectFields(data, { toAccountId: account.id, amount: step.amount, currency: account.currency, status: 'posted' });
+              account.balance += step.amount;
+            },
+          });
+          break;
+        }
+        case 'withdraw': {
+          const account = accounts[step.account % accounts.length]!;
+          const path = `/api/v1/accounts/${account.id}/withdrawals`;
+          const as = sessionOf(step.actor, account.owner);
+          const expected: Expected =
+            step.actor === 'stranger'
+              ? { status: 404, code: 'NOT_FOUND' }
+              : available(account) < step.amount
+                ? { status: 422, code: 'INSUFFICIENT_FUNDS' }
+                : {
+                    status: 201,
+                    apply: (data) => {
+                      expectFields(data, { fromAccountId: account.id, amount: step.amount, status: 'posted' });
+                      account.balance -= step.amount;
+                    },
+                  };
+          await money(as, path, { amount: step.amount }, expected);
+          break;
+        }
+        case 'transfer': {
+          const fromIndex = step.from % accounts.length;
+          const from = accounts[fromIndex]!;
+          const toIndex = step.target === 'same' ? fromIndex : (fromIndex + 1 + (step.toOffset % (accounts.length - 1))) % accounts.length;
+          const to = accounts[toIndex]!;
+          const unknownTo = step.target === 'unknown';
+          const toAccountId = unknownTo ? randomUUID() : to.id;
+          const body: Record<string, unknown> = { fromAccountId: from.id, toAccountId, amount: step.amount };
+          if (step.pending) body['pending'] = true;
+          const as = sessionOf(step.actor, from.owner);
+          let expected: Expected;
+          if (!unknownTo && from === to) expected = { status: 400, code: 'VALIDATION_FAILED' };
+          else if (step.actor === 'stranger' || unknownTo) expected = { status: 404, code: 'NOT_FOUND' };
+          else if (from.currency !== to.currency) expected = { status: 422, code: 'CURRENCY_MISMATCH' };
+          else if (available(from) < step.amount) expected = { status: 422, code: 'INSUFFICIENT_FUNDS' };
+          else {
+            expected = {
               status: 201,
               apply: (data) => {
-                expectFields(data, { toAccountId: account.id, amount: step.amount, currency: account.currency, status: 'posted' });
-                account.balance += step.amount;
+                expectFields(data, {
+                  fromAccountId: from.id,
+                  toAccountId: to.id,
+                  amount: step.amount,
+                  currency: from.currency,
+                  status: step.pending ? 'pending' : 'posted',
+                });
+                if (step.pending) {
+                  from.reserved += step.amount;
+                  pendings.push({ id: data.id, from, to, amount: step.amount, state: 'pending' });
+                } else {
+                  from.balance -= step.amount;
+                  to.balance += step.amount;
+                }
               },
-            });
-            break;
+            };
           }
-          case 'withdraw': {
-            const account = accounts[step.account % accounts.length]!;
-            const path = `/api/v1/accounts/${account.id}/withdrawals`;
-            const as = sessionOf(step.actor, account.owner);
-            const expected: Expected =
-              step.actor === 'stranger'
-                ? { status: 404, code: 'NOT_FOUND' }
-                : available(account) < step.amount
-                  ? { status: 422, code: 'INSUFFICIENT_FUNDS' }
-                  : {
-                      status: 201,
-                      apply: (data) => {
-                        expectFields(data, { fromAccountId: account.id, amount: step.amount, status: 'posted' });
-                        account.balance -= step.amount;
-                      },
-                    };
-            await money(as, path, { amount: step.amount }, expected);
-            break;
-          }
-          case 'transfer': {
-            const fromIndex = step.from % accounts.length;
-            const from = accounts[fromIndex]!;
-            const toIndex = step.target === 'same' ? fromIndex : (fromIndex + 1 + (step.toOffset % (accounts.length - 1))) % accounts.length;
-            const to = accounts[toIndex]!;
-            const unknownTo = step.target === 'unknown';
-            const toAccountId = unknownTo ? randomUUID() : to.id;
-            const body: Record<string, unknown> = { fromAccountId: from.id, toAccountId, amount: step.amount };
-            if (step.pending) body['pending'] = true;
-            const as = sessionOf(step.actor, from.owner);
-            let expected: Expected;
-            if (!unknownTo && from === to) expected = { status: 400, code: 'VALIDATION_FAILED' };
-            else if (step.actor === 'stranger' || unknownTo) expected = { status: 404, code: 'NOT_FOUND' };
-            else if (from.currency !== to.currency) expected = { status: 422, code: 'CURRENCY_MISMATCH' };
-            else if (available(from) < step.amount) expected = { status: 422, code: 'INSUFFICIENT_FUNDS' };
-            else {
-              expected = {
-                status: 201,
-                apply: (data) => {
-                  expectFields(data, {
-                    fromAccountId: from.id,
-                    toAccountId: to.id,
-                    amount: step.amount,
-                    currency: from.currency,
-                    status: step.pending ? 'pending' : 'posted',
-                  });
-                  if (step.pending) {
-                    from.reserved += step.amount;
-                    pendings.push({ id: data.id, from, to, amount: step.amount, state: 'pending' });
-                  } else {
-                    from.balance -= step.amount;
-                    to.balance += step.amount;
-                  }
-                },
-              };
-            }
-            await money(as, '/api/v1/transfers', body, expected);
-            break;
-          }
-          case 'post':
-          case 'void': {
-            if (pendings.length === 0) {
-              trace[trace.length - 1] += ' (skipped: no pending transfer)';
-              continue;
-            }
-            // Mostly an unresolved one; sometimes any, so that resolving twice is exercised too.
-            const unresolved = pendings.filter((candidate) => candidate.state === 'pending');
-            const pool = step.pending % 4 !== 0 && unresolved.length > 0 ? unresolved : pendings;
-            const pending = pool[Math.floor(step.pending / 4) % pool.length]!;
-            const as = sessionOf(step.actor, pending.from.owner);
-            let amount = pending.amount;
-            let body: Record<string, unknown> | undefined;
-            if (step.kind === 'post' && step.amount === 'partial') amount = Math.max(1, Math.floor(pending.amount / 2));
-            if (step.kind === 'post' && step.amount === 'over') amount = pending.amount + 1;
-            if (step.kind === 'post' && step.amount !== 'full') body = { amount };
-            let expected: Expected;
-            if (step.actor === 'stranger') expected = { status: 404, code: 'NOT_FOUND' };
-            else if (pending.state === 'posted') expected = { status: 409, code: 'PENDING_ALREADY_POSTED' };
-            else if (pending.state === 'voided') expected = { status: 409, code: 'PENDING_ALREADY_VOIDED' };
-            else if (amount > pending.amount) expected = { status: 422, code: 'AMOUNT_EXCEEDS_PENDING' };
-            else {
-              expected = {
-                status: 201,
-                apply: (data) => {
-                  expectFields(data, {
-                    pendingId: pending.id,
-                    fromAccountId: pending.from.id,
-                    toAccountId: pending.to.id,
-                    amount,
-                    status: step.kind === 'post' ? 'posted' : 'voided',
-                  });
-                  pending.from.reserved -= pending.amount;
-                  if (step.kind === 'post') {
-                    pending.from.balance -= amount;
-                    pending.to.balance += amount;
-                    pending.state = 'posted';
-                  } else {
-                    pending.state = 'voided';
-                  }
-                },
-              };
-            }
-            await money(as, `/api/v1/transfers/${pending.id}/${step.kind}`, body, expected);
-            break;
-          }
-          case 'replay': {
-            if (stored.length === 0) {
-              trace[trace.length - 1] += ' (skipped: nothing stored)';
-              continue;
-            }
-            const original = stored[step.request % stored.length]!;
-            const response = await send(original.as, original.path, original.body, original.key);
-            trace[trace.length - 1] += ` ${original.path} -> ${response.status}`;
-            if (response.status !== original.status || response.text !== original.text) {
-              fail(`replay of ${original.path}: first ${original.status} ${original.text}, now ${response.status} ${response.text}`);
-            }
-            if (response.headers.get('idempotent-replayed') !== 'true') fail('a replay lacks Idempotent-Replayed: true');
-            break;
-          }
-          case 'reuse': {
-            if (stored.length === 0) {
-              trace[trace.length - 1] += ' (skipped: nothing stored)';
-              continue;
-            }
-            const original = stored[step.request % stored.length]!;
-            let path = original.path;
-            let body: Record<string, unknown> | undefined;
-            if (path.endsWith('/void')) path = path.replace(/\/void$/, '/post'); // another endpoint, same key
-            else if (original.body && typeof original.body['amount'] === 'number') body = { ...original.body, amount: original.body['amount'] + 1 };
-            else body = { amount: 1 };
-            const response = await send(original.as, path, body, original.key);
-            trace[trace.length - 1] += ` ${path} -> ${response.status}`;
-            const code = (response.body as { error?: { code?: string } }).error?.code;
-            if (response.status !== 422 || code !== 'IDEMPOTENCY_KEY_REUSED') fail(`key reuse: ${response.status} ${response.text}`);
-            break;
-          }
+          await money(as, '/api/v1/transfers', body, expected);
+          break;
         }
-        await checkBalances();
+        case 'post':
+        case 'void': {
+          if (pendings.length === 0) {
+            trace[trace.length - 1] += ' (skipped: no pending transfer)';
+            continue;
+          }
+          // Mostly an unresolved one; sometimes any, so that resolving twice is exercised too.
+          const unresolved = pendings.filter((candidate) => candidate.state === 'pending');
+          const pool = step.pending % 4 !== 0 && unresolved.length > 0 ? unresolved : pendings;
+          const pending = pool[Math.floor(step.pending / 4) % pool.length]!;
+          const as = sessionOf(step.actor, pending.from.owner);
+          let amount = pending.amount;
+          let body: Record<string, unknown> | undefined;
+          if (step.kind === 'post' && step.amount === 'partial') amount = Math.max(1, Math.floor(pending.amount / 2));
+          if (step.kind === 'post' && step.amount === 'over') amount = pending.amount + 1;
+          if (step.kind === 'post' && step.amount !== 'full') body = { amount };
+          let expected: Expected;
+          if (step.actor === 'stranger') expected = { status: 404, code: 'NOT_FOUND' };
+          else if (pending.state === 'posted') expected = { status: 409, code: 'PENDING_ALREADY_POSTED' };
+          else if (pending.state === 'voided') expected = { status: 409, code: 'PENDING_ALREADY_VOIDED' };
+          else if (amount > pending.amount) expected = { status: 422, code: 'AMOUNT_EXCEEDS_PENDING' };
+          else {
+            expected = {
+              status: 201,
+              apply: (data) => {
+                expectFields(data, {
+                  pendingId: pending.id,
+                  fromAccountId: pending.from.id,
+                  toAccountId: pending.to.id,
+                  amount,
+                  status: step.kind === 'post' ? 'posted' : 'voided',
+                });
+                pending.from.reserved -= pending.amount;
+                if (step.kind === 'post') {
+                  pending.from.balance -= amount;
+                  pending.to.balance += amount;
+                  pending.state = 'posted';
+                } else {
+                  pending.state = 'voided';
+                }
+              },
+            };
+          }
+          await money(as, `/api/v1/transfers/${pending.id}/${step.kind}`, body, expected);
+          break;
+        }
+        case 'replay': {
+          if (stored.length === 0) {
+            trace[trace.length - 1] += ' (skipped: nothing stored)';
+            continue;
+          }
+          const original = stored[step.request % stored.length]!;
+          const response = await send(original.as, original.path, original.body, original.key);
+          trace[trace.length - 1] += ` ${original.path} -> ${response.status}`;
+          if (response.status !== original.status || response.text !== original.text) {
+            fail(`replay of ${original.path}: first ${original.status} ${original.text}, now ${response.status} ${response.text}`);
+          }
+          if (response.headers.get('idempotent-replayed') !== 'true') fail('a replay lacks Idempotent-Replayed: true');
+          break;
+        }
+        case 'reuse': {
+          if (stored.length === 0) {
+            trace[trace.length - 1] += ' (skipped: nothing stored)';
+            continue;
+          }
+          const original = stored[step.request % stored.length]!;
+          let path = original.path;
+          let body: Record<string, unknown> | undefined;
+          if (path.endsWith('/void')) path = path.replace(/\/void$/, '/post'); // another endpoint, same key
+          else if (original.body && typeof original.body['amount'] === 'number') body = { ...original.body, amount: original.body['amount'] + 1 };
+          else body = { amount: 1 };
+          const response = await send(original.as, path, body, original.key);
+          trace[trace.length - 1] += ` ${path} -> ${response.status}`;
+          const code = (response.body as { error?: { code?: string } }).error?.code;
+          if (response.status !== 422 || code !== 'IDEMPOTENCY_KEY_REUSED') fail(`key reuse: ${response.status} ${response.text}`);
+          break;
+        }
       }
-
-      // The statuses the service reports for pending transfers agree with the model.
-      for (const pending of pendings) {
-        const response = await client.get<{ data: { status: string } }>(`/api/v1/transfers/${pending.id}`, { token: admin.accessToken });
-        if (response.body.data.status !== pending.state) fail(`pending ${pending.id}: service ${response.text}, model ${pending.state}`);
-      }
+      await checkBalances();
     }
 
-    it('when random command sequences run, then the service agrees with the model after every step', { skip, timeout: 600_000 }, async () => {
-      const details = await fc.check(fc.asyncProperty(sequence, runSequence), {
-        numRuns: NUM_RUNS,
-        // Shrinking replays whole sequences against the server (the runs themselves take ~5 s): bound it.
-        interruptAfterTimeLimit: 90_000,
-      });
-      if (details.failed) {
-        const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
-        assert.fail(`${fc.defaultReportMessage(details) ?? 'model disagreement'}\nFirst disagreement of the shrunk sequence:\n${cause}`);
-      }
-      assert.equal(details.numRuns, NUM_RUNS, `only ${details.numRuns} of ${NUM_RUNS} sequences ran before the time limit`);
-    });
+    // The statuses the service reports for pending transfers agree with the model.
+    for (const pending of pendings) {
+      const response = await client.get<{ data: { status: string } }>(`/api/v1/transfers/${pending.id}`, { token: admin.accessToken });
+      if (response.body.data.status !== pending.state) fail(`pending ${pending.id}: service ${response.text}, model ${pending.state}`);
+    }
+  }
 
-    it('when the sequences are done, then checkLedger finds no violation', { skip }, async () => {
-      const report = await checkLedger(server.app.database.db);
-      assert.deepEqual(report.violations, {});
-      assert.equal(report.ok, true);
+  it('when random command sequences run, then the service agrees with the model after every step', { timeout: 600_000 }, async () => {
+    const details = await fc.check(fc.asyncProperty(sequence, runSequence), {
+      numRuns: NUM_RUNS,
+      // Shrinking replays whole sequences against the server (the runs themselves take ~5 s): bound it.
+      interruptAfterTimeLimit: 90_000,
     });
+    if (details.failed) {
+      const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+      assert.fail(`${fc.defaultReportMessage(details) ?? 'model disagreement'}\nFirst disagreement of the shrunk sequence:\n${cause}`);
+    }
+    assert.equal(details.numRuns, NUM_RUNS, `only ${details.numRuns} of ${NUM_RUNS} sequences ran before the time limit`);
   });
-}
+
+  it('when the sequences are done, then checkLedger finds no violation', async () => {
+    const report = await checkLedger(server.app.database.db);
+    assert.deepEqual(report.violations, {});
+    assert.equal(report.ok, true);
+  });
+});

@@ -12,7 +12,7 @@ import pg from 'pg';
 import { loginAdmin, registerAndLogin, type Session } from '../helpers/auth.js';
 import type { ApiResponse } from '../helpers/client.js';
 import { expectError } from '../helpers/errors.js';
-import { eventually } from '../helpers/poll.js';
+import { eventually, untilLockWaiters } from '../helpers/poll.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import type { TestServer } from '../helpers/server.js';
 
@@ -212,24 +212,14 @@ describeOnBackends('credential races', ({ backend, it, before, startServer }) =>
         const blocker = new pg.Client({ connectionString: server.database.databaseUrl });
         await blocker.connect();
         try {
-          const waitingOnLocks = async (count: number) => {
-            for (let attempt = 0; attempt < 200; attempt++) {
-              const { rows } = await blocker.query<{ waiting: number }>(
-                "select count(*)::int as waiting from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'",
-              );
-              if ((rows[0]?.waiting ?? 0) >= count) return;
-              await sleep(10);
-            }
-            assert.fail(`expected ${count} statements waiting on the held row`);
-          };
           await blocker.query('begin');
           await blocker.query('select 1 from refresh_tokens where id = $1 for update', [presented.id]);
           // The rotation queues on the row first; the logout-all bumps the version, then queues behind it
           // with its revoke's snapshot already taken: the successor the rotation inserts is not in it.
           const rotation = refresh(session.refreshToken);
-          await waitingOnLocks(1);
+          await untilLockWaiters(blocker, 1, 'the held row', 200);
           const logoutAll = client().post(LOGOUT_ALL, undefined, { token: session.accessToken });
-          await waitingOnLocks(2);
+          await untilLockWaiters(blocker, 2, 'the held row', 200);
           await blocker.query('commit');
 
           assert.equal((await logoutAll).status, 204);

@@ -1,2 +1,2 @@
-export { ROLES, authorize, can, scopeOf, type Permission, type Principal, type Role } from './permissions.js';
+export { authorize, can, scopeOf, type Permission, type Principal, type Role } from './permissions.js';
 export { principalOf, requirePermission } from './http.js';

@@ -3,7 +3,7 @@
 // an operation the role never allows is FORBIDDEN, a resource the principal may not see is NOT_FOUND.
 import { forbidden, notFound } from '../../platform/errors.js';
 
-export const ROLES = ['user', 'admin'] as const;
+const ROLES = ['user', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
 /** Who is calling: resolved per request from a verified token and the user's current state. */

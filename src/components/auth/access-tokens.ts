@@ -7,7 +7,7 @@ import { LRUCache } from 'lru-cache';
 import { invalidAccessToken } from './auth.errors.js';
 import { SIGNING_ALGORITHM, type SigningKeys } from './signing-keys.js';
 
-export const ISSUER = 'bastion';
+const ISSUER = 'bastion';
 
 export interface AccessClaims {
   readonly userId: string;

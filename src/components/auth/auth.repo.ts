@@ -3,7 +3,7 @@ import { sql, type Generated } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
 import { isLiveAtTokenVersion } from '../users/index.js';
 
-export interface SigningKeysTable {
+interface SigningKeysTable {
   kid: string;
   algorithm: string;
   public_jwk: Record<string, unknown>;
@@ -12,13 +12,13 @@ export interface SigningKeysTable {
   retired_at: Date | null;
 }
 
-export interface AuthSecretsTable {
+interface AuthSecretsTable {
   name: string;
   secret: Uint8Array;
   created_at: Generated<Date>;
 }
 
-export interface RefreshTokensTable {
+interface RefreshTokensTable {
   id: string;
   family_id: string;
   user_id: string;
@@ -43,7 +43,7 @@ declare module '../../platform/db/tables.js' {
 // ---- signing keys ----
 
 /** Keys that may still verify a token: unretired, or retired less than `graceSeconds` ago. */
-export interface SigningKeyRow {
+interface SigningKeyRow {
   kid: string;
   public_jwk: Record<string, unknown>;
   private_jwk: Record<string, unknown>;
@@ -140,7 +140,7 @@ export async function insertRefreshToken(
   return result.rows.length > 0;
 }
 
-export interface RotatedToken {
+interface RotatedToken {
   readonly id: string;
   readonly familyId: string;
   readonly userId: string;
@@ -175,7 +175,7 @@ export async function rotateRefreshToken(
   return row ? { id: row.id, familyId: row.family_id, userId: row.user_id, tokenVersion: row.token_version } : undefined;
 }
 
-export interface PresentedToken {
+interface PresentedToken {
   readonly familyId: string;
   readonly userId: string;
   readonly tokenVersion: number;

@@ -51,7 +51,7 @@ const PURGE_INTERVAL_MS = 3_600_000;
 /** Families per delete statement: keeps each purge transaction short on a large table. */
 const PURGE_BATCH_FAMILIES = 1_000;
 
-export interface AuthServiceDeps {
+interface AuthServiceDeps {
   readonly database: Database;
   readonly users: UsersService;
   readonly accessTokens: AccessTokens;

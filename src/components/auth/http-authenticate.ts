@@ -18,7 +18,7 @@ const BEARER = /^Bearer\s+(\S+)\s*$/i;
  * Callback style on purpose: with the token verified before and the user's state in memory (the
  * common case) auth.authenticate answers synchronously, and the request goes on without a promise hop.
  */
-export function authenticateHook(auth: AuthService) {
+function authenticateHook(auth: AuthService) {
   return (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void): void => {
     const header = request.headers.authorization;
     const token = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined;

@@ -63,7 +63,7 @@ export async function openBytes(sealer: KeySealer | undefined, stored: Uint8Arra
 }
 
 /** A sealed private JWK as stored in a jsonb column. */
-export type SealedJwk = { readonly sealed: string };
+type SealedJwk = { readonly sealed: string };
 
 export const isSealedJwk = (stored: Record<string, unknown>): stored is Record<string, unknown> & SealedJwk =>
   typeof stored['sealed'] === 'string';

@@ -21,7 +21,7 @@ export interface LoginThrottle {
   refund(key: string): Promise<void>;
 }
 
-export interface LoginThrottleOptions {
+interface LoginThrottleOptions {
   readonly maxFailures: number;
   readonly windowSeconds: number;
 }

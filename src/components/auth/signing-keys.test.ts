@@ -3,10 +3,9 @@
 // Run on a real database of each backend; "another instance" is a second key set on the same database.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { KyselyPlugin } from 'kysely';
-import { backends, type TestDatabase } from '../../../test/helpers/backends.js';
+import { describeOnBackends } from '../../../test/helpers/describe-on-backends.js';
 import { openDatabase, type Database } from '../../platform/db/index.js';
 import { migrate } from '../../platform/db/migrate.js';
 import { createLogger } from '../../platform/logger.js';
@@ -61,77 +60,67 @@ function counted(database: Database): { database: Database; queries: () => numbe
   return { database: { ...database, db: database.db.withPlugin(counter) }, queries: () => queries };
 }
 
-for (const backend of backends) {
-  describe(`signing keys under a flood of unknown kids [${backend.name}]`, async () => {
-    const skip = await backend.skipReason();
-    let testDatabase: TestDatabase | undefined;
-    let database: Database;
-    const keySets: SigningKeys[] = [];
+describeOnBackends('signing keys under a flood of unknown kids', ({ it, before, createDatabase, defer }) => {
+  let database: Database;
 
-    before(async () => {
-      if (skip) return;
-      testDatabase = await backend.createDatabase();
-      database = await openDatabase({ databaseUrl: testDatabase.databaseUrl, dataDir: testDatabase.dataDir, poolSize: 4, logger });
-      await migrate(database);
-    });
-    after(async () => {
-      for (const keys of keySets) keys.stop();
-      await database?.close();
-      await testDatabase?.drop();
-    });
-
-    const instance = async (on: Database = database): Promise<{ keys: SigningKeys; tokens: AccessTokens }> => {
-      const keys = await loadSigningKeys({ database: on, logger, retiredKeyGraceSeconds: 1_200 });
-      keySets.push(keys);
-      return { keys, tokens: createAccessTokens({ keys, ttlSeconds: 900 }) };
-    };
-
-    it('when unknown kids flood in for 3 s, then the key set is reloaded at most once a second', { skip, timeout: 30_000 }, async () => {
-      const observed = counted(database);
-      const { tokens } = await instance(observed.database);
-      const afterLoad = observed.queries();
-      const started = performance.now();
-      const load = flood(tokens);
-      await sleep(3_000);
-      await load.stop();
-      const elapsedMs = performance.now() - started;
-      const reloads = observed.queries() - afterLoad;
-      const allowed = Math.ceil(elapsedMs / RELOAD_INTERVAL_MS) + 1;
-      process.stdout.write(`# ${load.sent()} unknown-kid verifications in ${elapsedMs.toFixed(0)} ms: ${reloads} reloads\n`);
-      assert.ok(reloads <= allowed, `${reloads} reloads in ${elapsedMs.toFixed(0)} ms (at most ${allowed})`);
-    });
-
-    it('when a key is rotated in during a flood, then a token signed by it verifies within one reload interval', { skip, timeout: 30_000 }, async () => {
-      const { tokens: verifier } = await instance();
-      const load = flood(verifier);
-      try {
-        await sleep(200); // the flood is steady, and has just made the verifier reload
-        await rotateSigningKey(database); // what `keys rotate` does
-        const { keys: rotatedIn, tokens: issuer } = await instance(); // an instance started after the rotation
-        const genuine = await issuer.issue({ userId: randomUUID(), tokenVersion: 0, role: 'user', sessionId: randomUUID() });
-        assert.equal(JSON.parse(Buffer.from(genuine.split('.')[0] ?? '', 'base64url').toString()).kid, rotatedIn.signingKey().kid);
-
-        const since = performance.now();
-        let attempts = 0;
-        for (;;) {
-          attempts++;
-          const verified = await Promise.resolve().then(() => verifier.verify(genuine)).then(
-            () => true,
-            () => false,
-          );
-          if (verified) break;
-          assert.ok(performance.now() - since < 10_000, 'the rotated-in key was never loaded');
-          await sleep(10);
-        }
-        const delayMs = performance.now() - since;
-        process.stdout.write(`# genuine token of the new key verified after ${delayMs.toFixed(0)} ms (${attempts} attempts, ${load.sent()} flood tokens)\n`);
-        assert.ok(
-          delayMs <= RELOAD_INTERVAL_MS + MARGIN_MS,
-          `the flood held the new key back for ${delayMs.toFixed(0)} ms (${attempts} attempts); bound ${RELOAD_INTERVAL_MS} + ${MARGIN_MS} ms`,
-        );
-      } finally {
-        await load.stop();
-      }
-    });
+  before(async () => {
+    const testDatabase = await createDatabase();
+    database = await openDatabase({ databaseUrl: testDatabase.databaseUrl, dataDir: testDatabase.dataDir, poolSize: 4, logger });
+    defer(() => database.close());
+    await migrate(database);
   });
-}
+
+  const instance = async (on: Database = database): Promise<{ keys: SigningKeys; tokens: AccessTokens }> => {
+    const keys = await loadSigningKeys({ database: on, logger, retiredKeyGraceSeconds: 1_200 });
+    defer(() => keys.stop());
+    return { keys, tokens: createAccessTokens({ keys, ttlSeconds: 900 }) };
+  };
+
+  it('when unknown kids flood in for 3 s, then the key set is reloaded at most once a second', { timeout: 30_000 }, async () => {
+    const observed = counted(database);
+    const { tokens } = await instance(observed.database);
+    const afterLoad = observed.queries();
+    const started = performance.now();
+    const load = flood(tokens);
+    await sleep(3_000);
+    await load.stop();
+    const elapsedMs = performance.now() - started;
+    const reloads = observed.queries() - afterLoad;
+    const allowed = Math.ceil(elapsedMs / RELOAD_INTERVAL_MS) + 1;
+    process.stdout.write(`# ${load.sent()} unknown-kid verifications in ${elapsedMs.toFixed(0)} ms: ${reloads} reloads\n`);
+    assert.ok(reloads <= allowed, `${reloads} reloads in ${elapsedMs.toFixed(0)} ms (at most ${allowed})`);
+  });
+
+  it('when a key is rotated in during a flood, then a token signed by it verifies within one reload interval', { timeout: 30_000 }, async () => {
+    const { tokens: verifier } = await instance();
+    const load = flood(verifier);
+    try {
+      await sleep(200); // the flood is steady, and has just made the verifier reload
+      await rotateSigningKey(database); // what `keys rotate` does
+      const { keys: rotatedIn, tokens: issuer } = await instance(); // an instance started after the rotation
+      const genuine = await issuer.issue({ userId: randomUUID(), tokenVersion: 0, role: 'user', sessionId: randomUUID() });
+      assert.equal(JSON.parse(Buffer.from(genuine.split('.')[0] ?? '', 'base64url').toString()).kid, rotatedIn.signingKey().kid);
+
+      const since = performance.now();
+      let attempts = 0;
+      for (;;) {
+        attempts++;
+        const verified = await Promise.resolve().then(() => verifier.verify(genuine)).then(
+          () => true,
+          () => false,
+        );
+        if (verified) break;
+        assert.ok(performance.now() - since < 10_000, 'the rotated-in key was never loaded');
+        await sleep(10);
+      }
+      const delayMs = performance.now() - since;
+      process.stdout.write(`# genuine token of the new key verified after ${delayMs.toFixed(0)} ms (${attempts} attempts, ${load.sent()} flood tokens)\n`);
+      assert.ok(
+        delayMs <= RELOAD_INTERVAL_MS + MARGIN_MS,
+        `the flood held the new key back for ${delayMs.toFixed(0)} ms (${attempts} attempts); bound ${RELOAD_INTERVAL_MS} + ${MARGIN_MS} ms`,
+      );
+    } finally {
+      await load.stop();
+    }
+  });
+});

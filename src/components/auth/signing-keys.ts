@@ -17,7 +17,7 @@ export const SIGNING_ALGORITHM = 'EdDSA';
 const KEY_BOOTSTRAP_LOCK = 0x6b65_7973; // "keys"
 const UNKNOWN_KID_RELOAD_INTERVAL_MS = 1_000;
 
-export interface PublicJwk {
+interface PublicJwk {
   kty: string;
   crv: string;
   x: string;

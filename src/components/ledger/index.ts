@@ -2,7 +2,7 @@
 import { fileURLToPath } from 'node:url';
 import type { RoutineFile } from '../../platform/db/migrate.js';
 
-export { checkLedger, type LedgerCheckReport } from './ledger.check.js';
+export { checkLedger } from './ledger.check.js';
 export { ledgerRoutes } from './http.js';
 export {
   createLedgerService,

@@ -3,7 +3,7 @@
 import { sql } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
 
-export interface LedgerCheckReport {
+interface LedgerCheckReport {
   readonly ok: boolean;
   readonly violations: Readonly<Record<string, readonly string[]>>;
   readonly counts: { readonly accounts: number; readonly transfers: number; readonly entries: number };

@@ -4,7 +4,7 @@
 import { sql, type Generated } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
 
-export interface AccountsTable {
+interface AccountsTable {
   id: string;
   owner_id: string | null;
   currency: string;
@@ -16,7 +16,7 @@ export interface AccountsTable {
   closed_at: Date | null;
 }
 
-export interface TransfersTable {
+interface TransfersTable {
   id: string;
   kind: TransferKind;
   from_account_id: string;
@@ -31,13 +31,13 @@ export interface TransfersTable {
   created_at: Date;
 }
 
-export interface SystemAccountShardsTable {
+interface SystemAccountShardsTable {
   account_id: string;
   shard: number;
   balance: number | bigint;
 }
 
-export interface EntriesTable {
+interface EntriesTable {
   id: Generated<number>;
   transfer_id: string;
   account_id: string;
@@ -46,7 +46,7 @@ export interface EntriesTable {
 }
 
 /** A keyed request's domain outcome, for its replays (written by ledger_apply, ledger.sql). */
-export interface IdempotencyKeysTable {
+interface IdempotencyKeysTable {
   principal_id: string;
   key: string;
   fingerprint: Uint8Array;
@@ -69,7 +69,7 @@ declare module '../../platform/db/tables.js' {
   }
 }
 
-export type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'post' | 'void' | 'expire';
+type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'post' | 'void' | 'expire';
 
 export interface AccountRow extends Omit<AccountsTable, 'balance' | 'pending_debits' | 'closed_at'> {
   balance: number | bigint;
@@ -166,7 +166,7 @@ export async function listAccounts(
 }
 
 /** Outcomes by name, as ledger.sql returns them; the rule order is in that file's header. */
-export const MOVE_OUTCOMES = [
+const MOVE_OUTCOMES = [
   'OK',
   'ACCOUNT_NOT_FOUND',
   'COUNTERPARTY_NOT_FOUND',
@@ -174,7 +174,7 @@ export const MOVE_OUTCOMES = [
   'INSUFFICIENT_FUNDS',
   'BALANCE_LIMIT_EXCEEDED',
 ] as const;
-export const RESOLVE_OUTCOMES = [
+const RESOLVE_OUTCOMES = [
   'OK',
   'TRANSFER_NOT_FOUND',
   'PENDING_ALREADY_POSTED',

@@ -3,9 +3,9 @@ import { Type } from 'typebox';
 import { MAX_PAGE, StoredText } from '../../platform/http.js';
 
 /** Currencies in active use (ISO 4217, per the ICU data Node ships): `usd` and `QQQ` are rejected. */
-export const ACTIVE_CURRENCIES: readonly string[] = Intl.supportedValuesOf('currency');
+const ACTIVE_CURRENCIES: readonly string[] = Intl.supportedValuesOf('currency');
 
-export const Amount = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Minor units (cents)' });
+const Amount = Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER, description: 'Minor units (cents)' });
 const Uuid = Type.String({ format: 'uuid' });
 const Description = StoredText({ maxLength: 500 });
 

@@ -13,18 +13,18 @@ import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeEr
 import * as repo from './ledger.repo.js';
 import { createMoveBatcher } from './move-batcher.js';
 
-export const SYSTEM_ACCOUNT_SHARDS = 32;
+const SYSTEM_ACCOUNT_SHARDS = 32;
 const MAX_ATTEMPTS = 8;
 const RETRYABLE_STATES = new Set(['40001', '40P01', '55P03']);
 
-export type TransferStatus = 'posted' | 'pending' | 'voided' | 'expired';
+type TransferStatus = 'posted' | 'pending' | 'voided' | 'expired';
 
 /**
  * Minor units, exact. A user balance is at most 2^53 - 1, a number; a system account's is minus the
  * sum of its currency's user balances and may pass 2^53 (or bigint's 2^63): then a bigint, which the
  * response schema writes as the exact JSON integer.
  */
-export type Balance = number | bigint;
+type Balance = number | bigint;
 
 export interface Account {
   readonly id: string;
@@ -93,7 +93,7 @@ export interface ResolveCommand {
   readonly amount?: number;
 }
 
-export interface Page<T> {
+interface Page<T> {
   data: T[];
   meta: { page: number; limit: number; total: number; totalPages: number };
 }
@@ -131,7 +131,7 @@ export interface LedgerService {
   stopBackgroundWork(): void;
 }
 
-export interface LedgerServiceDeps {
+interface LedgerServiceDeps {
   readonly database: Database;
   readonly users: UsersService;
   readonly logger: Logger;

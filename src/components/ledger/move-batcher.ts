@@ -17,7 +17,7 @@ interface Queued {
   readonly reject: (error: unknown) => void;
 }
 
-export interface MoveBatcher {
+interface MoveBatcher {
   submit(input: repo.LedgerRequest): Promise<repo.LedgerResult>;
 }
 

@@ -1,5 +1,5 @@
 // The users component's public surface.
-export { createPasswordHasher, OWASP_ARGON2ID, type PasswordHasher } from './passwords.js';
+export { createPasswordHasher, type PasswordHasher } from './passwords.js';
 export {
   createUsersService,
   toUser,

@@ -10,15 +10,15 @@ import type { PasswordJob } from './password-worker.js';
 
 const ARGON2ID = 2 as Algorithm; // Algorithm.Argon2id (a const enum, not importable under isolatedModules)
 
-export interface Argon2Parameters {
+interface Argon2Parameters {
   readonly memoryCostKib: number;
   readonly timeCost: number;
   readonly parallelism: number;
 }
 
-export const OWASP_ARGON2ID: Argon2Parameters = { memoryCostKib: 19_456, timeCost: 2, parallelism: 1 };
+const OWASP_ARGON2ID: Argon2Parameters = { memoryCostKib: 19_456, timeCost: 2, parallelism: 1 };
 
-export interface PasswordCheck {
+interface PasswordCheck {
   readonly ok: boolean;
   /** The stored hash is bcrypt or argon2 with other parameters: store a fresh hash. */
   readonly needsRehash: boolean;

@@ -4,7 +4,7 @@ import type { Role } from '../access/index.js';
 import { sqlState, UNIQUE_VIOLATION, type Executor } from '../../platform/db/index.js';
 import { emailTaken } from './users.errors.js';
 
-export interface UsersTable {
+interface UsersTable {
   id: string;
   email: string;
   name: string;

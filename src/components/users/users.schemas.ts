@@ -2,7 +2,7 @@
 import { Type, type Static } from 'typebox';
 import { Email, StoredText } from '../../platform/http.js';
 
-export const RoleSchema = Type.Enum(['user', 'admin']);
+const RoleSchema = Type.Enum(['user', 'admin']);
 const Name = StoredText({ minLength: 1, maxLength: 100 });
 const Password = Type.String({ minLength: 8, maxLength: 128 });
 

@@ -77,7 +77,7 @@ export interface CredentialPauses {
   afterPasswordCheck?(userId: string): Promise<void>;
 }
 
-export interface UsersServiceDeps {
+interface UsersServiceDeps {
   readonly database: Database;
   readonly passwords: PasswordHasher;
   readonly stateCache: ReadThroughCache<UserState>;
@@ -92,7 +92,7 @@ export interface UsersServiceDeps {
  */
 const MAX_PASSWORD_CHANGE_ATTEMPTS = 3;
 
-export function toUserState(row: repo.UserRow): UserState {
+function toUserState(row: repo.UserRow): UserState {
   return {
     id: row.id,
     email: row.email,

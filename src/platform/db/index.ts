@@ -14,7 +14,6 @@ import { lockDataDir } from './data-dir-lock.js';
 import { Mutex, PGliteDialect } from './pglite-dialect.js';
 import type { Tables } from './tables.js';
 
-export type { Tables };
 /** What repos run queries on: the database itself or an open transaction. */
 export type Executor = Kysely<Tables>;
 export type Tx = Transaction<Tables>;
@@ -35,7 +34,7 @@ export interface Database {
   close(): Promise<void>;
 }
 
-export interface DatabaseOptions {
+interface DatabaseOptions {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly poolSize: number;

@@ -11,7 +11,7 @@ import type { Database, ExclusiveSession } from './index.js';
 const MIGRATION_LOCK_KEY = 0x6261_7374; // "bast"
 const FILE_PATTERN = /^(\d{4})_([a-z0-9_]+)\.sql$/;
 
-export const defaultMigrationsDir = (): string => {
+const defaultMigrationsDir = (): string => {
   // Works from src/ (tsx) and dist/src/ (compiled): walk up to the folder that holds migrations/.
   const here = path.dirname(fileURLToPath(import.meta.url));
   const fromSource = path.resolve(here, '../../../migrations');
@@ -25,7 +25,7 @@ export interface RoutineFile {
   readonly path: string;
 }
 
-export interface MigrateOptions {
+interface MigrateOptions {
   readonly migrationsDir?: string;
   readonly routines?: readonly RoutineFile[];
 }
