@@ -152,7 +152,7 @@ export function loadConfig(env: Env = process.env): Config {
     idempotencyKeyTtlSeconds: integer('IDEMPOTENCY_KEY_TTL_SECONDS', 86_400, 86_400, 31_536_000),
     pendingSweepIntervalMs: integer('PENDING_SWEEP_INTERVAL_MS', 1_000, 50, 3_600_000),
     ledgerBatchSize: integer('LEDGER_BATCH_SIZE', 64, 1, 1_000),
-    ledgerBatchConcurrency: integer('LEDGER_BATCH_CONCURRENCY', 2, 1, 64),
+    ledgerBatchConcurrency: integer('LEDGER_BATCH_CONCURRENCY', 1, 1, 64),
   };
   if (config.workers > 1 && (databaseUrl === undefined || redisUrl === undefined)) {
     // PGlite belongs to one process; and without Redis each worker would keep its own rate limits,

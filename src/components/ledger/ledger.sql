@@ -265,7 +265,13 @@ create or replace function ledger_apply(p_items jsonb, p_shard smallint)
 returns table (item integer, result text, outcome text, request_id text, transfer_id uuid, kind text,
                from_account_id uuid, to_account_id uuid, amount bigint, currency text, pending boolean,
                pending_id uuid, expires_at timestamptz, description text, created_at timestamptz)
-language plpgsql as $$
+language plpgsql
+-- Every lookup here is by key into a table that grows (accounts, transfers, idempotency keys) from a
+-- batch of at most a few hundred rows: index probes, always. The plans are cached (generic after
+-- five calls, possibly while the tables were empty), and a hash join or a sequential scan chosen
+-- then would cost more with every transfer written since.
+set enable_seqscan = off set enable_hashjoin = off set enable_mergejoin = off
+as $$
 #variable_conflict use_column
 declare
   v_count integer := jsonb_array_length(p_items);
