@@ -24,6 +24,7 @@ import { createLoggers, type Logger } from './platform/logger.js';
 import { createLocalGcra, createSharedGcra } from './platform/rate-limit.js';
 import { connectRedis, type RedisConnection } from './platform/redis.js';
 import { buildServer } from './transports/http.js';
+import { createGrpcServer, type GrpcServer } from './transports/grpc/server.js';
 
 export interface Application {
   readonly config: Config;
@@ -34,7 +35,9 @@ export interface Application {
   readonly auth: AuthService;
   readonly ledger: LedgerService;
   readonly http: FastifyInstance;
-  /** Marks the service as shutting down (readiness 503), then closes HTTP, timers and pools. */
+  /** The gRPC server (not yet listening: main listens on GRPC_PORT); undefined when GRPC_PORT is unset. */
+  readonly grpc: GrpcServer | undefined;
+  /** Marks the service as shutting down (readiness 503), then closes HTTP and gRPC, timers and pools. */
   close(): Promise<void>;
 }
 
@@ -122,6 +125,8 @@ export async function createApplication(config: Config, options: ApplicationOpti
     }
 
     let shuttingDown = false;
+    // One limiter for every transport: a client's REST and gRPC calls count against one budget.
+    const rateLimiter = redis ? createSharedGcra(redis) : createLocalGcra();
     const http = await buildServer({
       config,
       logger,
@@ -131,7 +136,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       ledger,
       signingKeys,
       metrics,
-      rateLimiter: redis ? createSharedGcra(redis) : createLocalGcra(),
+      rateLimiter,
       readiness: {
         database: async () => (await database.ping(1_000), 'ok'),
         // Redis away is degraded, not down: the service keeps serving on in-process equivalents.
@@ -139,6 +144,20 @@ export async function createApplication(config: Config, options: ApplicationOpti
       },
       isShuttingDown: () => shuttingDown,
     });
+    const grpc =
+      config.grpcPort === undefined
+        ? undefined
+        : createGrpcServer({
+            logger,
+            users,
+            auth,
+            ledger,
+            rateLimiter,
+            rateLimitMax: config.rateLimitMax,
+            rateLimitWindowMs: config.rateLimitWindowMs,
+            isReady: () => database.ping(1_000).then(() => true, () => false),
+            isShuttingDown: () => shuttingDown,
+          });
 
     ledger.startBackgroundWork();
     auth.startBackgroundWork();
@@ -152,10 +171,11 @@ export async function createApplication(config: Config, options: ApplicationOpti
       auth,
       ledger,
       http,
+      grpc,
       async close() {
         shuttingDown = true;
         try {
-          await http.close();
+          await Promise.all([http.close(), grpc?.close()]);
         } finally {
           ledger.stopBackgroundWork();
           auth.stopBackgroundWork();

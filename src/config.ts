@@ -7,6 +7,8 @@ export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' |
 export interface Config {
   readonly port: number;
   readonly host: string;
+  /** The gRPC (HTTP/2 cleartext) listener's port on HOST; unset: no gRPC listener. */
+  readonly grpcPort: number | undefined;
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly redisUrl: string | undefined;
@@ -35,6 +37,16 @@ export interface Config {
   readonly pendingSweepIntervalMs: number;
   readonly ledgerBatchSize: number;
   readonly ledgerBatchConcurrency: number;
+  /** GraphQL introspection (__schema, __type); off unless enabled: the SDL is published as schema.graphql. */
+  readonly graphqlIntrospection: boolean;
+  /** The GraphiQL IDE at /graphiql; off unless enabled. */
+  readonly graphiql: boolean;
+  /** Deepest nesting of fields a GraphQL document may select. */
+  readonly graphqlMaxDepth: number;
+  /** Most object fields a GraphQL document may select, list sizes multiplied in. */
+  readonly graphqlMaxCost: number;
+  /** Most aliased fields in one GraphQL document (alias amplification). */
+  readonly graphqlMaxAliases: number;
 }
 
 export class ConfigError extends Error {
@@ -125,6 +137,7 @@ export function loadConfig(env: Env = process.env): Config {
   const config: Config = {
     port: integer('PORT', 3000, 0, 65535),
     host: read('HOST') ?? '0.0.0.0',
+    grpcPort: read('GRPC_PORT') === undefined ? undefined : integer('GRPC_PORT', 0, 0, 65535),
     databaseUrl,
     dataDir: read('DATA_DIR') ?? './data',
     redisUrl,
@@ -153,11 +166,22 @@ export function loadConfig(env: Env = process.env): Config {
     pendingSweepIntervalMs: integer('PENDING_SWEEP_INTERVAL_MS', 1_000, 50, 3_600_000),
     ledgerBatchSize: integer('LEDGER_BATCH_SIZE', 64, 1, 1_000),
     ledgerBatchConcurrency: integer('LEDGER_BATCH_CONCURRENCY', 1, 1, 64),
+    graphqlIntrospection: boolean('GRAPHQL_INTROSPECTION', false),
+    graphiql: boolean('GRAPHIQL', false),
+    graphqlMaxDepth: integer('GRAPHQL_MAX_DEPTH', 8, 1, 100),
+    graphqlMaxCost: integer('GRAPHQL_MAX_COST', 1_000, 1, 1_000_000),
+    graphqlMaxAliases: integer('GRAPHQL_MAX_ALIASES', 10, 0, 1_000),
   };
+  if (config.graphiql && !config.graphqlIntrospection) {
+    problems.push('GRAPHIQL: the GraphiQL IDE reads the schema by introspection: set GRAPHQL_INTROSPECTION=true as well');
+  }
   if (config.workers > 1 && (databaseUrl === undefined || redisUrl === undefined)) {
     // PGlite belongs to one process; and without Redis each worker would keep its own rate limits,
     // login-failure counts and cache, so the workers would not behave as one service.
     problems.push('WORKERS: several worker processes need DATABASE_URL and REDIS_URL');
+  }
+  if (config.grpcPort !== undefined && config.grpcPort !== 0 && config.grpcPort === config.port) {
+    problems.push(`GRPC_PORT: must differ from PORT (${config.port}): gRPC has its own HTTP/2 listener`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

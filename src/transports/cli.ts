@@ -190,6 +190,7 @@ async function serve(config: Config): Promise<number> {
       const deadline = setTimeout(() => {
         logger.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown: timed out, closing connections');
         http.server.closeAllConnections();
+        running.grpc?.destroyConnections();
         resolve(1);
       }, config.shutdownTimeoutMs);
       deadline.unref();
@@ -212,6 +213,10 @@ async function serve(config: Config): Promise<number> {
         if (stopping) return drain(created, 'SIGTERM');
         const address = await created.http.listen({ port: config.port, host: config.host });
         created.logger.info({ address, pid: process.pid }, `Server listening at ${address}`);
+        if (created.grpc && config.grpcPort !== undefined) {
+          const grpcPort = await created.grpc.listen(config.grpcPort, config.host);
+          created.logger.info({ port: grpcPort, pid: process.pid }, `gRPC (h2c) listening on ${config.host}:${grpcPort}`);
+        }
       })
       .catch((error: unknown) => {
         // A start that fails (database unreachable, port taken) is one clear line, not a trace.

@@ -17,6 +17,7 @@ import { registerAccessLog } from './http/access-log.js';
 import { admissionHook } from './http/admission.js';
 import { registerCors } from './http/cors.js';
 import { registerDocs } from './http/docs.js';
+import { graphqlTransport } from './graphql/plugin.js';
 import { registerErrorHandlers } from './http/error-handler.js';
 import { acceptJsonBodiesOnly } from './http/json-parser.js';
 import { registerMetricsRoute } from './http/metrics-route.js';
@@ -78,5 +79,21 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     },
     { prefix: '/api/v1' },
   );
+  await app.register(graphqlTransport, {
+    users: deps.users,
+    auth: deps.auth,
+    ledger: deps.ledger,
+    logger: deps.logger,
+    rateLimiter: deps.rateLimiter,
+    rateLimitMax: config.rateLimitMax,
+    rateLimitWindowMs: config.rateLimitWindowMs,
+    limits: {
+      maxDepth: config.graphqlMaxDepth,
+      maxCost: config.graphqlMaxCost,
+      maxAliases: config.graphqlMaxAliases,
+      introspection: config.graphqlIntrospection,
+    },
+    graphiql: config.graphiql,
+  });
   return app;
 }

@@ -1,0 +1,89 @@
+// The GraphQL transport: Mercurius at POST/GET /graphql over the same services as REST. Encapsulated
+// (a plain plugin, registered by buildServer): Mercurius' error handler and formatter, and the rate
+// limit hook, apply to its routes only.
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
+import mercurius, { type IResolvers } from 'mercurius';
+import type { Principal } from '../../components/access/index.js';
+import type { AuthService } from '../../components/auth/index.js';
+import type { LedgerService } from '../../components/ledger/index.js';
+import type { UsersService } from '../../components/users/index.js';
+import { unauthenticated } from '../../platform/errors.js';
+import type { Logger } from '../../platform/logger.js';
+import type { Gcra } from '../../platform/rate-limit.js';
+import { rateLimitHook } from '../http/rate-limit-hook.js';
+import { createErrorFormatter } from './errors.js';
+import { queryLimitRule, type QueryLimits } from './limits.js';
+import { createLoaders, type Loaders } from './loaders.js';
+import { createResolvers, type GraphqlContext } from './resolvers.js';
+import { typeDefs } from './schema.js';
+
+export interface GraphqlOptions {
+  readonly users: UsersService;
+  readonly auth: AuthService;
+  readonly ledger: LedgerService;
+  readonly logger: Logger;
+  readonly rateLimiter: Gcra;
+  readonly rateLimitMax: number;
+  readonly rateLimitWindowMs: number;
+  readonly limits: QueryLimits;
+  readonly graphiql: boolean;
+}
+
+const BEARER = /^Bearer\s+(\S+)\s*$/i;
+
+const GRAPHIQL_CSP =
+  "default-src 'self'; script-src 'self' https://unpkg.com; style-src 'self' 'unsafe-inline' https://unpkg.com; " +
+  "img-src 'self' data:; font-src 'self' data: https://unpkg.com; connect-src 'self'; worker-src 'self'; frame-ancestors 'none'";
+
+/**
+ * The caller, authenticated on first use (register and login need none), as REST's authenticate
+ * hook does: the same token syntax, the same auth.authenticate, the same UNAUTHENTICATED.
+ */
+function principalOnDemand(auth: AuthService, request: FastifyRequest): () => Promise<Principal> {
+  let principal: Promise<Principal> | undefined;
+  return () => {
+    principal ??= (async () => {
+      const header = request.headers.authorization;
+      const token = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined;
+      if (!token) throw unauthenticated('Authentication required: send Authorization: Bearer <token>');
+      return auth.authenticate(token);
+    })();
+    return principal;
+  };
+}
+
+export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, options) => {
+  const services = { users: options.users, auth: options.auth, ledger: options.ledger };
+  // As on /api/: per client, before anything is parsed.
+  app.addHook('onRequest', rateLimitHook(options.rateLimiter, options.rateLimitMax, options.rateLimitWindowMs));
+  if (options.graphiql) {
+    // GraphiQL is an HTML page whose scripts and styles Mercurius loads from unpkg: it needs its own
+    // policy instead of the API's `default-src 'none'`, as /docs does (only when it is enabled).
+    app.addHook('onRequest', (request, reply, done) => {
+      if (request.url.startsWith('/graphiql')) void reply.header('content-security-policy', GRAPHIQL_CSP);
+      done();
+    });
+  }
+  await app.register(mercurius, {
+    schema: typeDefs,
+    resolvers: createResolvers(services) as unknown as IResolvers,
+    path: '/graphql',
+    graphiql: options.graphiql,
+    validationRules: [queryLimitRule(options.limits)],
+    allowBatchedQueries: false,
+    errorFormatter: createErrorFormatter(options.logger),
+    context: (request): GraphqlContext => {
+      const principal = principalOnDemand(options.auth, request);
+      let loaders: Loaders | undefined;
+      return {
+        requestId: request.id,
+        clientIp: request.ip,
+        principal,
+        // Made on first use: most requests (me, a mutation) follow no link.
+        get loaders() {
+          return (loaders ??= createLoaders(services, principal));
+        },
+      };
+    },
+  });
+};

@@ -1,0 +1,246 @@
+// The GraphQL adapter's resolvers: parse the arguments (with the same schemas as REST, so the same
+// values are refused with the same field errors) -> call the service REST calls -> return its value.
+// No business rule here; authorization is in the services, as for every transport.
+import type { Static, TSchema } from 'typebox';
+import { scopeOf, type Permission, type Principal } from '../../components/access/index.js';
+import { ChangePasswordBody, LoginBody, RefreshBody } from '../../components/auth/auth.schemas.js';
+import type { AuthService } from '../../components/auth/index.js';
+import type { Account, LedgerService, MoneyOutcome, MoneyRequestContext, Transfer } from '../../components/ledger/index.js';
+import {
+  AmountBody,
+  CreateAccountBody,
+  CreateTransferBody,
+  HistoryQuery,
+  IdempotencyHeaders,
+  ListAccountsQuery,
+  PostPendingBody,
+} from '../../components/ledger/ledger.schemas.js';
+import { RegisterBody, type UsersService } from '../../components/users/index.js';
+import { CreateUserBody, UpdateUserBody } from '../../components/users/users.schemas.js';
+import { forbidden, validationFailed, type FieldError } from '../../platform/errors.js';
+import { IdParams, PageQuery } from '../../platform/http.js';
+import { createValidatorCompiler, fieldErrorsFromAjv } from '../http/validation.js';
+import type { Loaders } from './loaders.js';
+import { BigIntScalar, DateTimeScalar, SafeIntScalar } from './schema.js';
+
+/** What every resolver gets: the request's identity, its caller (resolved on first use) and loaders. */
+export type GraphqlContext = {
+  readonly requestId: string;
+  readonly clientIp: string;
+  /** The bearer token's principal; rejects UNAUTHENTICATED without a valid one. */
+  readonly principal: () => Promise<Principal>;
+  readonly loaders: Loaders;
+};
+
+interface Services {
+  readonly users: UsersService;
+  readonly auth: AuthService;
+  readonly ledger: LedgerService;
+}
+
+type Args = Readonly<Record<string, unknown>>;
+type Resolver<Parent = unknown> = (parent: Parent, args: Args, context: GraphqlContext) => unknown;
+
+// Arguments are parsed exactly like REST bodies: no coercion, unknown fields refused.
+const compile = createValidatorCompiler();
+
+/** A validator for `schema`; field-error paths named by REST (`limit`) are renamed to the GraphQL argument (`first`). */
+function validator<S extends TSchema>(schema: S, rename: Readonly<Record<string, string>> = {}) {
+  const validate = compile({ schema, httpPart: 'body' });
+  return (value: unknown): Static<S> => {
+    if (validate(value)) return value as Static<S>;
+    const fieldErrors: FieldError[] = fieldErrorsFromAjv(validate.errors ?? [], 'input').map((error) => {
+      const [head, ...rest] = error.path.split('.');
+      const renamed = head !== undefined ? rename[head] : undefined;
+      return renamed ? { ...error, path: [renamed, ...rest].join('.') } : error;
+    });
+    throw validationFailed(fieldErrors);
+  };
+}
+
+/** GraphQL's explicit null for an optional argument means "not given", as an absent JSON field. */
+function present(value: unknown): Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return {};
+  return Object.fromEntries(Object.entries(value as Record<string, unknown>).filter(([, item]) => item !== null && item !== undefined));
+}
+
+const normalizeEmail = (input: Record<string, unknown>): Record<string, unknown> =>
+  typeof input['email'] === 'string' ? { ...input, email: input['email'].trim().toLowerCase() } : input;
+
+/** REST's requirePermission: an operation the caller's role never allows is refused before its input is read. */
+function requirePermission(principal: Principal, permission: Permission): void {
+  if (scopeOf(principal, permission) === undefined) throw forbidden();
+}
+
+const parseId = validator(IdParams);
+const parseIdAs = (name: string) => validator(IdParams, { id: name });
+const parseAccountId = parseIdAs('accountId');
+const parsePage = validator(PageQuery);
+const parseRegister = validator(RegisterBody);
+const parseLogin = validator(LoginBody);
+const parseRefresh = validator(RefreshBody);
+const parseUpdateUser = validator(UpdateUserBody);
+const parseCreateUser = validator(CreateUserBody);
+const parseChangePassword = validator(ChangePasswordBody);
+const parseCreateAccount = validator(CreateAccountBody);
+const parseListAccounts = validator(ListAccountsQuery);
+const parseAmount = validator(AmountBody);
+const parseTransfer = validator(CreateTransferBody);
+const parsePost = validator(PostPendingBody);
+const parseHistory = validator(HistoryQuery, { limit: 'first', cursor: 'after' });
+const parseRequiredKey = validator(IdempotencyHeaders(true), { 'idempotency-key': 'idempotencyKey' });
+const parseOptionalKey = validator(IdempotencyHeaders(false), { 'idempotency-key': 'idempotencyKey' });
+
+function moneyContext(context: GraphqlContext, key: unknown, required: boolean): MoneyRequestContext {
+  const given = present({ 'idempotency-key': key });
+  const parsed = required ? parseRequiredKey(given) : parseOptionalKey(given);
+  const idempotencyKey = parsed['idempotency-key'];
+  return { requestId: context.requestId, ...(typeof idempotencyKey === 'string' ? { idempotencyKey } : {}) };
+}
+
+/** A kept refusal is rendered like a thrown one (its error names the first request on a replay). */
+function render(outcome: MoneyOutcome) {
+  if (!outcome.ok) throw outcome.error;
+  return { transfer: outcome.transfer, replayed: outcome.replayed, requestId: outcome.requestId };
+}
+
+/**
+ * An edge's cursor: the ledger's history cursor of that transfer (its position: createdAt and id),
+ * the form listAccountTransfers issues as nextCursor and accepts back as `cursor`.
+ */
+const cursorOf = (transfer: Transfer): string => Buffer.from(`${transfer.createdAt}|${transfer.id}`).toString('base64url');
+
+export function createResolvers({ users, auth, ledger }: Services) {
+  const Query: Record<string, Resolver> = {
+    me: async (_parent, _args, context) => {
+      const principal = await context.principal();
+      return users.get(principal, principal.userId);
+    },
+    user: async (_parent, args, context) => {
+      const principal = await context.principal();
+      return users.get(principal, parseId(present(args)).id);
+    },
+    users: async (_parent, args, context) => {
+      const principal = await context.principal();
+      requirePermission(principal, 'users:list');
+      const page = await users.list(principal, parsePage(present(args)));
+      return { nodes: page.data, pageInfo: page.meta };
+    },
+    account: async (_parent, args, context) => {
+      const principal = await context.principal();
+      return ledger.getAccount(principal, parseId(present(args)).id);
+    },
+    accounts: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const page = await ledger.listAccounts(principal, parseListAccounts(present(args)));
+      return { nodes: page.data, pageInfo: page.meta };
+    },
+    transfer: async (_parent, args, context) => {
+      const principal = await context.principal();
+      return ledger.getTransfer(principal, parseId(present(args)).id);
+    },
+    accountTransfers: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const { accountId, first, after } = present(args);
+      const { id } = parseAccountId(present({ id: accountId }));
+      const history = await ledger.listAccountTransfers(principal, id, parseHistory(present({ limit: first, cursor: after })));
+      const edges = history.data.map((node) => ({ cursor: cursorOf(node), node }));
+      return {
+        edges,
+        pageInfo: { hasNextPage: history.meta.nextCursor !== null, endCursor: history.meta.nextCursor ?? edges.at(-1)?.cursor ?? null },
+      };
+    },
+  };
+
+  const Mutation: Record<string, Resolver> = {
+    register: async (_parent, args) => users.register(parseRegister(normalizeEmail(present(args['input'])))),
+    login: async (_parent, args, context) =>
+      auth.login({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }),
+    refresh: async (_parent, args) => auth.refresh(parseRefresh(present(args)).refreshToken),
+    logout: async (_parent, args) => {
+      await auth.logout(parseRefresh(present(args)).refreshToken);
+      return true;
+    },
+    logoutAll: async (_parent, _args, context) => {
+      await auth.logoutAll(await context.principal());
+      return true;
+    },
+    changePassword: async (_parent, args, context) => {
+      const principal = await context.principal();
+      return auth.changePassword(principal, parseChangePassword(present(args['input'])));
+    },
+    createUser: async (_parent, args, context) => {
+      const principal = await context.principal();
+      requirePermission(principal, 'users:create');
+      return users.create(principal, parseCreateUser(normalizeEmail(present(args['input']))));
+    },
+    updateUser: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const { id } = parseId(present({ id: args['id'] }));
+      return users.update(principal, id, parseUpdateUser(normalizeEmail(present(args['input']))));
+    },
+    deleteUser: async (_parent, args, context) => {
+      const principal = await context.principal();
+      requirePermission(principal, 'users:delete');
+      await users.delete(principal, parseId(present(args)).id);
+      return true;
+    },
+    createAccount: async (_parent, args, context) => {
+      const principal = await context.principal();
+      return ledger.createAccount(principal, parseCreateAccount(present(args['input'])));
+    },
+    deposit: async (_parent, args, context) => {
+      const principal = await context.principal();
+      requirePermission(principal, 'accounts:deposit');
+      const { id } = parseAccountId(present({ id: args['accountId'] }));
+      const { amount } = parseAmount(present({ amount: args['amount'] }));
+      const money = moneyContext(context, args['idempotencyKey'], true);
+      return render(await ledger.move(principal, { kind: 'deposit', accountId: id, amount }, money));
+    },
+    withdraw: async (_parent, args, context) => {
+      const principal = await context.principal();
+      requirePermission(principal, 'accounts:withdraw');
+      const { id } = parseAccountId(present({ id: args['accountId'] }));
+      const { amount } = parseAmount(present({ amount: args['amount'] }));
+      const money = moneyContext(context, args['idempotencyKey'], true);
+      return render(await ledger.move(principal, { kind: 'withdrawal', accountId: id, amount }, money));
+    },
+    transfer: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const money = moneyContext(context, args['idempotencyKey'], true);
+      const { fromAccountId, ...rest } = parseTransfer(present(args['input']));
+      return render(await ledger.move(principal, { kind: 'transfer', accountId: fromAccountId, ...rest }, money));
+    },
+    postTransfer: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const { id } = parseId(present({ id: args['id'] }));
+      const { amount } = parsePost(present({ amount: args['amount'] }));
+      const money = moneyContext(context, args['idempotencyKey'], false);
+      return render(await ledger.resolvePending(principal, id, { kind: 'post', ...(amount !== undefined ? { amount } : {}) }, money));
+    },
+    voidTransfer: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const { id } = parseId(present({ id: args['id'] }));
+      const money = moneyContext(context, args['idempotencyKey'], false);
+      return render(await ledger.resolvePending(principal, id, { kind: 'void' }, money));
+    },
+  };
+
+  const AccountType: Record<string, Resolver<Account>> = {
+    owner: (account, _args, context) => (account.ownerId === null ? null : context.loaders.user.load(account.ownerId)),
+  };
+  const TransferType: Record<string, Resolver<Transfer>> = {
+    fromAccount: (transfer, _args, context) => context.loaders.account.load(transfer.fromAccountId),
+    toAccount: (transfer, _args, context) => context.loaders.account.load(transfer.toAccountId),
+  };
+
+  return {
+    SafeInt: SafeIntScalar,
+    BigInt: BigIntScalar,
+    DateTime: DateTimeScalar,
+    Query,
+    Mutation,
+    Account: AccountType,
+    Transfer: TransferType,
+  };
+}

@@ -1,0 +1,58 @@
+// bastion.v1.AuthService: parse -> the auth (and users) service -> render, as components/auth/http.ts
+// does for REST. Login passes the connection's address, so the login throttle counts gRPC and REST
+// attempts from one client together.
+import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
+import type { AuthService } from '../../components/auth/index.js';
+import { ChangePasswordBody, LoginBody, RefreshBody } from '../../components/auth/auth.schemas.js';
+import { RegisterBody, type UsersService } from '../../components/users/index.js';
+import { clientIpKey, principalOf, untilDeadline } from './call-context.js';
+import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
+import { renderLogin, renderTokens, renderUser } from './render.js';
+import { checkerFor, normalizeEmail } from './validate.js';
+
+const checkRegister = checkerFor(RegisterBody);
+const checkLogin = checkerFor(LoginBody);
+const checkRefresh = checkerFor(RefreshBody);
+const checkChangePassword = checkerFor(ChangePasswordBody);
+
+const clientIpOf = (context: HandlerContext): string => context.values.get(clientIpKey);
+
+export function authServiceImpl(auth: AuthService, users: UsersService): ServiceImpl<typeof AuthServiceDesc> {
+  return {
+    async register(request, context) {
+      const body = { email: normalizeEmail(request.email), name: request.name, password: request.password };
+      checkRegister(body);
+      return { user: renderUser(await untilDeadline(context, users.register(body))) };
+    },
+
+    async login(request, context) {
+      const body = { email: normalizeEmail(request.email), password: request.password };
+      checkLogin(body);
+      return renderLogin(await untilDeadline(context, auth.login({ ...body, clientIp: clientIpOf(context) })));
+    },
+
+    async refresh(request, context) {
+      checkRefresh({ refreshToken: request.refreshToken });
+      return renderTokens(await untilDeadline(context, auth.refresh(request.refreshToken)));
+    },
+
+    async logout(request, context) {
+      checkRefresh({ refreshToken: request.refreshToken });
+      await untilDeadline(context, auth.logout(request.refreshToken));
+      return {};
+    },
+
+    async logoutAll(_request, context) {
+      const principal = await principalOf(auth, context);
+      await untilDeadline(context, auth.logoutAll(principal));
+      return {};
+    },
+
+    async changePassword(request, context) {
+      const principal = await principalOf(auth, context);
+      const body = { currentPassword: request.currentPassword, newPassword: request.newPassword };
+      checkChangePassword(body);
+      return renderLogin(await untilDeadline(context, auth.changePassword(principal, body)));
+    },
+  };
+}

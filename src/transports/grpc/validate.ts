@@ -1,0 +1,41 @@
+// Requests are checked against the same schemas REST validates bodies with (the components'
+// *.schemas.ts), by the same Ajv setup (no coercion, unknown fields refused), so a rule on a field
+// is written once for every transport.
+import type { TSchema } from 'typebox';
+import { validationFailed, type FieldError } from '../../platform/errors.js';
+import { isUuid } from '../../platform/ids.js';
+import { createValidatorCompiler, fieldErrorsFromAjv } from '../http/validation.js';
+
+const compile = createValidatorCompiler();
+
+export type Check = (value: Record<string, unknown>) => void;
+
+/** A check that throws VALIDATION_FAILED (INVALID_ARGUMENT) with field errors when the value fails `schema`. */
+export function checkerFor(schema: TSchema): Check {
+  const validate = compile({ schema, httpPart: 'body' });
+  return (value) => {
+    if (validate(value)) return;
+    throw validationFailed(fieldErrorsFromAjv(validate.errors ?? [], 'request'));
+  };
+}
+
+/** Fails with these field errors if there are any. */
+export function refuse(fieldErrors: readonly FieldError[]): void {
+  if (fieldErrors.length > 0) throw validationFailed(fieldErrors);
+}
+
+/** proto3 has no absent scalar: 0 means "not given", so the schema's default applies. */
+export const unlessZero = <T extends number>(name: string, value: T): Record<string, T> => (value === 0 ? {} : { [name]: value });
+
+export const normalizeEmail = (email: string): string => email.trim().toLowerCase();
+
+/**
+ * int64 amounts arrive as bigint; the ledger takes numbers up to 2^53-1. Any value outside that
+ * range is refused by the schema's bounds, and any inside converts exactly.
+ */
+export const amountOf = (amount: bigint): number => Number(amount);
+
+/** An id field (proto name), with the message REST's schema gives for a malformed one. */
+export function checkUuid(path: string, value: string): void {
+  if (!isUuid(value)) refuse([{ path, message: 'must match format "uuid"' }]);
+}
