@@ -125,6 +125,21 @@ describeOnBackends('ledger service', ({ it, before, startApplication }) => {
       assert.equal((await app.ledger.getAccount(alice, from.id)).balance, 140);
     });
 
+    it('when a key comes back with the defaults spelt out (pending: false, description: null), then it is the same request: replayed', async () => {
+      const from = await fundedAccount(alice, 100);
+      const to = await fundedAccount(bob, 0);
+      const key = randomUUID();
+      const first = await app.ledger.move(alice, { kind: 'transfer', accountId: from.id, toAccountId: to.id, amount: 10 }, context(key));
+      const spelt = await app.ledger.move(
+        alice,
+        { kind: 'transfer', accountId: from.id, toAccountId: to.id, amount: 10, pending: false, description: null },
+        context(key),
+      );
+      assert.equal(spelt.replayed, true);
+      assert.deepEqual(transferOf(spelt), transferOf(first));
+      assert.equal((await app.ledger.getAccount(alice, from.id)).balance, 90);
+    });
+
     it('when a key comes back with another operation, then IDEMPOTENCY_KEY_REUSED is thrown; another caller may use the same key', async () => {
       const from = await fundedAccount(alice, 100);
       const to = await fundedAccount(bob, 100);

@@ -7,3 +7,5 @@ export { authenticatePlugin } from './http-authenticate.js';
 export { createMemoryLoginThrottle, createSharedLoginThrottle, type LoginThrottle } from './login-throttle.js';
 export { createKeySealer, keySealerFor, SealedKeyError, type KeySealer } from './key-sealing.js';
 export { loadSigningKeys, rotateSigningKey, type SigningKeys } from './signing-keys.js';
+/** Request schemas the transports (REST, GraphQL, gRPC) validate with. */
+export { ChangePasswordBody, LoginBody, RefreshBody } from './auth.schemas.js';

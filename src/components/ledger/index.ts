@@ -17,3 +17,13 @@ export {
 
 /** The ledger's SQL functions and their rule order (ledger.sql), applied after the migrations. */
 export const LEDGER_ROUTINES: RoutineFile = { name: 'ledger', path: fileURLToPath(new URL('./ledger.sql', import.meta.url)) };
+/** Request schemas the transports (REST, GraphQL, gRPC) validate with. */
+export {
+  AmountBody,
+  CreateAccountBody,
+  CreateTransferBody,
+  HistoryQuery,
+  IdempotencyHeaders,
+  ListAccountsQuery,
+  PostPendingBody,
+} from './ledger.schemas.js';

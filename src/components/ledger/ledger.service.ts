@@ -388,7 +388,14 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       const at = now();
       return submit(principal, context, {
         principalId: principal.userId,
-        idempotency: idempotencyOf(context, { operation: 'move', ...command }),
+        // What the request means, not how a transport spelt it: `pending: false` and no description
+        // are the defaults (a gRPC request cannot tell them from absent fields).
+        idempotency: idempotencyOf(context, {
+          operation: 'move',
+          ...command,
+          pending: pending || undefined,
+          description: command.description ?? undefined,
+        }),
         requestId: context.requestId,
         id: newId(),
         kind: command.kind,

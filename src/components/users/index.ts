@@ -12,5 +12,5 @@ export {
 } from './users.service.js';
 export { isLiveAtTokenVersion } from './users.repo.js';
 export { usersRoutes } from './http.js';
-/** Schemas other components' transports embed (auth's register, login and password bodies). */
-export { PasswordSchema, RegisterBody, UserSchema } from './users.schemas.js';
+/** Schemas the transports validate with, and that other components' transports embed. */
+export { CreateUserBody, PasswordSchema, RegisterBody, UpdateUserBody, UserSchema } from './users.schemas.js';

@@ -3,20 +3,22 @@
 // No business rule here; authorization is in the services, as for every transport.
 import type { Static, TSchema } from 'typebox';
 import { scopeOf, type Permission, type Principal } from '../../components/access/index.js';
-import { ChangePasswordBody, LoginBody, RefreshBody } from '../../components/auth/auth.schemas.js';
-import type { AuthService } from '../../components/auth/index.js';
-import type { Account, LedgerService, MoneyOutcome, MoneyRequestContext, Transfer } from '../../components/ledger/index.js';
+import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
 import {
+  type Account,
   AmountBody,
   CreateAccountBody,
   CreateTransferBody,
   HistoryQuery,
   IdempotencyHeaders,
+  type LedgerService,
   ListAccountsQuery,
+  type MoneyOutcome,
+  type MoneyRequestContext,
   PostPendingBody,
-} from '../../components/ledger/ledger.schemas.js';
-import { RegisterBody, type UsersService } from '../../components/users/index.js';
-import { CreateUserBody, UpdateUserBody } from '../../components/users/users.schemas.js';
+  type Transfer,
+} from '../../components/ledger/index.js';
+import { CreateUserBody, RegisterBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
 import { forbidden, validationFailed, type FieldError } from '../../platform/errors.js';
 import { IdParams, PageQuery } from '../../platform/http.js';
 import { createValidatorCompiler, fieldErrorsFromAjv } from '../http/validation.js';

@@ -2,8 +2,7 @@
 // does for REST. Login passes the connection's address, so the login throttle counts gRPC and REST
 // attempts from one client together.
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
-import type { AuthService } from '../../components/auth/index.js';
-import { ChangePasswordBody, LoginBody, RefreshBody } from '../../components/auth/auth.schemas.js';
+import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
 import { RegisterBody, type UsersService } from '../../components/users/index.js';
 import { clientIpKey, principalOf, untilDeadline } from './call-context.js';
 import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';

@@ -5,15 +5,18 @@
 // Idempotency-Key: the ledger fingerprints the operation, not the transport.
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import type { AuthService } from '../../components/auth/index.js';
-import type { LedgerService, MoneyOutcome, MoneyRequestContext, MoveCommand } from '../../components/ledger/index.js';
 import {
   AmountBody,
   CreateAccountBody,
   CreateTransferBody,
   HistoryQuery,
+  type LedgerService,
   ListAccountsQuery,
+  type MoneyOutcome,
+  type MoneyRequestContext,
+  type MoveCommand,
   PostPendingBody,
-} from '../../components/ledger/ledger.schemas.js';
+} from '../../components/ledger/index.js';
 import type { Principal } from '../../components/access/index.js';
 import { principalOf, requestIdKey, requirePermission, throwIfPastDeadline, untilDeadline } from './call-context.js';
 import type { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';

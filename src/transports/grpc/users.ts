@@ -1,8 +1,7 @@
 // bastion.v1.UserService: parse -> the users service -> render, as components/users/http.ts does for REST.
 import type { ServiceImpl } from '@connectrpc/connect';
 import type { AuthService } from '../../components/auth/index.js';
-import type { UsersService } from '../../components/users/index.js';
-import { CreateUserBody, UpdateUserBody } from '../../components/users/users.schemas.js';
+import { CreateUserBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
 import { PageQuery } from '../../platform/http.js';
 import { principalOf, requirePermission, untilDeadline } from './call-context.js';
 import { Role, type UserService } from './gen/bastion/v1/user_service_pb.js';
