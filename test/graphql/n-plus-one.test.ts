@@ -89,7 +89,6 @@ describeOnBackends('graphql n+1', ({ it, before, startServer }) => {
 
   it(
     'when 50 accounts of 50 different owners are listed with their owner, then the owners are read in a constant number of statements',
-    { todo: 'needs a batch read in the users service (UsersService.getMany); today each distinct owner not in the user-state cache is one statement' },
     async () => {
       const owners = await Promise.all(
         Array.from({ length: 50 }, async (_, index) =>

@@ -92,6 +92,31 @@ describeOnBackends('users service', ({ it, before, startApplication }) => {
     });
   });
 
+  describe('getMany', () => {
+    it('when the admin reads a batch (ids in any case, one twice), then every user is in the map under its lower-case id', async () => {
+      const [first, second] = [await registerUser(app), await registerUser(app)];
+      const found = await app.users.getMany(admin, [first.user.id, second.user.id.toUpperCase(), first.user.id]);
+      assert.deepEqual(found, new Map([[first.user.id, first.user], [second.user.id, second.user]]));
+    });
+
+    it('when a user reads a batch, then only their own user is in the map, others missing as if absent', async () => {
+      const reader = await registerUser(app);
+      const other = await registerUser(app);
+      const found = await app.users.getMany(reader.principal, [other.user.id, reader.user.id.toUpperCase(), randomUUID()]);
+      assert.deepEqual(found, new Map([[reader.user.id, reader.user]]));
+      assert.deepEqual(await app.users.getMany(reader.principal, [other.user.id]), new Map());
+    });
+
+    it('when the batch holds unknown, deleted and malformed ids, then they are missing and the rest still comes back', async () => {
+      const live = await registerUser(app);
+      const deleted = await registerUser(app);
+      await app.users.delete(admin, deleted.user.id);
+      const found = await app.users.getMany(admin, [randomUUID(), deleted.user.id, 'not-a-uuid', live.user.id]);
+      assert.deepEqual(found, new Map([[live.user.id, live.user]]));
+      assert.deepEqual(await app.users.getMany(admin, []), new Map());
+    });
+  });
+
   describe('list', () => {
     it('when a non-admin lists users, then FORBIDDEN', async () => {
       const { principal } = await registerUser(app);

@@ -54,6 +54,17 @@ export async function findLiveUserById(executor: Executor, id: string): Promise<
     .executeTakeFirst();
 }
 
+/** The live users among `ids` (lower-case UUIDs), in no particular order: one statement for the whole batch. */
+export async function findLiveUsersByIds(executor: Executor, ids: readonly string[]): Promise<UserRow[]> {
+  if (ids.length === 0) return []; // `in ()` is not SQL
+  return executor
+    .selectFrom('users')
+    .select(USER_COLUMNS)
+    .where('id', 'in', ids)
+    .where('deleted_at', 'is', null)
+    .execute();
+}
+
 export async function findCredentialsByEmail(
   executor: Executor,
   email: string,

@@ -4,7 +4,7 @@ import { authorize, can, type Principal, type Role } from '../access/index.js';
 import type { MaybePromise, ReadThroughCache } from '../../platform/cache.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { DomainError, forbidden, notFound, unauthenticated } from '../../platform/errors.js';
-import { newId } from '../../platform/ids.js';
+import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
 import type { PasswordHasher } from './passwords.js';
 import * as repo from './users.repo.js';
@@ -37,6 +37,12 @@ export interface UsersService {
   create(principal: Principal, input: { email: string; name: string; password: string; role?: Role }): Promise<User>;
   list(principal: Principal, query: { page: number; limit: number }): Promise<Page<User>>;
   get(principal: Principal, id: string): Promise<User>;
+  /**
+   * The users among `ids` that `get` would return, keyed by lower-case id, in one read (not through
+   * the state cache). An id the caller may not see, absent, deleted or not a UUID is left out of the
+   * map, never an error; only a role that may never read users fails (FORBIDDEN), as `get` does.
+   */
+  getMany(principal: Principal, ids: readonly string[]): Promise<Map<string, User>>;
   update(principal: Principal, id: string, patch: { name?: string; email?: string; role?: Role }): Promise<User>;
   delete(principal: Principal, id: string): Promise<void>;
   /**
@@ -192,6 +198,16 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       // and this read): their credentials are what is invalid, as the next request would be told.
       if (!state) throw id === principal.userId ? unauthenticated('The user behind this token no longer exists') : notFound('User');
       return toUser(state);
+    },
+
+    async getMany(principal, rawIds) {
+      authorize(principal, 'users:read'); // the role check of `get`; the ownership check is per id below
+      // An id that is not a UUID names no user (and would fail the whole statement on PostgreSQL).
+      const ids = [...new Set(rawIds.map((id) => id.toLowerCase()))].filter(
+        (id) => isUuid(id) && can(principal, 'users:read', [id]),
+      );
+      const rows = await repo.findLiveUsersByIds(db, ids);
+      return new Map(rows.map((row) => [row.id, toUser(toUserState(row))]));
     },
 
     async update(principal, rawId, patch) {

@@ -1,6 +1,6 @@
 // Per-request DataLoaders for the links between types (Account.owner, Transfer.fromAccount and
-// toAccount): every id asked for while one level of the query resolves is loaded once, through the
-// same service call (and so the same authorization) as the REST route that reads it.
+// toAccount): every id asked for while one level of the query resolves is loaded once, with the same
+// authorization as the REST route that reads it (owners in one batch read that authorizes as `get`).
 import DataLoader from 'dataloader';
 import type { Principal } from '../../components/access/index.js';
 import type { Account, LedgerService } from '../../components/ledger/index.js';
@@ -22,8 +22,8 @@ const nullWhenNotFound = <T>(read: Promise<T>): Promise<T | null> =>
   });
 
 export function createLoaders(services: { users: UsersService; ledger: LedgerService }, principal: () => Promise<Principal>): Loaders {
-  // The services read one row per id (users through their state cache); the loader's job here is
-  // that each distinct id is read once per request, whatever the number of rows that link to it.
+  // The ledger reads one row per id; the loader's job there is that each distinct id is read once per
+  // request, whatever the number of rows that link to it.
   const batch =
     <T>(read: (caller: Principal, id: string) => Promise<T>) =>
     async (ids: readonly string[]): Promise<Array<T | null | Error>> => {
@@ -33,6 +33,10 @@ export function createLoaders(services: { users: UsersService; ledger: LedgerSer
     };
   return {
     account: new DataLoader(batch((caller, id) => services.ledger.getAccount(caller, id))),
-    user: new DataLoader(batch((caller, id) => services.users.get(caller, id))),
+    // One statement for every owner of a level, however many distinct owners it has.
+    user: new DataLoader(async (ids: readonly string[]): Promise<Array<User | null>> => {
+      const found = await services.users.getMany(await principal(), ids);
+      return ids.map((id) => found.get(id.toLowerCase()) ?? null);
+    }),
   };
 }
