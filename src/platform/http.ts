@@ -2,6 +2,7 @@
 // normalisation the contract asks for on every body that takes one.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type TSchema } from 'typebox';
+import { canonicalEmail } from './email.js';
 
 export const ErrorBody = Type.Object(
   {
@@ -74,7 +75,7 @@ export async function normalizeEmail(request: FastifyRequest, _reply: FastifyRep
   const body = request.body;
   if (typeof body === 'object' && body !== null && !Array.isArray(body) && 'email' in body) {
     const record = body as Record<string, unknown>;
-    if (typeof record['email'] === 'string') record['email'] = record['email'].trim().toLowerCase();
+    if (typeof record['email'] === 'string') record['email'] = canonicalEmail(record['email']);
   }
 }
 

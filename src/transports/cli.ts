@@ -10,6 +10,7 @@ import { createPasswordHasher, createUsersService, type UserState } from '../com
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLocalCache } from '../platform/cache.js';
 import { openDatabase, type Database } from '../platform/db/index.js';
+import { canonicalEmail } from '../platform/email.js';
 import { migrateSchema } from '../schema.js';
 import { DomainError } from '../platform/errors.js';
 import { createLogger } from '../platform/logger.js';
@@ -96,7 +97,7 @@ async function readPassword(): Promise<string> {
 
 async function createAdmin(config: Config, args: readonly string[]): Promise<number> {
   const { values } = parseArgs({ args: [...args], options: { email: { type: 'string' }, name: { type: 'string' } } });
-  const email = values.email?.trim().toLowerCase();
+  const email = values.email !== undefined ? canonicalEmail(values.email) : undefined;
   if (!email) {
     process.stderr.write('create-admin: --email is required\n');
     return 2;

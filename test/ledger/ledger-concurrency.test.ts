@@ -24,6 +24,7 @@ interface Transfer {
   fromAccountId: string;
   toAccountId: string;
   amount: number;
+  status: string;
 }
 
 /** "201", "422 INSUFFICIENT_FUNDS", ... -> how many responses had it. */
@@ -185,6 +186,47 @@ describeOnBackends('ledger concurrency', ({ backend, it, before, startServer }) 
         if (successes[0]) assert.equal(replay.text, successes[0].text);
         assert.equal((await getAccount(from.id)).balance, 989);
         assert.equal((await getAccount(to.id)).balance, 11);
+      } finally {
+        await second.stop();
+      }
+    },
+  );
+
+  it(
+    'when posts and voids of one pending transfer race across two instances, then exactly one resolves it and the others are refused',
+    { skip: backend.name === 'postgres' ? undefined : 'needs a database that two instances can share' },
+    async () => {
+      const second = await startServer({}, { database: server.database });
+      try {
+        const from = await fundedAccount(alice, 1_000);
+        const to = await openAccount(bob);
+        const created = await server.client.post<{ data: Transfer }>(
+          TRANSFERS,
+          { fromAccountId: from.id, toAccountId: to.id, amount: 300, pending: true },
+          { token: alice.accessToken, headers: { 'idempotency-key': randomUUID() } },
+        );
+        assert.equal(created.status, 201, created.text);
+        const pendingId = created.body.data.id;
+        const responses = await Promise.all(
+          Array.from({ length: 40 }, (_, position) =>
+            (position % 2 ? server.client : second.client).post(`${TRANSFERS}/${pendingId}/${position % 4 < 2 ? 'post' : 'void'}`, {}, {
+              token: alice.accessToken,
+              headers: { 'idempotency-key': randomUUID() },
+            }),
+          ),
+        );
+        const counts = tally(responses);
+        assert.equal(responses.filter((response) => response.status === 201).length, 1, JSON.stringify(counts));
+        assert.deepEqual(
+          Object.keys(counts).filter((label) => !['201', '409 PENDING_ALREADY_POSTED', '409 PENDING_ALREADY_VOIDED'].includes(label)),
+          [],
+          JSON.stringify(counts),
+        );
+        const winner = responses.find((response) => response.status === 201);
+        const posted = (winner?.body as { data?: Transfer } | undefined)?.data?.status === 'posted';
+        const source = await getAccount(from.id);
+        assert.deepEqual([source.balance, source.availableBalance], posted ? [700, 700] : [1_000, 1_000]);
+        assert.equal((await getAccount(to.id)).balance, posted ? 300 : 0);
       } finally {
         await second.stop();
       }

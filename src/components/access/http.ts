@@ -2,8 +2,8 @@
 // preValidation hook that refuses an operation the caller's role never allows. Part of the access
 // component, so that the platform's HTTP kit knows nothing of principals or permissions.
 import type { FastifyRequest } from 'fastify';
-import { forbidden, unauthenticated } from '../../platform/errors.js';
-import { scopeOf, type Permission, type Principal } from './permissions.js';
+import { unauthenticated } from '../../platform/errors.js';
+import { authorize, type Permission, type Principal } from './permissions.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -23,6 +23,6 @@ export function principalOf(request: FastifyRequest): Principal {
  */
 export function requirePermission(permission: Permission) {
   return async (request: FastifyRequest): Promise<void> => {
-    if (scopeOf(principalOf(request), permission) === undefined) throw forbidden();
+    authorize(principalOf(request), permission);
   };
 }

@@ -14,14 +14,17 @@ declare module 'fastify' {
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
+/** The token of an `Authorization: Bearer <token>` header (or gRPC metadata); undefined for any other value. */
+export const bearerTokenOf = (header: unknown): string | undefined =>
+  typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined;
+
 /**
  * Callback style on purpose: with the token verified before and the user's state in memory (the
  * common case) auth.authenticate answers synchronously, and the request goes on without a promise hop.
  */
 function authenticateHook(auth: AuthService) {
   return (request: FastifyRequest, _reply: FastifyReply, done: (error?: Error) => void): void => {
-    const header = request.headers.authorization;
-    const token = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined;
+    const token = bearerTokenOf(request.headers.authorization);
     if (!token) return done(unauthenticated('Authentication required: send Authorization: Bearer <token>'));
     let principal: Principal | Promise<Principal>;
     try {

@@ -3,7 +3,7 @@ export { createAccessTokens, type AccessTokens } from './access-tokens.js';
 export { revokeAllOfUser as revokeSessionsOfUser } from './auth.repo.js';
 export { createAuthService, loadSuccessorSecret, type AuthService, type LoginResult, type TokenPair } from './auth.service.js';
 export { authRoutes, jwksRoutes } from './http.js';
-export { authenticatePlugin } from './http-authenticate.js';
+export { authenticatePlugin, bearerTokenOf } from './http-authenticate.js';
 export { createMemoryLoginThrottle, createSharedLoginThrottle, type LoginThrottle } from './login-throttle.js';
 export { createKeySealer, keySealerFor, SealedKeyError, type KeySealer } from './key-sealing.js';
 export { loadSigningKeys, rotateSigningKey, type SigningKeys } from './signing-keys.js';

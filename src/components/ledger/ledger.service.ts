@@ -1,6 +1,6 @@
 // Ledger use cases: accounts, money movements (transfers, deposits, withdrawals, two-phase), history,
 // idempotency, and the background work that expires pending transfers and old idempotency keys.
-import { createHash, randomInt } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
@@ -240,18 +240,22 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     return row;
   };
 
+  const batcher = createMoveBatcher({
+    database,
+    maxBatchSize: deps.batchSize ?? 64,
+    concurrency: deps.batchConcurrency ?? 1,
+    shards: SYSTEM_ACCOUNT_SHARDS,
+  });
+
   /**
-   * The part of idempotency the database cannot see: a key being executed by this instance is
-   * IN_PROGRESS (other instances are covered by the key's advisory lock). Also retries the work on
-   * contention (always) and on a lost connection (only with a key: a COMMIT in flight may have
-   * landed, and the retry then finds the stored answer and replays it).
+   * Runs a caller's request through the batch, with the part of idempotency the database cannot
+   * see: a key being executed by this instance is IN_PROGRESS (other instances are covered by the
+   * key's advisory lock). Retries on contention (always) and on a lost connection (only with a key: a
+   * COMMIT in flight may have landed, and the retry then finds the stored outcome and replays it).
    */
-  const withIdempotencyGuard = async <T>(
-    principal: Principal,
-    idempotency: repo.LedgerRequest['idempotency'],
-    work: () => Promise<T>,
-  ): Promise<T> => {
-    const flightKey = idempotency ? `${principal.userId}:${idempotency.key}` : undefined;
+  const execute = async (request: repo.LedgerRequest): Promise<repo.LedgerResult> => {
+    const idempotency = request.idempotency;
+    const flightKey = idempotency ? `${request.principalId}:${idempotency.key}` : undefined;
     if (flightKey !== undefined) {
       if (inFlight.has(flightKey)) throw idempotencyInProgress();
       inFlight.add(flightKey);
@@ -259,7 +263,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     try {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await work();
+          return await batcher.submit(request);
         } catch (error) {
           if (attempt < MAX_ATTEMPTS && (isRetryable(error) || (idempotency && isConnectionError(error)))) {
             await backoff(attempt);
@@ -273,20 +277,13 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     }
   };
 
-  const batcher = createMoveBatcher({
-    database,
-    maxBatchSize: deps.batchSize ?? 64,
-    concurrency: deps.batchConcurrency ?? 2,
-    shards: SYSTEM_ACCOUNT_SHARDS,
-  });
-
-  /** Runs one request through the batch, with the idempotency guard, and turns its result into the outcome. */
-  const submit = async (principal: Principal, context: MoneyRequestContext, request: repo.LedgerRequest): Promise<MoneyOutcome> => {
-    const result = await withIdempotencyGuard(principal, request.idempotency, () => batcher.submit(request));
+  /** A caller's money request, executed, as its outcome (kept and replayed ones alike). */
+  const submit = async (request: repo.LedgerRequest & { readonly requestId: string }): Promise<MoneyOutcome> => {
+    const result = await execute(request);
     if (result.result === 'in_progress') throw idempotencyInProgress();
     if (result.result === 'key_reused') throw idempotencyKeyReused();
     const replayed = result.result === 'replayed';
-    const requestId = result.requestId ?? context.requestId;
+    const requestId = result.requestId ?? request.requestId;
     if (result.outcome !== 'OK') return { ok: false, error: outcomeError(result.outcome, requestId), replayed, requestId };
     assert(result.transfer, `ledger: outcome OK without a transfer (request ${requestId})`);
     return { ok: true, transfer: toTransfer(result.transfer), replayed, requestId };
@@ -386,7 +383,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       }
       const pending = command.pending === true;
       const at = now();
-      return submit(principal, context, {
+      return submit({
         principalId: principal.userId,
         // What the request means, not how a transport spelt it: `pending: false` and no description
         // are the defaults (a gRPC request cannot tell them from absent fields).
@@ -413,7 +410,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     async resolvePending(principal, rawPendingId, command, context) {
       const pendingId = rawPendingId.toLowerCase();
       authorize(principal, 'transfers:create');
-      return submit(principal, context, {
+      return submit({
         principalId: principal.userId,
         idempotency: idempotencyOf(context, { operation: 'resolve', pendingId, ...command }),
         requestId: context.requestId,

@@ -83,24 +83,12 @@ begin
 end
 $$;
 
--- Two entries and the user balances of a posted amount (the system side is ledger_shard_add's).
-create or replace function ledger_post_entries(p_transfer_id uuid, p_from accounts, p_to accounts, p_amount bigint,
-  p_now timestamptz)
-returns void language plpgsql as $$
-begin
-  insert into entries (transfer_id, account_id, amount, created_at)
-  values (p_transfer_id, p_from.id, -p_amount, p_now), (p_transfer_id, p_to.id, p_amount, p_now);
-  if p_from.owner_id is not null then
-    update accounts set balance = balance - p_amount, updated_at = p_now where id = p_from.id;
-  end if;
-  if p_to.owner_id is not null then
-    update accounts set balance = balance + p_amount, updated_at = p_now where id = p_to.id;
-  end if;
-end
-$$;
+-- Replaced by ledger_move (resolutions) and ledger_write_moves (moves).
+drop function if exists ledger_post_entries(uuid, accounts, accounts, bigint, timestamptz);
 
--- Applies a posted amount of a resolution. Pending transfers are between user accounts, so the
--- system side, and its "no room" case, cannot happen here; should it, the statement fails whole.
+-- Applies a posted amount of a resolution: its two entries, the user balances and (through
+-- ledger_shard_add) a system side. Pending transfers are between user accounts, so the system side,
+-- and its "no room" case, cannot happen here; should it, the statement fails whole.
 create or replace function ledger_move(p_transfer_id uuid, p_from accounts, p_to accounts, p_amount bigint,
   p_shard smallint, p_now timestamptz)
 returns void language plpgsql as $$
@@ -109,7 +97,14 @@ begin
      or (p_to.owner_id is null and not ledger_shard_add(p_to.id, p_amount, p_shard)) then
     raise exception 'no shard of the system account can take % more', p_amount using errcode = '22003';
   end if;
-  perform ledger_post_entries(p_transfer_id, p_from, p_to, p_amount, p_now);
+  insert into entries (transfer_id, account_id, amount, created_at)
+  values (p_transfer_id, p_from.id, -p_amount, p_now), (p_transfer_id, p_to.id, p_amount, p_now);
+  if p_from.owner_id is not null then
+    update accounts set balance = balance - p_amount, updated_at = p_now where id = p_from.id;
+  end if;
+  if p_to.owner_id is not null then
+    update accounts set balance = balance + p_amount, updated_at = p_now where id = p_to.id;
+  end if;
 end
 $$;
 

@@ -3,6 +3,7 @@
 import { authorize, can, type Principal, type Role } from '../access/index.js';
 import type { MaybePromise, ReadThroughCache } from '../../platform/cache.js';
 import type { Database, Tx } from '../../platform/db/index.js';
+import { canonicalEmail } from '../../platform/email.js';
 import { DomainError, forbidden, notFound, unauthenticated } from '../../platform/errors.js';
 import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
@@ -286,7 +287,7 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     async ensureAdmin(email, password) {
       if (await repo.liveAdminExists(db)) return 'exists';
       try {
-        await insert({ email: email.trim().toLowerCase(), name: 'Administrator', password, role: 'admin' });
+        await insert({ email: canonicalEmail(email), name: 'Administrator', password, role: 'admin' });
         return 'created';
       } catch (error) {
         // Another instance starting at the same moment created it first.

@@ -4,7 +4,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import mercurius, { type IResolvers } from 'mercurius';
 import type { Principal } from '../../components/access/index.js';
-import type { AuthService } from '../../components/auth/index.js';
+import { bearerTokenOf, type AuthService } from '../../components/auth/index.js';
 import type { LedgerService } from '../../components/ledger/index.js';
 import type { UsersService } from '../../components/users/index.js';
 import { unauthenticated } from '../../platform/errors.js';
@@ -29,8 +29,6 @@ export interface GraphqlOptions {
   readonly graphiql: boolean;
 }
 
-const BEARER = /^Bearer\s+(\S+)\s*$/i;
-
 const GRAPHIQL_CSP =
   "default-src 'self'; script-src 'self' https://unpkg.com; style-src 'self' 'unsafe-inline' https://unpkg.com; " +
   "img-src 'self' data:; font-src 'self' data: https://unpkg.com; connect-src 'self'; worker-src 'self'; frame-ancestors 'none'";
@@ -43,8 +41,7 @@ function principalOnDemand(auth: AuthService, request: FastifyRequest): () => Pr
   let principal: Promise<Principal> | undefined;
   return () => {
     principal ??= (async () => {
-      const header = request.headers.authorization;
-      const token = typeof header === 'string' ? BEARER.exec(header)?.[1] : undefined;
+      const token = bearerTokenOf(request.headers.authorization);
       if (!token) throw unauthenticated('Authentication required: send Authorization: Bearer <token>');
       return auth.authenticate(token);
     })();

@@ -1,8 +1,8 @@
 // The GraphQL adapter's resolvers: parse the arguments (with the same schemas as REST, so the same
 // values are refused with the same field errors) -> call the service REST calls -> return its value.
 // No business rule here; authorization is in the services, as for every transport.
-import type { Static, TSchema } from 'typebox';
-import { scopeOf, type Permission, type Principal } from '../../components/access/index.js';
+import type { TSchema } from 'typebox';
+import { authorize, type Principal } from '../../components/access/index.js';
 import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
 import {
   type Account,
@@ -19,9 +19,9 @@ import {
   type Transfer,
 } from '../../components/ledger/index.js';
 import { CreateUserBody, RegisterBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
-import { forbidden, validationFailed, type FieldError } from '../../platform/errors.js';
+import { canonicalEmail } from '../../platform/email.js';
 import { IdParams, PageQuery } from '../../platform/http.js';
-import { createValidatorCompiler, fieldErrorsFromAjv } from '../http/validation.js';
+import { inputValidator } from '../http/validation.js';
 import type { Loaders } from './loaders.js';
 import { BigIntScalar, DateTimeScalar, SafeIntScalar } from './schema.js';
 
@@ -44,21 +44,7 @@ type Args = Readonly<Record<string, unknown>>;
 type Resolver<Parent = unknown> = (parent: Parent, args: Args, context: GraphqlContext) => unknown;
 
 // Arguments are parsed exactly like REST bodies: no coercion, unknown fields refused.
-const compile = createValidatorCompiler();
-
-/** A validator for `schema`; field-error paths named by REST (`limit`) are renamed to the GraphQL argument (`first`). */
-function validator<S extends TSchema>(schema: S, rename: Readonly<Record<string, string>> = {}) {
-  const validate = compile({ schema, httpPart: 'body' });
-  return (value: unknown): Static<S> => {
-    if (validate(value)) return value as Static<S>;
-    const fieldErrors: FieldError[] = fieldErrorsFromAjv(validate.errors ?? [], 'input').map((error) => {
-      const [head, ...rest] = error.path.split('.');
-      const renamed = head !== undefined ? rename[head] : undefined;
-      return renamed ? { ...error, path: [renamed, ...rest].join('.') } : error;
-    });
-    throw validationFailed(fieldErrors);
-  };
-}
+const validator = <S extends TSchema>(schema: S, rename?: Readonly<Record<string, string>>) => inputValidator(schema, 'input', rename);
 
 /** GraphQL's explicit null for an optional argument means "not given", as an absent JSON field. */
 function present(value: unknown): Record<string, unknown> {
@@ -67,12 +53,7 @@ function present(value: unknown): Record<string, unknown> {
 }
 
 const normalizeEmail = (input: Record<string, unknown>): Record<string, unknown> =>
-  typeof input['email'] === 'string' ? { ...input, email: input['email'].trim().toLowerCase() } : input;
-
-/** REST's requirePermission: an operation the caller's role never allows is refused before its input is read. */
-function requirePermission(principal: Principal, permission: Permission): void {
-  if (scopeOf(principal, permission) === undefined) throw forbidden();
-}
+  typeof input['email'] === 'string' ? { ...input, email: canonicalEmail(input['email']) } : input;
 
 const parseId = validator(IdParams);
 const parseIdAs = (name: string) => validator(IdParams, { id: name });
@@ -124,7 +105,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
     },
     users: async (_parent, args, context) => {
       const principal = await context.principal();
-      requirePermission(principal, 'users:list');
+      authorize(principal, 'users:list');
       const page = await users.list(principal, parsePage(present(args)));
       return { nodes: page.data, pageInfo: page.meta };
     },
@@ -173,7 +154,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
     },
     createUser: async (_parent, args, context) => {
       const principal = await context.principal();
-      requirePermission(principal, 'users:create');
+      authorize(principal, 'users:create');
       return users.create(principal, parseCreateUser(normalizeEmail(present(args['input']))));
     },
     updateUser: async (_parent, args, context) => {
@@ -183,7 +164,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
     },
     deleteUser: async (_parent, args, context) => {
       const principal = await context.principal();
-      requirePermission(principal, 'users:delete');
+      authorize(principal, 'users:delete');
       await users.delete(principal, parseId(present(args)).id);
       return true;
     },
@@ -193,7 +174,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
     },
     deposit: async (_parent, args, context) => {
       const principal = await context.principal();
-      requirePermission(principal, 'accounts:deposit');
+      authorize(principal, 'accounts:deposit');
       const { id } = parseAccountId(present({ id: args['accountId'] }));
       const { amount } = parseAmount(present({ amount: args['amount'] }));
       const money = moneyContext(context, args['idempotencyKey'], true);
@@ -201,7 +182,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
     },
     withdraw: async (_parent, args, context) => {
       const principal = await context.principal();
-      requirePermission(principal, 'accounts:withdraw');
+      authorize(principal, 'accounts:withdraw');
       const { id } = parseAccountId(present({ id: args['accountId'] }));
       const { amount } = parseAmount(present({ amount: args['amount'] }));
       const money = moneyContext(context, args['idempotencyKey'], true);

@@ -7,7 +7,8 @@ import { RegisterBody, type UsersService } from '../../components/users/index.js
 import { clientIpKey, principalOf, untilDeadline } from './call-context.js';
 import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
 import { renderLogin, renderTokens, renderUser } from './render.js';
-import { checkerFor, normalizeEmail } from './validate.js';
+import { canonicalEmail } from '../../platform/email.js';
+import { checkerFor } from './validate.js';
 
 const checkRegister = checkerFor(RegisterBody);
 const checkLogin = checkerFor(LoginBody);
@@ -19,13 +20,13 @@ const clientIpOf = (context: HandlerContext): string => context.values.get(clien
 export function authServiceImpl(auth: AuthService, users: UsersService): ServiceImpl<typeof AuthServiceDesc> {
   return {
     async register(request, context) {
-      const body = { email: normalizeEmail(request.email), name: request.name, password: request.password };
+      const body = { email: canonicalEmail(request.email), name: request.name, password: request.password };
       checkRegister(body);
       return { user: renderUser(await untilDeadline(context, users.register(body))) };
     },
 
     async login(request, context) {
-      const body = { email: normalizeEmail(request.email), password: request.password };
+      const body = { email: canonicalEmail(request.email), password: request.password };
       checkLogin(body);
       return renderLogin(await untilDeadline(context, auth.login({ ...body, clientIp: clientIpOf(context) })));
     },

@@ -2,32 +2,22 @@
 // the rate limit and the login throttle), the caller (bearer token in the `authorization` metadata)
 // and its deadline.
 import { Code, ConnectError, createContextKey, type HandlerContext } from '@connectrpc/connect';
-import type { AuthService } from '../../components/auth/index.js';
-import { scopeOf, type Permission, type Principal } from '../../components/access/index.js';
-import { forbidden, unauthenticated } from '../../platform/errors.js';
+import { bearerTokenOf, type AuthService } from '../../components/auth/index.js';
+import type { Principal } from '../../components/access/index.js';
+import { unauthenticated } from '../../platform/errors.js';
 
 /** Set per call by the server's interceptor (server.ts) from the x-request-id metadata or anew. */
 export const requestIdKey = createContextKey<string>('', { description: 'bastion request id' });
 /** The connection's remote address, set by the node adapter's contextValues. */
 export const clientIpKey = createContextKey<string>('', { description: 'bastion client address' });
 
-const BEARER = /^Bearer\s+(\S+)\s*$/i;
-
 /** The caller, from `authorization: Bearer <token>` through the auth service's one entry point. */
 export async function principalOf(auth: AuthService, context: HandlerContext): Promise<Principal> {
-  const token = BEARER.exec(context.requestHeader.get('authorization') ?? '')?.[1];
+  const token = bearerTokenOf(context.requestHeader.get('authorization'));
   if (!token) throw unauthenticated('Authentication required: send the metadata authorization: Bearer <token>');
   const principal = await auth.authenticate(token);
   throwIfPastDeadline(context);
   return principal;
-}
-
-/**
- * An operation the caller's role never allows is PERMISSION_DENIED before its input is even
- * validated, as REST's requirePermission hook answers 403 before 400. The use case checks again.
- */
-export function requirePermission(principal: Principal, permission: Permission): void {
-  if (scopeOf(principal, permission) === undefined) throw forbidden();
 }
 
 /** Stops a call whose deadline passed (or that the client cancelled) before it starts more work. */

@@ -17,8 +17,8 @@ import {
   type MoveCommand,
   PostPendingBody,
 } from '../../components/ledger/index.js';
-import type { Principal } from '../../components/access/index.js';
-import { principalOf, requestIdKey, requirePermission, throwIfPastDeadline, untilDeadline } from './call-context.js';
+import { authorize, type Principal } from '../../components/access/index.js';
+import { principalOf, requestIdKey, throwIfPastDeadline, untilDeadline } from './call-context.js';
 import type { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';
 import { renderAccount, renderPageMeta, renderTransfer } from './render.js';
 import { amountOf, checkerFor, checkUuid, refuse, unlessZero } from './validate.js';
@@ -59,7 +59,7 @@ export function ledgerServiceImpl(ledger: LedgerService, auth: AuthService): Ser
     context: HandlerContext,
   ) => {
     const principal: Principal = await principalOf(auth, context);
-    requirePermission(principal, kind === 'deposit' ? 'accounts:deposit' : 'accounts:withdraw');
+    authorize(principal, kind === 'deposit' ? 'accounts:deposit' : 'accounts:withdraw');
     checkUuid('account_id', request.accountId);
     const amount = amountOf(request.amount);
     checkAmount({ amount });

@@ -1,12 +1,14 @@
 // bastion.v1.UserService: parse -> the users service -> render, as components/users/http.ts does for REST.
 import type { ServiceImpl } from '@connectrpc/connect';
+import { authorize } from '../../components/access/index.js';
 import type { AuthService } from '../../components/auth/index.js';
 import { CreateUserBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
+import { canonicalEmail } from '../../platform/email.js';
 import { PageQuery } from '../../platform/http.js';
-import { principalOf, requirePermission, untilDeadline } from './call-context.js';
+import { principalOf, untilDeadline } from './call-context.js';
 import { Role, type UserService } from './gen/bastion/v1/user_service_pb.js';
 import { renderPageMeta, renderUser, ROLE_NAMES } from './render.js';
-import { checkerFor, checkUuid, normalizeEmail, unlessZero } from './validate.js';
+import { checkerFor, checkUuid, unlessZero } from './validate.js';
 
 const checkPage = checkerFor(PageQuery);
 const checkCreate = checkerFor(CreateUserBody);
@@ -31,7 +33,7 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
 
     async listUsers(request, context) {
       const principal = await principalOf(auth, context);
-      requirePermission(principal, 'users:list');
+      authorize(principal, 'users:list');
       const query: Record<string, unknown> = { ...unlessZero('page', request.page), ...unlessZero('limit', request.limit) };
       checkPage(query);
       const page = await untilDeadline(context, users.list(principal, query as { page: number; limit: number }));
@@ -40,8 +42,8 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
 
     async createUser(request, context) {
       const principal = await principalOf(auth, context);
-      requirePermission(principal, 'users:create');
-      const body = { email: normalizeEmail(request.email), name: request.name, password: request.password, ...roleField(request.role) };
+      authorize(principal, 'users:create');
+      const body = { email: canonicalEmail(request.email), name: request.name, password: request.password, ...roleField(request.role) };
       checkCreate(body);
       return { user: renderUser(await untilDeadline(context, users.create(principal, body as Parameters<UsersService['create']>[1]))) };
     },
@@ -51,7 +53,7 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
       checkUuid('id', request.id);
       const patch = {
         ...(request.name !== undefined ? { name: request.name } : {}),
-        ...(request.email !== undefined ? { email: normalizeEmail(request.email) } : {}),
+        ...(request.email !== undefined ? { email: canonicalEmail(request.email) } : {}),
         ...roleField(request.role),
       };
       checkUpdate(patch);
@@ -61,7 +63,7 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
 
     async deleteUser(request, context) {
       const principal = await principalOf(auth, context);
-      requirePermission(principal, 'users:delete');
+      authorize(principal, 'users:delete');
       checkUuid('id', request.id);
       await untilDeadline(context, users.delete(principal, request.id));
       return {};

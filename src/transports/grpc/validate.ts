@@ -4,20 +4,10 @@
 import type { TSchema } from 'typebox';
 import { validationFailed, type FieldError } from '../../platform/errors.js';
 import { isUuid } from '../../platform/ids.js';
-import { createValidatorCompiler, fieldErrorsFromAjv } from '../http/validation.js';
-
-const compile = createValidatorCompiler();
-
-export type Check = (value: Record<string, unknown>) => void;
+import { inputValidator } from '../http/validation.js';
 
 /** A check that throws VALIDATION_FAILED (INVALID_ARGUMENT) with field errors when the value fails `schema`. */
-export function checkerFor(schema: TSchema): Check {
-  const validate = compile({ schema, httpPart: 'body' });
-  return (value) => {
-    if (validate(value)) return;
-    throw validationFailed(fieldErrorsFromAjv(validate.errors ?? [], 'request'));
-  };
-}
+export const checkerFor = (schema: TSchema) => inputValidator(schema, 'request');
 
 /** Fails with these field errors if there are any. */
 export function refuse(fieldErrors: readonly FieldError[]): void {
@@ -26,8 +16,6 @@ export function refuse(fieldErrors: readonly FieldError[]): void {
 
 /** proto3 has no absent scalar: 0 means "not given", so the schema's default applies. */
 export const unlessZero = <T extends number>(name: string, value: T): Record<string, T> => (value === 0 ? {} : { [name]: value });
-
-export const normalizeEmail = (email: string): string => email.trim().toLowerCase();
 
 /**
  * int64 amounts arrive as bigint; the ledger takes numbers up to 2^53-1. Any value outside that

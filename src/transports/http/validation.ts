@@ -1,7 +1,8 @@
 // Schema validation: the Ajv setup of every route, and Ajv's errors as the contract's field errors.
 import { Ajv, type ErrorObject } from 'ajv';
 import addFormatsModule from 'ajv-formats';
-import type { FieldError } from '../../platform/errors.js';
+import type { Static, TSchema } from 'typebox';
+import { validationFailed, type FieldError } from '../../platform/errors.js';
 
 /**
  * The contract's ids: 8-4-4-4-12 hex, either case. ajv-formats' `uuid` also takes `urn:uuid:…`,
@@ -40,4 +41,31 @@ export function fieldErrorsFromAjv(errors: readonly ErrorObject[], context: stri
     }
     return { path: segments.length > 0 ? segments.join('.') : (context ?? 'body'), message };
   });
+}
+
+let inputCompiler: ReturnType<typeof createValidatorCompiler> | undefined;
+
+/**
+ * Validation for the transports that parse their own messages (GraphQL arguments, gRPC requests)
+ * with REST's body rules and schemas: no coercion, unknown fields refused, a failure thrown as
+ * VALIDATION_FAILED with field errors (`context` names the root). `rename` maps a field named as in
+ * REST to the transport's own name in those errors (`limit` -> `first`).
+ */
+export function inputValidator<S extends TSchema>(
+  schema: S,
+  context: string,
+  rename: Readonly<Record<string, string>> = {},
+): (value: unknown) => Static<S> {
+  inputCompiler ??= createValidatorCompiler();
+  const validate = inputCompiler({ schema, httpPart: 'body' });
+  return (value) => {
+    if (validate(value)) return value as Static<S>;
+    throw validationFailed(
+      fieldErrorsFromAjv(validate.errors ?? [], context).map((error) => {
+        const [head, ...rest] = error.path.split('.');
+        const renamed = head !== undefined ? rename[head] : undefined;
+        return renamed ? { ...error, path: [renamed, ...rest].join('.') } : error;
+      }),
+    );
+  };
 }
