@@ -1,21 +1,34 @@
-// HTTP benchmark: the real service (compiled, `node dist/src/main.js serve`) against a bare Fastify 5
-// route, with autocannon running in separate processes. `npm run bench` builds first.
+// HTTP benchmark: the real service (compiled, `node dist/src/main.js serve`, with GRPC_PORT so that
+// gRPC is served too) against a bare Fastify 5 route, with the load generated in separate processes:
+// autocannon (bench/load-runner.ts) for HTTP/1.1, bench/grpc-load.ts (raw node:http2, hand-framed
+// gRPC) for gRPC unary calls, which autocannon cannot make. `npm run bench` builds first.
 //
-// Scenarios (32 connections):
+// Scenarios (32 connections; for gRPC, 32 calls in flight):
 //   bare route · two diagnostics (the bare route with the service's response headers; the bare
-//   route writing as the service does) · GET /api/v1/users/me · GET /api/v1/users/:id (admin), in
-//   BENCH_ROUNDS interleaved rounds of BENCH_DURATION seconds, each compared with the bare route's
-//   run in the same round (median of the per-round ratios reported); a login flood (16 connections
-//   of POST /api/v1/auth/login) measured together with /users/me running at the same time; then,
-//   on PostgreSQL + Redis when both answer, four services side by side: GET /users/:id with the
+//   route writing as the service does) · `me` through the three protocols: GET /api/v1/users/me,
+//   POST /graphql `{ me { … } }`, gRPC bastion.v1.UserService/GetMe · GET /api/v1/users/:id (admin),
+//   in BENCH_ROUNDS interleaved rounds of BENCH_DURATION seconds (each round starting one scenario
+//   further on), each compared with the bare route's run in the same round (median of the per-round
+//   ratios reported), and GraphQL's and gRPC's `me` also with REST's run in the same round against
+//   issue 11's targets (GraphQL ≥ 0.6 × REST, gRPC ≥ 1.0 × REST); a login flood (16 connections
+//   of POST /api/v1/auth/login) measured together with /users/me running at the same time; a transfer
+//   through each protocol (POST /api/v1/transfers, the GraphQL `transfer` mutation, gRPC
+//   LedgerService/CreateTransfer: 1 cent between two accounts of the bench user, funded first, a new
+//   idempotency key per request) in interleaved rounds with REST as the baseline, against issue 11's
+//   target (within 20 % of REST), each run checked against the credited account's balance; then, on
+//   PostgreSQL + Redis when both answer, four services side by side: GET /users/:id with the
 //   cache disabled, from Redis (L1 off), from L1, and with WORKERS=2, in interleaved rounds with
-//   the bare route again.
+//   the bare route again. Every run also records the CPU the load generator and the server under
+//   test used (/proc/<pid>/stat), so that a loader that would be the bottleneck shows.
 //
 // Environment: BENCH_DURATION (3), BENCH_ROUNDS (7), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
-// (16); BENCH_DATABASE_URL runs the service on PostgreSQL (an empty database, or one whose admin is
-// BENCH_ADMIN_EMAIL / BENCH_ADMIN_PASSWORD); otherwise embedded PGlite in a fresh data directory.
+// (16), BENCH_GRPC_STREAMS (1: calls in flight per HTTP/2 session; the sessions carry BENCH_CONNECTIONS
+// calls in all); BENCH_DATABASE_URL runs the service, transfers included, on PostgreSQL (an empty
+// database, or one whose admin is BENCH_ADMIN_EMAIL / BENCH_ADMIN_PASSWORD); otherwise embedded PGlite
+// in a fresh data directory.
 // Prints a markdown table and writes it to bench/results/latest.md.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -23,7 +36,11 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { freePort } from '../test/helpers/ports.js';
+import { CreateTransferRequestSchema, LedgerService } from '../src/transports/grpc/gen/bastion/v1/ledger_service_pb.js';
+import { UserService } from '../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
+import type { GrpcLoadSpec } from './grpc-load.js';
 import type { LoadSpec, LoadSummary } from './load-runner.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -41,6 +58,8 @@ const ROUNDS = numberFromEnv('BENCH_ROUNDS', 7);
 const WARMUP = numberFromEnv('BENCH_WARMUP', 2);
 const CONNECTIONS = numberFromEnv('BENCH_CONNECTIONS', 32);
 const LOGIN_CONNECTIONS = numberFromEnv('BENCH_LOGIN_CONNECTIONS', 16);
+/** gRPC: calls in flight per HTTP/2 session; the sessions carry BENCH_CONNECTIONS calls in all, as REST's connections. */
+const GRPC_STREAMS = numberFromEnv('BENCH_GRPC_STREAMS', 1);
 const DATABASE_URL = process.env['BENCH_DATABASE_URL'] || undefined;
 const ADMIN_EMAIL = process.env['BENCH_ADMIN_EMAIL'] ?? 'bench-admin@bastion.test';
 const ADMIN_PASSWORD = process.env['BENCH_ADMIN_PASSWORD'] ?? 'bench-admin-password-1';
@@ -81,9 +100,14 @@ async function startProcess(name: string, args: readonly string[], env: NodeJS.P
   return { child, port, output: () => output };
 }
 
-/** One autocannon run in its own process. */
-async function load(spec: LoadSpec): Promise<LoadSummary> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, 'bench/load-runner.ts'), JSON.stringify(spec)], {
+type AnyLoadSpec = LoadSpec | GrpcLoadSpec;
+const isGrpc = (spec: AnyLoadSpec | Omit<AnyLoadSpec, 'durationSeconds'>): spec is GrpcLoadSpec => 'origin' in spec;
+const targetOf = (spec: AnyLoadSpec): string => (isGrpc(spec) ? `${spec.origin}${spec.path}` : spec.url);
+
+/** One load in its own process: autocannon (bench/load-runner.ts), or gRPC unary calls (bench/grpc-load.ts). */
+async function load(spec: AnyLoadSpec): Promise<LoadSummary> {
+  const runner = isGrpc(spec) ? 'bench/grpc-load.ts' : 'bench/load-runner.ts';
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, runner), JSON.stringify(spec)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -91,7 +115,7 @@ async function load(spec: LoadSpec): Promise<LoadSummary> {
   let stdout = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
   const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`load runner failed (exit ${code}) for ${spec.url}`);
+  if (code !== 0) throw new Error(`load runner failed (exit ${code}) for ${targetOf(spec)}`);
   return JSON.parse(stdout.trim().split('\n').pop() ?? '{}') as LoadSummary;
 }
 
@@ -101,9 +125,12 @@ interface Ratio {
   readonly max: number;
 }
 
+/** A load's summary, with the CPU time the server under test spent meanwhile (when known). */
+type Measured = LoadSummary & { readonly serverCpuSeconds?: number };
+
 interface Row {
   readonly scenario: string;
-  readonly result: LoadSummary;
+  readonly result: Measured;
   /** For interleaved scenarios: the per-round ratios to the baseline's run in the same round. */
   readonly ratio?: Ratio;
 }
@@ -130,28 +157,104 @@ function memoryOf(pid: number | undefined): { residentMb: number; peakMb: number
 }
 const IDLE_SETTLE_MS = 3_000;
 
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** A process's CPU time so far (user + system, all its threads), in seconds (Linux /proc; undefined elsewhere). */
+function cpuSecondsOf(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return undefined;
+  }
+}
+
 const ratioOf = (values: readonly number[]): Ratio => ({ median: medianOf(values), min: Math.min(...values), max: Math.max(...values) });
 
-function table(rows: readonly Row[], bare: LoadSummary): string {
+const shownRatio = (ratio: Ratio): string => `${fixed(ratio.median, 3)} (${fixed(ratio.min, 2)}–${fixed(ratio.max, 2)})`;
+
+/** CPU cores the load generator and the server used during a load (CPU seconds per second of load). */
+const cpuCores = (result: Measured): string =>
+  `${fixed(result.clientCpuSeconds / result.durationSeconds, 2)} / ` +
+  (result.serverCpuSeconds === undefined ? '–' : fixed(result.serverCpuSeconds / result.durationSeconds, 2));
+
+function table(rows: readonly Row[], bare: LoadSummary, { ratioTo = 'bare', unit = 'req/s' } = {}): string {
   const lines = [
-    '| scenario | req/s | p50 ms | p99 ms | ratio to bare (per-round range) | non-2xx / errors |',
-    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    `| scenario | ${unit} | p50 ms | p99 ms | ratio to ${ratioTo} (per-round range) | non-2xx / errors | CPU cores: loader / server |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const { scenario, result, ratio } of rows) {
-    const shown = ratio
-      ? `${fixed(ratio.median, 3)} (${fixed(ratio.min, 2)}–${fixed(ratio.max, 2)})`
-      : fixed(result.requestsPerSecond / bare.requestsPerSecond, 3);
+    const shown = ratio ? shownRatio(ratio) : fixed(result.requestsPerSecond / bare.requestsPerSecond, 3);
     lines.push(
       `| ${scenario} | ${fixed(result.requestsPerSecond, 0)} | ${fixed(result.p50Ms, 1)} | ${fixed(result.p99Ms, 1)} | ` +
-        `${shown} | ${result.non2xx} / ${result.errors} |`,
+        `${shown} | ${result.non2xx} / ${result.errors} | ${cpuCores(result)} |`,
     );
   }
   return lines.join('\n');
 }
 
-type Scenario = [name: string, spec: Omit<LoadSpec, 'durationSeconds'>];
+interface ScenarioOptions {
+  /** The server under test: its CPU time is read around every run. */
+  readonly serverPid?: number | undefined;
+  /** Around every run of the scenario (warm-up included), e.g. to check what it did. */
+  readonly around?: (run: () => Promise<Measured>) => Promise<Measured>;
+}
+
+type Scenario = [name: string, spec: Omit<LoadSpec, 'durationSeconds'> | Omit<GrpcLoadSpec, 'durationSeconds'>, options?: ScenarioOptions];
 
 const HEADERS_DIAGNOSTIC = 'bare route + the service\'s response headers (diagnostic)';
+const REST_ME = 'GET /api/v1/users/me';
+const GRAPHQL_ME = 'POST /graphql { me }';
+const GRPC_ME = 'gRPC UserService/GetMe (unary, h2c)';
+const REST_TRANSFER = 'POST /api/v1/transfers';
+const GRAPHQL_TRANSFER = 'POST /graphql mutation transfer';
+const GRPC_TRANSFER = 'gRPC LedgerService/CreateTransfer (unary, h2c)';
+
+/** An issue-11 target: a protocol's row, its per-round ratio to REST's, and whether the ratio meets it. */
+interface Target {
+  readonly row: Row | undefined;
+  readonly ratio: Ratio;
+  readonly target: string;
+  readonly met: (ratio: number) => boolean;
+}
+
+function targetTable(targets: readonly Target[], unit: string): string {
+  const lines = [
+    `| protocol | ${unit} | p50 ms | p99 ms | ratio to REST (per-round range) | target | met | CPU cores: loader / server |`,
+    '| --- | ---: | ---: | ---: | ---: | --- | --- | ---: |',
+  ];
+  for (const { row, ratio, target, met } of targets) {
+    if (!row) continue;
+    const { result } = row;
+    lines.push(
+      `| ${row.scenario} | ${fixed(result.requestsPerSecond, 0)} | ${fixed(result.p50Ms, 1)} | ${fixed(result.p99Ms, 1)} | ` +
+        `${shownRatio(ratio)} | ${target} | ${met(ratio.median) ? 'yes' : '**no**'} | ${cpuCores(result)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+const logTargets = (targets: readonly Target[]) => {
+  for (const { row, ratio, target, met } of targets) {
+    log(`${row?.scenario ?? '?'}: ${fixed(ratio.median, 3)} of REST (target ${target}): ${met(ratio.median) ? 'met' : 'NOT met'}`);
+  }
+};
+
+/** One GraphQL request through fetch: HTTP 200 and no `errors` (the load counts any 200 as a success). */
+async function probeGraphql(api: string, auth: Record<string, string>, body: string): Promise<void> {
+  const response = await fetch(`${api}/graphql`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body });
+  const text = await response.text();
+  if (response.status !== 200 || 'errors' in (JSON.parse(text) as object)) throw new Error(`GraphQL probe failed (${response.status}): ${text}`);
+}
 const COALESCED_DIAGNOSTIC = 'bare route, writes coalesced as the service does (diagnostic)';
 
 interface Interleaved {
@@ -159,27 +262,43 @@ interface Interleaved {
   readonly rows: Row[];
   /** The median over rounds of a's req/s over b's in the same round. */
   pairedRatio(a: string, b: string): number;
+  /** The same, with the range of the per-round ratios. */
+  paired(a: string, b: string): Ratio;
+}
+
+async function measure([, spec, options]: Scenario, durationSeconds: number): Promise<Measured> {
+  const run = async (): Promise<Measured> => {
+    const before = cpuSecondsOf(options?.serverPid);
+    const result = await load({ ...spec, durationSeconds } as AnyLoadSpec);
+    const after = cpuSecondsOf(options?.serverPid);
+    return before === undefined || after === undefined ? result : { ...result, serverCpuSeconds: after - before };
+  };
+  return options?.around ? options.around(run) : run();
 }
 
 /**
  * Warms every scenario up, then runs them in ROUNDS interleaved rounds (the first scenario is the
- * baseline). This VM's speed drifts by tens of percent within a minute, so a scenario is compared
- * with the baseline's run in the same round, seconds apart, and the ratio reported is the median
- * of those per-round ratios (with their range); req/s and latencies are the median round's.
+ * baseline; each round starts one scenario further on, so that none always runs first or right
+ * after the same one). This VM's speed drifts by tens of percent within a minute, so a scenario is
+ * compared with the baseline's run in the same round, seconds apart, and the ratio reported is the
+ * median of those per-round ratios (with their range); req/s and latencies are the median round's.
  */
 async function interleaved(scenarios: readonly Scenario[]): Promise<Interleaved> {
-  for (const [name, spec] of scenarios) {
-    log(`warm-up: ${name}`);
-    await load({ ...spec, durationSeconds: WARMUP });
+  for (const scenario of scenarios) {
+    log(`warm-up: ${scenario[0]}`);
+    const warm = await measure(scenario, WARMUP);
+    if (warm.ok2xx === 0) throw new Error(`${scenario[0]}: no successful answer in the warm-up (${JSON.stringify(warm)})`);
   }
-  const samples = new Map<string, LoadSummary[]>();
+  const samples = new Map<string, Measured[]>();
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const [name, spec] of scenarios) {
-      log(`round ${round}/${ROUNDS}: ${name}`);
-      samples.set(name, [...(samples.get(name) ?? []), await load({ ...spec, durationSeconds: DURATION })]);
+    for (let index = 0; index < scenarios.length; index++) {
+      const scenario = scenarios[(index + round - 1) % scenarios.length];
+      if (!scenario) continue;
+      log(`round ${round}/${ROUNDS}: ${scenario[0]}`);
+      samples.set(scenario[0], [...(samples.get(scenario[0]) ?? []), await measure(scenario, DURATION)]);
     }
   }
-  const medianRound = (results: readonly LoadSummary[]): LoadSummary => {
+  const medianRound = (results: readonly Measured[]): Measured => {
     const sorted = [...results].sort((a, b) => a.requestsPerSecond - b.requestsPerSecond);
     const middle = sorted[Math.floor(sorted.length / 2)];
     if (!middle) throw new Error('no samples');
@@ -197,6 +316,7 @@ async function interleaved(scenarios: readonly Scenario[]): Promise<Interleaved>
       ratio: ratioOf(perRound(name, baseline)),
     })),
     pairedRatio: (a, b) => medianOf(perRound(a, b)),
+    paired: (a, b) => ratioOf(perRound(a, b)),
   };
 }
 
@@ -215,11 +335,14 @@ async function main(): Promise<void> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'bastion-bench-'));
   cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
   const servicePort = await freePort();
+  const grpcPort = await freePort();
   const serviceEnv: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'],
     HOME: process.env['HOME'],
     NODE_ENV: 'production',
     PORT: String(servicePort),
+    // gRPC (h2c) on its own listener, over the same services.
+    GRPC_PORT: String(grpcPort),
     HOST: '127.0.0.1',
     // The default: PGlite in a data directory on disk. (memory:// keeps the whole database in
     // ArrayBuffers of the JS heap; measured, young-generation GCs then take ~15 ms instead of ~1 ms
@@ -235,6 +358,10 @@ async function main(): Promise<void> {
     BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
   };
   const service = await startProcess('service', [DIST_MAIN, 'serve'], serviceEnv, servicePort, '/health');
+  for (const deadline = Date.now() + 30_000; !(await reachable(grpcPort)); ) {
+    if (Date.now() > deadline) throw new Error(`the service's gRPC listener (GRPC_PORT=${grpcPort}) did not open:\n${service.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
   await new Promise((resolve) => setTimeout(resolve, IDLE_SETTLE_MS));
   const idleMemory = memoryOf(service.child.pid);
   const api = `http://127.0.0.1:${service.port}`;
@@ -250,6 +377,18 @@ async function main(): Promise<void> {
   }
   const session = ((await loginResponse.json()) as { data: { accessToken: string; user: { id: string } } }).data;
   const auth = { authorization: `Bearer ${session.accessToken}` };
+  const grpcOrigin = `http://127.0.0.1:${grpcPort}`;
+  const grpcCalls = (path: string, message?: Uint8Array, uniqueKeyField?: number): Omit<GrpcLoadSpec, 'durationSeconds'> => ({
+    origin: grpcOrigin,
+    path,
+    sessions: Math.ceil(CONNECTIONS / GRPC_STREAMS),
+    streamsPerSession: GRPC_STREAMS,
+    metadata: auth,
+    ...(message ? { messageBase64: Buffer.from(message).toString('base64') } : {}),
+    ...(uniqueKeyField !== undefined ? { uniqueKeyField } : {}),
+  });
+  const onService: ScenarioOptions = { serverPid: service.child.pid };
+  const onBare: ScenarioOptions = { serverPid: bare.child.pid };
 
   const backend = DATABASE_URL ? 'PostgreSQL' : 'PGlite (a data directory on disk, the default)';
   log(`service on ${backend}; ${CONNECTIONS} connections, ${WARMUP} s warm-up + ${DURATION} s per scenario`);
@@ -257,27 +396,38 @@ async function main(): Promise<void> {
   // The bare route and the service's routes are measured in interleaved rounds, each compared with
   // the bare route's run of the same round: this VM's speed drifts by tens of percent within a
   // minute, and a ratio of two runs minutes apart would mostly measure that drift.
+  const graphqlMe = JSON.stringify({ query: '{ me { id email name role createdAt updatedAt } }' });
+  await probeGraphql(api, auth, graphqlMe);
   const scenarios: Scenario[] = [
-    ['bare Fastify route (baseline)', { url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS }],
-    [HEADERS_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-headers`, connections: CONNECTIONS }],
-    [COALESCED_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-coalesced`, connections: CONNECTIONS }],
-    ['GET /api/v1/users/me', { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }],
+    ['bare Fastify route (baseline)', { url: `http://127.0.0.1:${bare.port}/bare`, connections: CONNECTIONS }, onBare],
+    [HEADERS_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-headers`, connections: CONNECTIONS }, onBare],
+    [COALESCED_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-coalesced`, connections: CONNECTIONS }, onBare],
+    [REST_ME, { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }, onService],
     // The same read through GraphQL (issue 11: at least 60% of REST's req/s), every field of REST's body.
     [
-      'POST /graphql { me }',
+      GRAPHQL_ME,
       {
         url: `${api}/graphql`,
         connections: CONNECTIONS,
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
-        body: JSON.stringify({ query: '{ me { id email name role createdAt updatedAt } }' }),
+        body: graphqlMe,
       },
+      onService,
     ],
-    ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }],
+    // And through gRPC (issue 11: at least REST's req/s): as many calls in flight as REST's connections.
+    [GRPC_ME, grpcCalls(`/${UserService.typeName}/${UserService.method.getMe.name}`), onService],
+    ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }, onService],
   ];
-  const { rows } = await interleaved(scenarios);
+  const meRounds = await interleaved(scenarios);
+  const { rows } = meRounds;
   const bareResult = rows[0]?.result;
   if (!bareResult) throw new Error('no baseline');
+  const rowOf = (from: readonly Row[], name: string): Row | undefined => from.find((row) => row.scenario === name);
+  const meTargets: Target[] = [
+    { row: rowOf(rows, GRAPHQL_ME), ratio: meRounds.paired(GRAPHQL_ME, REST_ME), target: '≥ 0.60', met: (ratio) => ratio >= 0.6 },
+    { row: rowOf(rows, GRPC_ME), ratio: meRounds.paired(GRPC_ME, REST_ME), target: '≥ 1.00', met: (ratio) => ratio >= 1 },
+  ];
 
   log(`login flood (${LOGIN_CONNECTIONS} connections) + GET /users/me (${CONNECTIONS} connections) at the same time`);
   const loginSpec: LoadSpec = {
@@ -296,6 +446,10 @@ async function main(): Promise<void> {
 
   const loadedMemory = memoryOf(service.child.pid);
 
+  // A transfer through each protocol, between two accounts of the bench user funded for the whole run.
+  const transfers = await transferRounds(api, auth, grpcCalls, onService);
+  const afterTransfersMemory = memoryOf(service.child.pid);
+
   // Scale-out: the same read through each cache tier, and one process against two, on PostgreSQL
   // and Redis (skipped with a line when either is absent).
   service.child.kill('SIGTERM');
@@ -310,9 +464,12 @@ async function main(): Promise<void> {
     '',
     table(rows, bareResult),
     '',
-    `The first five rows ran in ${ROUNDS} interleaved rounds of ${DURATION} s. "Ratio to bare" is the median of the ` +
+    `The first ${scenarios.length} rows ran in ${ROUNDS} interleaved rounds of ${DURATION} s (each round starting one scenario further on). ` +
+      '"Ratio to bare" is the median of the ' +
       'per-round ratios (req/s over the bare route\'s req/s in the same round), with their range; req/s, p50 and p99 are ' +
-      'the median round\'s. The two login-flood rows ran once, after the rounds; their ratio is to the median bare round.',
+      'the median round\'s. The two login-flood rows ran once, after the rounds; their ratio is to the median bare round. ' +
+      '"CPU cores" is the CPU time the load generator\'s process and the server under test (all its threads) spent during ' +
+      'the run, per second of it (/proc/<pid>/stat; the bare server for the bare rows; "–" where not measured).',
     '',
     'The two diagnostic rows are the bare route with one thing of the service\'s added. ' +
       `"${HEADERS_DIAGNOSTIC}": the ten API security headers (src/transports/http/security-headers.ts), X-Request-Id and three RateLimit-*, what they cost before any of ` +
@@ -321,10 +478,36 @@ async function main(): Promise<void> {
     '',
     `Service memory (resident): ${fixed(idleMemory?.residentMb ?? Number.NaN, 0)} MB idle ${IDLE_SETTLE_MS / 1000} s after its first start ` +
       `on a new data directory; ${fixed(loadedMemory?.residentMb ?? Number.NaN, 0)} MB after the rounds and the login flood, ` +
-      `${fixed(loadedMemory?.peakMb ?? Number.NaN, 0)} MB at its peak.`,
+      `${fixed(loadedMemory?.peakMb ?? Number.NaN, 0)} MB at its peak; after the transfers ${fixed(afterTransfersMemory?.residentMb ?? Number.NaN, 0)} MB, ` +
+      `${fixed(afterTransfersMemory?.peakMb ?? Number.NaN, 0)} MB at its peak.`,
     '',
-    'p50/p99 are autocannon latency percentiles. ' +
+    'p50/p99 are autocannon latency percentiles (whole milliseconds), and for gRPC bench/grpc-load.ts\'s (per call, exact). ' +
       'Logins are deliberately slow (argon2id, 19 MiB, t=2, in PASSWORD_HASH_CONCURRENCY worker threads at a lowered OS priority).',
+    '',
+    '## GraphQL and gRPC against REST (issue 11)',
+    '',
+    '### `me`',
+    '',
+    targetTable(meTargets, 'req/s'),
+    '',
+    `The three \`me\` rows of the first table, each as the median of its per-round ratios to REST's run in the same round. ` +
+      'GraphQL: `{ me { id email name role createdAt updatedAt } }` (every field of REST\'s body) as a JSON POST. ' +
+      `gRPC: bench/grpc-load.ts in its own process, raw node:http2, ${Math.ceil(CONNECTIONS / GRPC_STREAMS)} h2c sessions × ` +
+      `${GRPC_STREAMS} call(s) in flight (${Math.ceil(CONNECTIONS / GRPC_STREAMS) * GRPC_STREAMS} calls in all, as REST's ${CONNECTIONS} connections), ` +
+      'the request framed once, the answer counted by its grpc-status and not decoded.',
+    '',
+    `### A transfer through each protocol (service on ${backend})`,
+    '',
+    table(transfers.rows, transfers.rows[0]?.result ?? bareResult, { ratioTo: 'REST', unit: 'tx/s' }),
+    '',
+    targetTable(transfers.targets, 'tx/s'),
+    '',
+    `1 cent from one account of the bench user to another (both its own; the first funded with ${FUNDS} cents), ` +
+      `${CONNECTIONS} requests in flight, a new idempotency key in every request (all three protocols require one), ` +
+      `in ${ROUNDS} interleaved rounds of ${DURATION} s with REST as the baseline. Ledger check (the credited account's balance before and ` +
+      'after each run, warm-ups included): ' +
+      transfers.checks.join('; ') +
+      '.',
     '',
     ...(scaleRows
       ? [
@@ -342,12 +525,116 @@ async function main(): Promise<void> {
       : ['Cache-tier and 2-process scenarios skipped: PostgreSQL or Redis not reachable.', '']),
   ].join('\n');
   process.stdout.write(`\n${markdown}`);
+  logTargets([...meTargets, ...transfers.targets]);
   await mkdir(path.dirname(RESULTS), { recursive: true });
   await writeFile(RESULTS, markdown);
   log(`written to ${path.relative(ROOT, RESULTS)}`);
 
   const serviceErrors = service.output().split('\n').filter((line) => /"level":(50|60)|"level":"(error|fatal)"/.test(line));
   if (serviceErrors.length > 0) log(`the service logged ${serviceErrors.length} error lines, e.g.:\n${serviceErrors.slice(0, 3).join('\n')}`);
+}
+
+/** What the bench user's first account holds: enough for a cent per transfer through the whole run. */
+const FUNDS = 1_000_000_000_000;
+const KEY_PLACEHOLDER = '__BENCH_IDEMPOTENCY_KEY__';
+
+interface TransferRounds {
+  readonly rows: Row[];
+  readonly targets: Target[];
+  /** Per protocol: what the ledger moved against what the load generator counted as successful. */
+  readonly checks: string[];
+}
+
+/**
+ * A transfer through each protocol (REST the baseline), interleaved as the reads are: 1 cent from one
+ * account of the bench user to another, both its own, the first funded with FUNDS first. The three
+ * protocols require an idempotency key on a transfer, so every request carries a new one (REST: the
+ * Idempotency-Key header; GraphQL: the idempotencyKey variable; gRPC: idempotency_key). After each
+ * run the credited account's balance says how many transfers really happened, which must be at
+ * least the successes counted (a GraphQL error answers 200) and at most those plus the calls still
+ * in flight when the load stopped.
+ */
+async function transferRounds(
+  api: string,
+  auth: Record<string, string>,
+  grpcCalls: (path: string, message?: Uint8Array, uniqueKeyField?: number) => Omit<GrpcLoadSpec, 'durationSeconds'>,
+  options: ScenarioOptions,
+): Promise<TransferRounds> {
+  const call = async <T>(method: 'GET' | 'POST', route: string, body?: unknown, key?: string): Promise<T> => {
+    const response = await fetch(`${api}${route}`, {
+      method,
+      headers: { ...auth, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...(key ? { 'idempotency-key': key } : {}) },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${await response.text()}`);
+    return ((await response.json()) as { data: T }).data;
+  };
+  const from = (await call<{ id: string }>('POST', '/api/v1/accounts', { currency: 'USD', name: 'bench: transfers from' })).id;
+  const to = (await call<{ id: string }>('POST', '/api/v1/accounts', { currency: 'USD', name: 'bench: transfers to' })).id;
+  await call('POST', `/api/v1/accounts/${from}/deposits`, { amount: FUNDS }, randomUUID());
+  const balanceOf = async (id: string) => BigInt(String((await call<{ balance: number | string }>('GET', `/api/v1/accounts/${id}`)).balance));
+
+  const tally = new Map<string, { moved: bigint; succeeded: number; runs: number }>();
+  const checked = (name: string): ScenarioOptions => ({
+    ...options,
+    around: async (run) => {
+      const before = await balanceOf(to);
+      const result = await run();
+      await new Promise((resolve) => setTimeout(resolve, 250)); // calls in flight at the stop finish
+      const moved = (await balanceOf(to)) - before;
+      const entry = tally.get(name) ?? { moved: 0n, succeeded: 0, runs: 0 };
+      tally.set(name, { moved: entry.moved + moved, succeeded: entry.succeeded + result.ok2xx, runs: entry.runs + 1 });
+      return result;
+    },
+  });
+
+  const transfer = { fromAccountId: from, toAccountId: to, amount: 1 };
+  const graphqlTransfer = (key: string) =>
+    JSON.stringify({
+      query:
+        'mutation Transfer($input: TransferInput!, $key: String!) { transfer(input: $input, idempotencyKey: $key) ' +
+        '{ transfer { id fromAccountId toAccountId amount currency status description createdAt expiresAt pendingId } } }',
+      variables: { input: transfer, key },
+    });
+  await probeGraphql(api, auth, graphqlTransfer(randomUUID()));
+  const grpcMessage = toBinary(CreateTransferRequestSchema, create(CreateTransferRequestSchema, { fromAccountId: from, toAccountId: to, amount: 1n }));
+  const json = { ...auth, 'content-type': 'application/json' };
+  const scenarios: Scenario[] = [
+    [
+      REST_TRANSFER,
+      { url: `${api}/api/v1/transfers`, connections: CONNECTIONS, method: 'POST', headers: json, body: JSON.stringify(transfer), uniqueKey: { header: 'idempotency-key' } },
+      checked(REST_TRANSFER),
+    ],
+    [
+      GRAPHQL_TRANSFER,
+      { url: `${api}/graphql`, connections: CONNECTIONS, method: 'POST', headers: json, body: graphqlTransfer(KEY_PLACEHOLDER), uniqueKey: { bodyPlaceholder: KEY_PLACEHOLDER } },
+      checked(GRAPHQL_TRANSFER),
+    ],
+    [
+      GRPC_TRANSFER,
+      grpcCalls(
+        `/${LedgerService.typeName}/${LedgerService.method.createTransfer.name}`,
+        grpcMessage,
+        CreateTransferRequestSchema.field.idempotencyKey.number,
+      ),
+      checked(GRPC_TRANSFER),
+    ],
+  ];
+  const rounds = await interleaved(scenarios);
+  const withinTwentyPercent = (ratio: number) => ratio >= 0.8;
+  const checks = [...tally].map(([name, { moved, succeeded, runs }]) => {
+    const ok = moved >= BigInt(succeeded) && moved <= BigInt(succeeded + runs * CONNECTIONS);
+    if (!ok) log(`ledger check failed for ${name}: ${moved} transfers moved, ${succeeded} successes counted`);
+    return `${name}: ${moved} transfers moved, ${succeeded} successful answers counted over ${runs} runs${ok ? '' : ' — **mismatch**'}`;
+  });
+  return {
+    rows: rounds.rows,
+    targets: [
+      { row: rounds.rows.find((row) => row.scenario === GRAPHQL_TRANSFER), ratio: rounds.paired(GRAPHQL_TRANSFER, REST_TRANSFER), target: '≥ 0.80 (within 20 %)', met: withinTwentyPercent },
+      { row: rounds.rows.find((row) => row.scenario === GRPC_TRANSFER), ratio: rounds.paired(GRPC_TRANSFER, REST_TRANSFER), target: '≥ 0.80 (within 20 %)', met: withinTwentyPercent },
+    ],
+    checks,
+  };
 }
 
 async function reachable(port: number): Promise<boolean> {

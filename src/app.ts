@@ -22,6 +22,7 @@ import { openDatabase, type Database } from './platform/db/index.js';
 import { migrateSchema } from './schema.js';
 import { createLoggers, type Logger } from './platform/logger.js';
 import { createLocalGcra, createSharedGcra } from './platform/rate-limit.js';
+import { createLiveEvents, type LiveEvents } from './platform/live-events.js';
 import { connectRedis, type RedisConnection } from './platform/redis.js';
 import { buildServer } from './transports/http.js';
 import { createGrpcServer, type GrpcServer } from './transports/grpc/server.js';
@@ -34,6 +35,8 @@ export interface Application {
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
+  /** Live events (posted transfers) across instances, feeding GraphQL subscriptions. */
+  readonly live: LiveEvents;
   readonly http: FastifyInstance;
   /** The gRPC server (not yet listening: main listens on GRPC_PORT); undefined when GRPC_PORT is unset. */
   readonly grpc: GrpcServer | undefined;
@@ -105,6 +108,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       },
       await loadSuccessorSecret(database, sealer),
     );
+    const live = createLiveEvents({ logger, ...(redis ? { redis } : {}) });
     const ledger = createLedgerService({
       database,
       users,
@@ -113,6 +117,8 @@ export async function createApplication(config: Config, options: ApplicationOpti
       pendingSweepIntervalMs: config.pendingSweepIntervalMs,
       batchSize: config.ledgerBatchSize,
       batchConcurrency: config.ledgerBatchConcurrency,
+      // Posted transfers reach the live views (GraphQL subscriptions) of every instance.
+      live,
     });
     // A user with money cannot be deleted (the ledger vetoes); otherwise their accounts close and
     // their sessions end, in the same transaction as the delete.
@@ -170,6 +176,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       users,
       auth,
       ledger,
+      live,
       http,
       grpc,
       async close() {

@@ -685,7 +685,13 @@ function assertContractResponse(response: ApiResponse, what: string): void {
       assert.deepEqual(Object.keys(entry).sort(), ['message', 'path'], context);
     }
   }
-  assert.doesNotMatch(response.text, /\bat [^\s]+ \(|node_modules|\/src\/|\.ts:\d+|syntax error at|violates|relation "|pg_|SQLSTATE/i, `internals leaked: ${context}`);
+  // A validation item's path echoes the client's own field name (a key "Pg_" is the client's,
+  // not a leak), so the paths are blanked before the body is searched for internals.
+  const withoutEchoedPaths = JSON.stringify({
+    ...error,
+    ...(Array.isArray(error['errors']) ? { errors: (error['errors'] as Array<Record<string, unknown>>).map((entry) => ({ ...entry, path: '' })) } : {}),
+  });
+  assert.doesNotMatch(withoutEchoedPaths, /\bat [^\s]+ \(|node_modules|\/src\/|\.ts:\d+|syntax error at|violates|relation "|pg_|SQLSTATE/i, `internals leaked: ${context}`);
 }
 
 describeOnBackends('fuzzing bodies and queries', ({ it, before, startServer }) => {

@@ -6,6 +6,7 @@ import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
 import { assert, DomainError, notFound, unauthenticated, validationFailed } from '../../platform/errors.js';
 import { isUuid, newId } from '../../platform/ids.js';
+import { createLiveEvents, type LiveEvents } from '../../platform/live-events.js';
 import type { Logger } from '../../platform/logger.js';
 import { repeatEvery } from '../../platform/periodic.js';
 import type { UsersService } from '../users/index.js';
@@ -113,6 +114,18 @@ export interface LedgerService {
     context: MoneyRequestContext,
   ): Promise<MoneyOutcome>;
   getTransfer(principal: Principal, id: string): Promise<Transfer>;
+  /**
+   * Every transfer posted to or from the account from now on (a move, or a pending transfer's
+   * post), as it commits on any instance, to `sink.next`. The caller must be able to read the
+   * account (else NOT_FOUND, as getAccount), and is asked again before each delivery: a revoked
+   * token or a lost right ends the watch with that error instead. Live and best effort (at most once,
+   * see platform/live-events.ts): for a complete history, read listAccountTransfers. Returns the stop.
+   */
+  watchPostedTransfers(
+    principal: () => Principal | Promise<Principal>,
+    accountId: string,
+    sink: { next(transfer: Transfer): void; end(error: DomainError): void },
+  ): Promise<() => void>;
   listAccountTransfers(
     principal: Principal,
     accountId: string,
@@ -141,7 +154,11 @@ interface LedgerServiceDeps {
   readonly batchSize?: number;
   readonly batchConcurrency?: number;
   readonly now?: () => Date;
+  /** Where posted transfers are told as they commit; in-process only when absent. */
+  readonly live?: LiveEvents;
 }
+
+const postedTopic = (accountId: string) => `ledger.transfer-posted:${accountId}`;
 
 // User balances are capped at 2^53 - 1 (a CHECK and the BALANCE_LIMIT_EXCEEDED rule), so they are
 // exact JSON numbers; only a system account's (negative) total can pass that, after ~90 trillion
@@ -227,6 +244,7 @@ const backoff = (attempt: number) =>
 export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   const { database, users, logger } = deps;
   const db = database.db;
+  const live = deps.live ?? createLiveEvents({ logger });
   const now = deps.now ?? (() => new Date());
   /** Keys being executed by this instance; other instances are covered by the advisory lock. */
   const inFlight = new Set<string>();
@@ -286,7 +304,10 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     const requestId = result.requestId ?? request.requestId;
     if (result.outcome !== 'OK') return { ok: false, error: outcomeError(result.outcome, requestId), replayed, requestId };
     assert(result.transfer, `ledger: outcome OK without a transfer (request ${requestId})`);
-    return { ok: true, transfer: toTransfer(result.transfer), replayed, requestId };
+    const transfer = toTransfer(result.transfer);
+    // Told once, by the request that wrote it (a replay wrote nothing), after it committed.
+    if (!replayed && transfer.status === 'posted') live.publish([postedTopic(transfer.fromAccountId), postedTopic(transfer.toAccountId)], transfer);
+    return { ok: true, transfer, replayed, requestId };
   };
 
   const idempotencyOf = (context: MoneyRequestContext, operation: object) =>
@@ -428,6 +449,32 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       if (!row) throw notFound('Transfer');
       authorize(principal, 'transfers:read', [row.from_owner_id, row.to_owner_id], 'Transfer');
       return toTransfer(row);
+    },
+
+    async watchPostedTransfers(principal, rawAccountId, sink) {
+      const accountId = rawAccountId.toLowerCase();
+      const account = await readVisibleAccount(await principal(), accountId);
+      let ended = false;
+      // Deliveries wait for the re-check, one after another, so they keep their order.
+      let previous: Promise<void> = Promise.resolve();
+      const stop = () => {
+        ended = true;
+        unsubscribe();
+      };
+      const unsubscribe = live.subscribe(postedTopic(accountId), (payload) => {
+        previous = previous.then(async () => {
+          if (ended) return;
+          try {
+            authorize(await principal(), 'accounts:read', [account.owner_id], 'Account');
+          } catch (error) {
+            stop();
+            sink.end(error instanceof DomainError ? error : unauthenticated('The caller could not be authenticated again'));
+            return;
+          }
+          if (!ended) sink.next(payload as Transfer);
+        });
+      });
+      return stop;
     },
 
     async listAccountTransfers(principal, rawAccountId, query) {

@@ -21,7 +21,16 @@ const nullWhenNotFound = <T>(read: Promise<T>): Promise<T | null> =>
     throw error;
   });
 
-export function createLoaders(services: { users: UsersService; ledger: LedgerService }, principal: () => Promise<Principal>): Loaders {
+/**
+ * `cache: false` for a subscription's loaders, which live as long as its connection: ids asked for
+ * in one tick are still read together, but every event reads them afresh.
+ */
+export function createLoaders(
+  services: { users: UsersService; ledger: LedgerService },
+  principal: () => Promise<Principal>,
+  options: { cache?: boolean } = {},
+): Loaders {
+  const cache = options.cache ?? true;
   // The ledger reads one row per id; the loader's job there is that each distinct id is read once per
   // request, whatever the number of rows that link to it.
   const batch =
@@ -32,11 +41,11 @@ export function createLoaders(services: { users: UsersService; ledger: LedgerSer
       return settled.map((result) => (result.status === 'fulfilled' ? result.value : (result.reason as Error)));
     };
   return {
-    account: new DataLoader(batch((caller, id) => services.ledger.getAccount(caller, id))),
+    account: new DataLoader(batch((caller, id) => services.ledger.getAccount(caller, id)), { cache }),
     // One statement for every owner of a level, however many distinct owners it has.
     user: new DataLoader(async (ids: readonly string[]): Promise<Array<User | null>> => {
       const found = await services.users.getMany(await principal(), ids);
       return ids.map((id) => found.get(id.toLowerCase()) ?? null);
-    }),
+    }, { cache }),
   };
 }

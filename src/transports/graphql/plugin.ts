@@ -16,6 +16,7 @@ import { queryLimitRule, type QueryLimits } from './limits.js';
 import { createLoaders, type Loaders } from './loaders.js';
 import { createResolvers, type GraphqlContext } from './resolvers.js';
 import { typeDefs } from './schema.js';
+import { connectionPrincipal, livePubSub, onConnect, validateSubscriptions } from './subscriptions.js';
 
 export interface GraphqlOptions {
   readonly users: UsersService;
@@ -61,12 +62,13 @@ export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, 
       done();
     });
   }
+  const validationRules = [queryLimitRule(options.limits)];
   await app.register(mercurius, {
     schema: typeDefs,
     resolvers: createResolvers(services) as unknown as IResolvers,
     path: '/graphql',
     graphiql: options.graphiql,
-    validationRules: [queryLimitRule(options.limits)],
+    validationRules,
     allowBatchedQueries: false,
     errorFormatter: createErrorFormatter(options.logger),
     context: (request): GraphqlContext => {
@@ -82,5 +84,18 @@ export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, 
         },
       };
     },
+    subscription: {
+      pubsub: livePubSub(options.logger),
+      // The upgrade request's id and address; its caller comes with connection_init (onConnect).
+      context: (_socket: unknown, request: FastifyRequest) => ({ requestId: request.id, clientIp: request.ip }),
+      onConnect: async (message: { payload?: unknown }) => {
+        const connection = await onConnect(options.auth)(message);
+        if (!connection) return false;
+        const principal = connectionPrincipal(options.auth, connection);
+        return { connection, principal, loaders: createLoaders(services, principal, { cache: false }) };
+      },
+      keepAlive: 30_000,
+    },
   });
+  validateSubscriptions(app, validationRules);
 };

@@ -1,6 +1,7 @@
 // The GraphQL adapter's resolvers: parse the arguments (with the same schemas as REST, so the same
 // values are refused with the same field errors) -> call the service REST calls -> return its value.
 // No business rule here; authorization is in the services, as for every transport.
+import { GraphQLError } from 'graphql';
 import type { TSchema } from 'typebox';
 import { authorize, type Principal } from '../../components/access/index.js';
 import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
@@ -22,7 +23,9 @@ import { CreateUserBody, RegisterBody, UpdateUserBody, type UsersService } from 
 import { canonicalEmail } from '../../platform/email.js';
 import { IdParams, PageQuery } from '../../platform/http.js';
 import { inputValidator } from '../http/validation.js';
+import { socketError } from './errors.js';
 import type { Loaders } from './loaders.js';
+import { eventValue, MAX_SUBSCRIPTIONS_PER_CONNECTION, type LiveConnection, type LiveEvent, type LiveSource } from './subscriptions.js';
 import { BigIntScalar, DateTimeScalar, SafeIntScalar } from './schema.js';
 
 /** What every resolver gets: the request's identity, its caller (resolved on first use) and loaders. */
@@ -32,6 +35,12 @@ export type GraphqlContext = {
   /** The bearer token's principal; rejects UNAUTHENTICATED without a valid one. */
   readonly principal: () => Promise<Principal>;
   readonly loaders: Loaders;
+};
+
+/** A subscription's context: the connection's caller (authenticated afresh on each use) and Mercurius' pubsub. */
+export type SubscriptionContext = GraphqlContext & {
+  readonly connection: LiveConnection;
+  readonly pubsub: { subscribe(topic: string, source: LiveSource<Transfer>): Promise<AsyncIterable<unknown>> };
 };
 
 interface Services {
@@ -209,6 +218,45 @@ export function createResolvers({ users, auth, ledger }: Services) {
     },
   };
 
+  const Subscription = {
+    transferPosted: {
+      subscribe: async (_parent: unknown, args: Args, context: SubscriptionContext) => {
+        try {
+          const { id } = parseAccountId(present({ id: args['accountId'] }));
+          const source: LiveSource<Transfer> = async (sink) => {
+            const held = context.connection.subscriptions;
+            if (held.count >= MAX_SUBSCRIPTIONS_PER_CONNECTION) {
+              throw new GraphQLError(`A connection may hold at most ${MAX_SUBSCRIPTIONS_PER_CONNECTION} subscriptions`, {
+                extensions: { code: 'TOO_MANY_SUBSCRIPTIONS' },
+              });
+            }
+            held.count++;
+            let released = false;
+            const release = () => {
+              if (released) return;
+              released = true;
+              held.count--;
+            };
+            try {
+              const stop = await ledger.watchPostedTransfers(context.principal, id, sink);
+              return () => {
+                release();
+                stop();
+              };
+            } catch (error) {
+              release();
+              throw error;
+            }
+          };
+          return await context.pubsub.subscribe('transferPosted', source);
+        } catch (error) {
+          throw socketError(error, context.requestId);
+        }
+      },
+      resolve: (event: LiveEvent<Transfer>) => eventValue(event),
+    },
+  };
+
   const AccountType: Record<string, Resolver<Account>> = {
     owner: (account, _args, context) => (account.ownerId === null ? null : context.loaders.user.load(account.ownerId)),
   };
@@ -223,6 +271,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
     DateTime: DateTimeScalar,
     Query,
     Mutation,
+    Subscription,
     Account: AccountType,
     Transfer: TransferType,
   };

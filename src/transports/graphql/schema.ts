@@ -232,6 +232,17 @@ type Mutation {
   """Void a pending transfer, releasing what it reserved."""
   voidTransfer(id: ID!, idempotencyKey: String): MoneyPayload
 }
+
+type Subscription {
+  """
+  Transfers posted to or from an account (owner or admin) from now on, as they commit on any
+  instance: moves, and pending transfers when posted. Over WebSocket (graphql-transport-ws), the
+  token in connection_init's payload as authorization: "Bearer <token>". Live and at most once: for
+  the complete history, read accountTransfers. Ends with UNAUTHENTICATED when the token stops being
+  valid.
+  """
+  transferPosted(accountId: ID!): Transfer
+}
 `;
 
 const invalid = (scalar: string, expected: string) => new GraphQLError(`${scalar} must be ${expected}`, { extensions: { code: 'VALIDATION_FAILED' } });
