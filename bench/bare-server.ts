@@ -7,7 +7,14 @@
 //   any of the service's own work;
 // - /bare-coalesced writes its response the way the service does (coalesceWrite, in the check phase
 //   of the event loop): what that technique gives a route that does nothing else.
+// With BARE_GRPC_PORT, a third: bastion.v1.UserService/GetMe served by a bare Connect handler on an
+// h2c server, answering a fixed user (no auth, no database): the ceiling of gRPC through Connect on
+// this machine, against which the service's gRPC row can be read.
+import http2 from 'node:http2';
+import type { Socket } from 'node:net';
+import { connectNodeAdapter } from '@connectrpc/connect-node';
 import Fastify from 'fastify';
+import { Role, UserService } from '../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
 import { API_SECURITY_HEADERS } from '../src/transports/http/security-headers.js';
 import { coalesceWrite } from '../src/transports/http/write-coalescing.js';
 
@@ -31,6 +38,15 @@ app.get(
   answer,
 );
 app.get('/bare-coalesced', { onSend: coalesceWrite }, answer);
+
+const grpcPort = process.env['BARE_GRPC_PORT'];
+if (grpcPort) {
+  const user = { id: '01a23df3-27af-7681-b2b6-1a8a69c0eb5e', email: 'bench@bastion.test', name: 'Bench', role: Role.USER };
+  const handler = connectNodeAdapter({ routes: (router) => router.service(UserService, { getMe: async () => ({ user }) }) });
+  const grpc = http2.createServer({}, handler);
+  grpc.on('connection', (socket: Socket) => socket.setNoDelay(true));
+  grpc.listen(Number(grpcPort), '127.0.0.1');
+}
 
 await app.listen({ port: Number(process.env['PORT'] ?? 0), host: '127.0.0.1' });
 const address = app.server.address();

@@ -215,6 +215,7 @@ const HEADERS_DIAGNOSTIC = 'bare route + the service\'s response headers (diagno
 const REST_ME = 'GET /api/v1/users/me';
 const GRAPHQL_ME = 'POST /graphql { me }';
 const GRPC_ME = 'gRPC UserService/GetMe (unary, h2c)';
+const BARE_CONNECT_DIAGNOSTIC = 'bare Connect handler, GetMe answering a fixed user (diagnostic)';
 const REST_TRANSFER = 'POST /api/v1/transfers';
 const GRAPHQL_TRANSFER = 'POST /graphql mutation transfer';
 const GRPC_TRANSFER = 'gRPC LedgerService/CreateTransfer (unary, h2c)';
@@ -324,13 +325,18 @@ async function main(): Promise<void> {
   if (!existsSync(DIST_MAIN)) throw new Error(`${DIST_MAIN} is missing: run \`npm run build\` (npm run bench does)`);
 
   const barePort = await freePort();
+  const bareGrpcPort = await freePort();
   const bare = await startProcess(
     'bare server',
     ['--import', 'tsx', path.join(ROOT, 'bench/bare-server.ts')],
-    { ...process.env, PORT: String(barePort) },
+    { ...process.env, PORT: String(barePort), BARE_GRPC_PORT: String(bareGrpcPort) },
     barePort,
     '/bare',
   );
+  for (let attempt = 0; !(await reachable(bareGrpcPort)); attempt++) {
+    if (attempt > 100) throw new Error('the bare Connect server did not listen');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
 
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'bastion-bench-'));
   cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
@@ -417,6 +423,11 @@ async function main(): Promise<void> {
     ],
     // And through gRPC (issue 11: at least REST's req/s): as many calls in flight as REST's connections.
     [GRPC_ME, grpcCalls(`/${UserService.typeName}/${UserService.method.getMe.name}`), onService],
+    [
+      BARE_CONNECT_DIAGNOSTIC,
+      { ...grpcCalls(`/${UserService.typeName}/${UserService.method.getMe.name}`), origin: `http://127.0.0.1:${bareGrpcPort}` },
+      onBare,
+    ],
     ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }, onService],
   ];
   const meRounds = await interleaved(scenarios);
@@ -494,7 +505,9 @@ async function main(): Promise<void> {
       'GraphQL: `{ me { id email name role createdAt updatedAt } }` (every field of REST\'s body) as a JSON POST. ' +
       `gRPC: bench/grpc-load.ts in its own process, raw node:http2, ${Math.ceil(CONNECTIONS / GRPC_STREAMS)} h2c sessions × ` +
       `${GRPC_STREAMS} call(s) in flight (${Math.ceil(CONNECTIONS / GRPC_STREAMS) * GRPC_STREAMS} calls in all, as REST's ${CONNECTIONS} connections), ` +
-      'the request framed once, the answer counted by its grpc-status and not decoded.',
+      'the request framed once, the answer counted by its grpc-status and not decoded. ' +
+      `"${BARE_CONNECT_DIAGNOSTIC}": the same calls to a bare connectNodeAdapter on node:http2 whose GetMe returns a constant ` +
+      '(bench/bare-server.ts): the most gRPC through Connect gives on this machine, before any of the service\'s work.',
     '',
     `### A transfer through each protocol (service on ${backend})`,
     '',

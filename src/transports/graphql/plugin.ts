@@ -70,6 +70,7 @@ export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, 
     graphiql: options.graphiql,
     validationRules,
     allowBatchedQueries: false,
+    jit: 1,
     errorFormatter: createErrorFormatter(options.logger),
     context: (request): GraphqlContext => {
       const principal = principalOnDemand(options.auth, request);

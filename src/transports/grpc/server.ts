@@ -6,7 +6,7 @@
 // every failure leaves through the one error mapper (./errors.ts).
 import http2 from 'node:http2';
 import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { createContextValues, type ConnectRouter, type Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { AuthService } from '../../components/auth/index.js';
@@ -118,6 +118,9 @@ export function createGrpcServer(deps: GrpcDependencies): GrpcServer {
 
   const server = http2.createServer({}, handler);
   const sessions = new Set<http2.ServerHttp2Session>();
+  // Small frames (a unary answer is a few hundred bytes) go out at once, not after Nagle's wait for
+  // the previous segment's ACK: node:http2 leaves Nagle on (node:http turns it off).
+  server.on('connection', (socket: Socket) => socket.setNoDelay(true));
   server.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
