@@ -9,11 +9,14 @@
 //   of the event loop): what that technique gives a route that does nothing else.
 // With BARE_GRPC_PORT, a third: bastion.v1.UserService/GetMe served by a bare Connect handler on an
 // h2c server, answering a fixed user (no auth, no database): the ceiling of gRPC through Connect on
-// this machine, against which the service's gRPC row can be read.
+// this machine, against which the service's gRPC row can be read. And /bare-graphql: Mercurius
+// with a one-type schema whose `me` returns a constant (JIT on, as in the service): the ceiling of
+// GraphQL through Mercurius, for the service's GraphQL row.
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import Fastify from 'fastify';
+import mercurius from 'mercurius';
 import { Role, UserService } from '../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
 import { API_SECURITY_HEADERS } from '../src/transports/http/security-headers.js';
 import { coalesceWrite } from '../src/transports/http/write-coalescing.js';
@@ -39,10 +42,18 @@ app.get(
 );
 app.get('/bare-coalesced', { onSend: coalesceWrite }, answer);
 
+const user = { id: '01a23df3-27af-7681-b2b6-1a8a69c0eb5e', email: 'bench@bastion.test', name: 'Bench', role: 'user', createdAt: '2026-12-03T00:00:00.000Z', updatedAt: '2026-12-03T00:00:00.000Z' };
+await app.register(mercurius, {
+  path: '/bare-graphql',
+  schema: 'type User { id: ID! email: String! name: String! role: String! createdAt: String! updatedAt: String! } type Query { me: User }',
+  resolvers: { Query: { me: async () => user } },
+  jit: 1,
+});
+
 const grpcPort = process.env['BARE_GRPC_PORT'];
 if (grpcPort) {
-  const user = { id: '01a23df3-27af-7681-b2b6-1a8a69c0eb5e', email: 'bench@bastion.test', name: 'Bench', role: Role.USER };
-  const handler = connectNodeAdapter({ routes: (router) => router.service(UserService, { getMe: async () => ({ user }) }) });
+  const grpcUser = { id: user.id, email: user.email, name: user.name, role: Role.USER };
+  const handler = connectNodeAdapter({ routes: (router) => router.service(UserService, { getMe: async () => ({ user: grpcUser }) }) });
   const grpc = http2.createServer({}, handler);
   grpc.on('connection', (socket: Socket) => socket.setNoDelay(true));
   grpc.listen(Number(grpcPort), '127.0.0.1');

@@ -216,6 +216,7 @@ const REST_ME = 'GET /api/v1/users/me';
 const GRAPHQL_ME = 'POST /graphql { me }';
 const GRPC_ME = 'gRPC UserService/GetMe (unary, h2c)';
 const BARE_CONNECT_DIAGNOSTIC = 'bare Connect handler, GetMe answering a fixed user (diagnostic)';
+const BARE_MERCURIUS_DIAGNOSTIC = 'bare Mercurius route, me answering a fixed user (diagnostic)';
 const REST_TRANSFER = 'POST /api/v1/transfers';
 const GRAPHQL_TRANSFER = 'POST /graphql mutation transfer';
 const GRPC_TRANSFER = 'gRPC LedgerService/CreateTransfer (unary, h2c)';
@@ -424,6 +425,17 @@ async function main(): Promise<void> {
     // And through gRPC (issue 11: at least REST's req/s): as many calls in flight as REST's connections.
     [GRPC_ME, grpcCalls(`/${UserService.typeName}/${UserService.method.getMe.name}`), onService],
     [
+      BARE_MERCURIUS_DIAGNOSTIC,
+      {
+        url: `http://127.0.0.1:${bare.port}/bare-graphql`,
+        connections: CONNECTIONS,
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: graphqlMe,
+      },
+      onBare,
+    ],
+    [
       BARE_CONNECT_DIAGNOSTIC,
       { ...grpcCalls(`/${UserService.typeName}/${UserService.method.getMe.name}`), origin: `http://127.0.0.1:${bareGrpcPort}` },
       onBare,
@@ -507,7 +519,9 @@ async function main(): Promise<void> {
       `${GRPC_STREAMS} call(s) in flight (${Math.ceil(CONNECTIONS / GRPC_STREAMS) * GRPC_STREAMS} calls in all, as REST's ${CONNECTIONS} connections), ` +
       'the request framed once, the answer counted by its grpc-status and not decoded. ' +
       `"${BARE_CONNECT_DIAGNOSTIC}": the same calls to a bare connectNodeAdapter on node:http2 whose GetMe returns a constant ` +
-      '(bench/bare-server.ts): the most gRPC through Connect gives on this machine, before any of the service\'s work.',
+      '(bench/bare-server.ts): the most gRPC through Connect gives on this machine, before any of the service\'s work. ' +
+      `"${BARE_MERCURIUS_DIAGNOSTIC}": the same GraphQL document to Mercurius (JIT on) on the bare server, a one-type schema ` +
+      'whose me returns a constant: the most GraphQL through Mercurius gives here.',
     '',
     `### A transfer through each protocol (service on ${backend})`,
     '',

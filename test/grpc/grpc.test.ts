@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from '@connectrpc/connect-node';
 import { ErrorDetailSchema } from '../../src/transports/grpc/gen/bastion/v1/common_pb.js';
 import { CreateTransferRequestSchema } from '../../src/transports/grpc/gen/bastion/v1/ledger_service_pb.js';
 import { UserService } from '../../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
@@ -284,12 +284,19 @@ describeOnBackends('gRPC transport', ({ it, before, startServer, defer }) => {
     assert.equal((missing?.['errorResponse'] as { errorCode: number }).errorCode, grpc.status.NOT_FOUND);
   });
 
-  it('when Connect\'s own clients call the same port over the gRPC and Connect protocols, then both are answered by the same handler', async () => {
+  it('when Connect\'s own clients call the same port over the gRPC, gRPC-Web and Connect protocols, then all three are answered by the same handler', async () => {
     const viaGrpc = createClient(UserService, createGrpcTransport({ baseUrl }));
+    const viaGrpcWeb = createClient(UserService, createGrpcWebTransport({ baseUrl, httpVersion: '2' }));
     const viaConnect = createClient(UserService, createConnectTransport({ baseUrl, httpVersion: '2' }));
     const headers = { authorization: `Bearer ${admin.accessToken}` };
     assert.equal((await viaGrpc.getMe({}, { headers })).user?.id, admin.user.id);
+    assert.equal((await viaGrpcWeb.getMe({}, { headers })).user?.id, admin.user.id);
     assert.equal((await viaConnect.getMe({}, { headers })).user?.id, admin.user.id);
+    const webError = await viaGrpcWeb.getUser({ id: randomUUID() }, { headers }).then(
+      () => assert.fail('expected NOT_FOUND over gRPC-Web'),
+      (thrown: unknown) => ConnectError.from(thrown),
+    );
+    assert.equal(webError.code, Code.NotFound);
     // The domain code travels in the error details too (google.rpc.Status details).
     const error = await viaGrpc.getUser({ id: randomUUID() }, { headers }).then(
       () => assert.fail('expected NOT_FOUND'),
