@@ -25,7 +25,7 @@ import { rateLimitHook } from './http/rate-limit-hook.js';
 import { createRequestIds } from './http/request-id.js';
 import { securityHeadersHook } from './http/security-headers.js';
 import { serverOptions } from './http/server-options.js';
-import { answerConnectAndExpect } from './http/socket-errors.js';
+import { answerConnectAndExpect, answerUpgradeRequests } from './http/socket-errors.js';
 import { createValidatorCompiler } from './http/validation.js';
 import { coalesceWrite } from './http/write-coalescing.js';
 
@@ -95,5 +95,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     },
     graphiql: config.graphiql,
   });
+  // Subscriptions made the server listen for upgrades: requests asking for one are answered safely.
+  answerUpgradeRequests(app, '/graphql', requestIds);
   return app;
 }

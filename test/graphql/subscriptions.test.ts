@@ -3,6 +3,7 @@
 // account, with the same limits and error codes as HTTP; and, with Redis, across instances.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { createClient, type Client as WsClient } from 'graphql-ws';
 import WebSocket from 'ws';
 import { loginAdmin, registerAndLogin, type Session } from '../helpers/auth.js';
@@ -291,6 +292,35 @@ describeOnBackends('graphql subscriptions', ({ it, before, startServer, backend,
     assert.equal(received.errors?.[0]?.extensions?.status, 429);
     await client.dispose();
     await listeners(0);
+  });
+
+  it('when another route is asked to upgrade, with a body or without, then it is refused 400 in the contract\'s shape and the connection closed (a closing server waits for neither)', async () => {
+    const { port } = new URL(server.baseUrl);
+    const exchange = (wire: string) =>
+      new Promise<{ text: string; closedByServer: boolean }>((resolve) => {
+        const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(wire));
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+        const timer = setTimeout(() => {
+          socket.destroy();
+          resolve({ text, closedByServer: false });
+        }, WAIT_MS);
+        socket.on('close', () => {
+          clearTimeout(timer);
+          resolve({ text, closedByServer: true });
+        });
+      });
+    const plain = await exchange('GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    assert.match(plain.text, /^HTTP\/1\.1 400 /);
+    assert.match(plain.text, /"code":"VALIDATION_FAILED"/);
+    assert.equal(plain.closedByServer, true);
+    const body = '{"email":"a@b.test","password":"x"}';
+    const withBody = await exchange(
+      `POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
+    assert.match(withBody.text, /^HTTP\/1\.1 400 /);
+    assert.match(withBody.text, /"code":"VALIDATION_FAILED"/);
+    assert.equal(withBody.closedByServer, true);
   });
 
   it('when two instances share PostgreSQL and Redis, then a transfer posted on one reaches a subscriber on the other, once', { skip: backend.name === 'postgres' ? undefined : 'needs PostgreSQL shared by two instances' }, async (t) => {
