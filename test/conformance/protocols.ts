@@ -6,6 +6,7 @@
 // mapping each transport documents. Nothing is mocked: every call is a real request.
 import assert from 'node:assert/strict';
 import type { Client } from '../helpers/client.js';
+import type { User } from '../helpers/users.js';
 import { gql, type GraphqlBody } from '../graphql/gql.js';
 import { createGrpcJsClient, grpc, type CallError, type UnaryResult } from '../grpc/grpc-js-client.js';
 
@@ -93,14 +94,6 @@ export interface ProtocolDriver {
 
 // ---------------------------------------------------------------------------------------------- REST
 
-interface RestUser {
-  id: string;
-  email: string;
-  name: string;
-  role: 'user' | 'admin';
-  createdAt: string;
-  updatedAt: string;
-}
 interface RestAccount {
   id: string;
   ownerId: string | null;
@@ -118,7 +111,7 @@ interface RestTransfer {
   description: string | null;
 }
 
-const restUser = (user: RestUser): UserView => ({
+const restUser = (user: User): UserView => ({
   id: user.id,
   email: user.email,
   name: user.name,
@@ -173,14 +166,14 @@ export function createRestDriver(client: Client): ProtocolDriver {
   });
   return {
     name: 'REST',
-    register: (input) => send('POST', '/auth/register', 201, (body: { data: RestUser }) => restUser(body.data), { body: input }),
+    register: (input) => send('POST', '/auth/register', 201, (body: { data: User }) => restUser(body.data), { body: input }),
     login: (email, password) =>
-      send('POST', '/auth/login', 200, (body: { data: TokensView & { user: RestUser } }) => ({ ...tokens(body.data), user: restUser(body.data.user) }), {
+      send('POST', '/auth/login', 200, (body: { data: TokensView & { user: User } }) => ({ ...tokens(body.data), user: restUser(body.data.user) }), {
         body: { email, password },
       }),
     refresh: (refreshToken) => send('POST', '/auth/refresh', 200, (body: { data: TokensView }) => tokens(body.data), { body: { refreshToken } }),
-    me: (token) => send('GET', '/users/me', 200, (body: { data: RestUser }) => restUser(body.data), token !== undefined ? { token } : {}),
-    getUser: (token, id) => send('GET', `/users/${id}`, 200, (body: { data: RestUser }) => restUser(body.data), { token }),
+    me: (token) => send('GET', '/users/me', 200, (body: { data: User }) => restUser(body.data), token !== undefined ? { token } : {}),
+    getUser: (token, id) => send('GET', `/users/${id}`, 200, (body: { data: User }) => restUser(body.data), { token }),
     createAccount: (token, currency) => send('POST', '/accounts', 201, (body: { data: RestAccount }) => restAccount(body.data), { token, body: { currency } }),
     getAccount: (token, id) => send('GET', `/accounts/${id}`, 200, (body: { data: RestAccount }) => restAccount(body.data), { token }),
     deposit: (token, accountId, amount, idempotencyKey) =>
