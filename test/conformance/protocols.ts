@@ -101,7 +101,8 @@ interface RestAccount {
   balance: number | string;
   availableBalance: number | string;
 }
-interface RestTransfer {
+/** A transfer as REST and GraphQL both send it (amount a JSON number). */
+interface JsonTransfer {
   id: string;
   fromAccountId: string;
   toAccountId: string;
@@ -126,7 +127,7 @@ const restAccount = (account: RestAccount): AccountView => ({
   balance: String(account.balance),
   availableBalance: String(account.availableBalance),
 });
-const restTransfer = (transfer: RestTransfer): TransferView => ({
+const jsonTransfer = (transfer: JsonTransfer): TransferView => ({
   id: transfer.id,
   fromAccountId: transfer.fromAccountId,
   toAccountId: transfer.toAccountId,
@@ -160,8 +161,8 @@ export function createRestDriver(client: Client): ProtocolDriver {
       ...(retryAfter !== null ? { retryAfterSeconds: Number(retryAfter) } : {}),
     };
   }
-  const money = (body: { data: RestTransfer }, headers: Headers): MoneyView => ({
-    transfer: restTransfer(body.data),
+  const money = (body: { data: JsonTransfer }, headers: Headers): MoneyView => ({
+    transfer: jsonTransfer(body.data),
     replayed: headers.get('idempotent-replayed') === 'true',
   });
   return {
@@ -179,9 +180,9 @@ export function createRestDriver(client: Client): ProtocolDriver {
     deposit: (token, accountId, amount, idempotencyKey) =>
       send('POST', `/accounts/${accountId}/deposits`, 201, money, { token, body: { amount }, idempotencyKey }),
     transfer: (token, input, idempotencyKey) => send('POST', '/transfers', 201, money, { token, body: input, idempotencyKey }),
-    getTransfer: (token, id) => send('GET', `/transfers/${id}`, 200, (body: { data: RestTransfer }) => restTransfer(body.data), { token }),
+    getTransfer: (token, id) => send('GET', `/transfers/${id}`, 200, (body: { data: JsonTransfer }) => jsonTransfer(body.data), { token }),
     listAccountTransfers: (token, accountId) =>
-      send('GET', `/accounts/${accountId}/transfers?limit=100`, 200, (body: { data: RestTransfer[] }) => body.data.map(restTransfer), { token }),
+      send('GET', `/accounts/${accountId}/transfers?limit=100`, 200, (body: { data: JsonTransfer[] }) => body.data.map(jsonTransfer), { token }),
     close: () => undefined,
   };
 }
@@ -200,20 +201,8 @@ const ACCOUNT = 'id ownerId currency balance availableBalance';
 const TRANSFER = 'id fromAccountId toAccountId amount currency status description';
 const MONEY = `transfer { ${TRANSFER} } replayed`;
 
-interface GqlTransfer extends Omit<TransferView, 'amount'> {
-  amount: number;
-}
-const gqlTransfer = (transfer: GqlTransfer): TransferView => ({
-  id: transfer.id,
-  fromAccountId: transfer.fromAccountId,
-  toAccountId: transfer.toAccountId,
-  amount: String(transfer.amount),
-  currency: transfer.currency,
-  status: transfer.status,
-  description: transfer.description,
-});
-const gqlMoney = (payload: { transfer: GqlTransfer; replayed: boolean }): MoneyView => ({
-  transfer: gqlTransfer(payload.transfer),
+const gqlMoney = (payload: { transfer: JsonTransfer; replayed: boolean }): MoneyView => ({
+  transfer: jsonTransfer(payload.transfer),
   replayed: payload.replayed,
 });
 const gqlAccount = (account: AccountView): AccountView => ({
@@ -295,13 +284,13 @@ export function createGraphqlDriver(client: Client): ProtocolDriver {
         gqlMoney,
         token,
       ),
-    getTransfer: (token, id) => run('transfer', `query ($id: ID!) { transfer(id: $id) { ${TRANSFER} } }`, { id }, gqlTransfer, token),
+    getTransfer: (token, id) => run('transfer', `query ($id: ID!) { transfer(id: $id) { ${TRANSFER} } }`, { id }, jsonTransfer, token),
     listAccountTransfers: (token, accountId) =>
       run(
         'accountTransfers',
         `query ($accountId: ID!) { accountTransfers(accountId: $accountId, first: 100) { edges { node { ${TRANSFER} } } } }`,
         { accountId },
-        (connection: { edges: Array<{ node: GqlTransfer }> }) => connection.edges.map(({ node }) => gqlTransfer(node)),
+        (connection: { edges: Array<{ node: JsonTransfer }> }) => connection.edges.map(({ node }) => jsonTransfer(node)),
         token,
       ),
     close: () => undefined,

@@ -123,6 +123,23 @@ function subscribe(client: WsClient, query: string, variables: Record<string, un
   return { received, stop };
 }
 
+/** Writes raw bytes to the server; resolves with what came back and whether the server closed the connection. */
+const exchange = (server: TestServer, wire: string) =>
+  new Promise<{ text: string; closedByServer: boolean }>((resolve) => {
+    const socket = net.connect(Number(new URL(server.baseUrl).port), '127.0.0.1', () => socket.write(wire));
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+    socket.on('error', () => undefined);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ text, closedByServer: false });
+    }, WAIT_MS);
+    socket.on('close', () => {
+      clearTimeout(timer);
+      resolve({ text, closedByServer: true });
+    });
+  });
+
 const bearer = (session: Session) => ({ authorization: `Bearer ${session.accessToken}` });
 
 describeOnBackends('graphql subscriptions', ({ it, before, startServer, backend, defer }) => {
@@ -295,32 +312,32 @@ describeOnBackends('graphql subscriptions', ({ it, before, startServer, backend,
   });
 
   it('when another route is asked to upgrade, with a body or without, then it is refused 400 in the contract\'s shape and the connection closed (a closing server waits for neither)', async () => {
-    const { port } = new URL(server.baseUrl);
-    const exchange = (wire: string) =>
-      new Promise<{ text: string; closedByServer: boolean }>((resolve) => {
-        const socket = net.connect(Number(port), '127.0.0.1', () => socket.write(wire));
-        let text = '';
-        socket.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-        const timer = setTimeout(() => {
-          socket.destroy();
-          resolve({ text, closedByServer: false });
-        }, WAIT_MS);
-        socket.on('close', () => {
-          clearTimeout(timer);
-          resolve({ text, closedByServer: true });
-        });
-      });
-    const plain = await exchange('GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    const plain = await exchange(server, 'GET /health HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
     assert.match(plain.text, /^HTTP\/1\.1 400 /);
     assert.match(plain.text, /"code":"VALIDATION_FAILED"/);
     assert.equal(plain.closedByServer, true);
     const body = '{"email":"a@b.test","password":"x"}';
     const withBody = await exchange(
+      server,
       `POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
     );
     assert.match(withBody.text, /^HTTP\/1\.1 400 /);
     assert.match(withBody.text, /"code":"VALIDATION_FAILED"/);
     assert.equal(withBody.closedByServer, true);
+  });
+
+  it('when a WebSocket upgrade to /graphql is refused by the rate limit, then it is answered 429 and the server closes the connection', async () => {
+    const limited = await startServer({ RATE_LIMIT_MAX: '1' });
+    const handshake =
+      'GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n';
+    const socket = net.connect(Number(new URL(limited.baseUrl).port), '127.0.0.1', () => socket.write(handshake));
+    const upgraded = await new Promise<string>((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8'))));
+    assert.match(upgraded, /^HTTP\/1\.1 101 /);
+    socket.destroy();
+    const refused = await exchange(limited, handshake);
+    assert.match(refused.text, /^HTTP\/1\.1 429 /);
+    assert.equal(refused.closedByServer, true);
   });
 
   it('when two instances share PostgreSQL and Redis, then a transfer posted on one reaches a subscriber on the other, once', { skip: backend.name === 'postgres' ? undefined : 'needs PostgreSQL shared by two instances' }, async (t) => {

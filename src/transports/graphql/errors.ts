@@ -93,14 +93,14 @@ function render(error: GraphQLError, parentStatus: number | undefined, requestId
  * An error ending a subscription before it starts, over WebSocket: Mercurius sends thrown errors as
  * they are (its errorFormatter is not on that path), so this renders one as the formatter would.
  */
-export function socketError(thrown: unknown, requestId: string, logger?: Logger): GraphQLError {
+export function socketError(thrown: unknown, requestId: string, logger: Logger): GraphQLError {
   const error =
     thrown instanceof GraphQLError
       ? thrown
       : new GraphQLError(thrown instanceof Error ? thrown.message : 'Internal error', { originalError: thrown instanceof Error ? thrown : undefined });
   const [first] = expand(error).map(({ error: inner, parentStatus }) => render(inner, parentStatus, requestId));
   if (!first) return new GraphQLError('Internal error', { extensions: { code: 'INTERNAL_ERROR', status: 500, requestId } });
-  if (first.payload.code === 'INTERNAL_ERROR') logger?.error({ err: first.source.originalError ?? first.source, reqId: requestId }, 'graphql: unhandled error');
+  if (first.payload.code === 'INTERNAL_ERROR') logger.error({ err: first.source.originalError ?? first.source, reqId: requestId }, 'graphql: unhandled error');
   return new GraphQLError(first.error.message, { extensions: first.error.extensions });
 }
 

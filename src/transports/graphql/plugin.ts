@@ -65,7 +65,7 @@ export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, 
   const validationRules = [queryLimitRule(options.limits)];
   await app.register(mercurius, {
     schema: typeDefs,
-    resolvers: createResolvers(services) as unknown as IResolvers,
+    resolvers: createResolvers(services, options.logger) as unknown as IResolvers,
     path: '/graphql',
     graphiql: options.graphiql,
     validationRules,
@@ -98,5 +98,5 @@ export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, 
       keepAlive: 30_000,
     },
   });
-  validateSubscriptions(app, validationRules);
+  validateSubscriptions(app, validationRules, options.logger);
 };

@@ -22,6 +22,7 @@ import {
 import { CreateUserBody, RegisterBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
 import { canonicalEmail } from '../../platform/email.js';
 import { IdParams, PageQuery } from '../../platform/http.js';
+import type { Logger } from '../../platform/logger.js';
 import { inputValidator } from '../http/validation.js';
 import { socketError } from './errors.js';
 import type { Loaders } from './loaders.js';
@@ -102,7 +103,8 @@ function render(outcome: MoneyOutcome) {
  */
 const cursorOf = (transfer: Transfer): string => Buffer.from(`${transfer.createdAt}|${transfer.id}`).toString('base64url');
 
-export function createResolvers({ users, auth, ledger }: Services) {
+/** `logger`: an unexpected failure refusing a subscription is logged, as the error formatter logs one over HTTP. */
+export function createResolvers({ users, auth, ledger }: Services, logger: Logger) {
   const Query: Record<string, Resolver> = {
     me: async (_parent, _args, context) => {
       const principal = await context.principal();
@@ -250,7 +252,7 @@ export function createResolvers({ users, auth, ledger }: Services) {
           };
           return await context.pubsub.subscribe('transferPosted', source);
         } catch (error) {
-          throw socketError(error, context.requestId);
+          throw socketError(error, context.requestId, logger);
         }
       },
       resolve: (event: LiveEvent<Transfer>) => eventValue(event),

@@ -92,7 +92,7 @@ function tokenOf(payload: unknown): string | undefined {
   return bearerTokenOf(headers['authorization'] ?? headers['Authorization']);
 }
 
-/** connection_init: a valid bearer token is required (the connection is refused, 4403 Forbidden, otherwise). */
+/** connection_init: a valid bearer token is required (otherwise Mercurius answers connection_error and closes). */
 export function onConnect(auth: AuthService) {
   return async (message: { payload?: unknown }): Promise<LiveConnection | false> => {
     const token = tokenOf(message.payload);
@@ -113,11 +113,11 @@ export const connectionPrincipal = (auth: AuthService, connection: LiveConnectio
  * Runs the HTTP transport's validation on every subscription document before it executes, and
  * refuses it with the same rendered error (Mercurius' subscribe runs no validation of its own).
  */
-export function validateSubscriptions(app: FastifyInstance, rules: readonly ValidationRule[]): void {
+export function validateSubscriptions(app: FastifyInstance, rules: readonly ValidationRule[], logger: Logger): void {
   app.graphql.addHook('preSubscriptionExecution', async (schema: GraphQLSchema, document: DocumentNode, context: { request?: { id?: string } }) => {
     const errors = validate(schema, document, [...specifiedRules, ...rules]);
     const [first] = errors;
-    if (first) throw socketError(first, context.request?.id ?? 'unknown');
+    if (first) throw socketError(first, context.request?.id ?? 'unknown', logger);
   });
 }
 
