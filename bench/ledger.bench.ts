@@ -1,17 +1,27 @@
 // Ledger benchmark: in one invocation against the same PostgreSQL, pgbench's TPC-B-like script as
 // the baseline, then POST /api/v1/transfers over HTTP (valid tokens, unique idempotency keys) with
 // random pairs among 1,000 funded accounts, and the same with 90% of transfers touching one hot
-// account. Prints a markdown table and writes bench/results/ledger-latest.md.
+// account. The first run has the outbox off (EVENTS_OUTBOX=false), the others write every transfer's
+// event and publish it to NATS JetStream, RabbitMQ and Redis Streams, read back by a real consumer of
+// each broker for the commit-to-consumer lag. Prints markdown tables and writes
+// bench/results/ledger-latest.md.
 //
-//   npm run bench:ledger            (BENCH_DATABASE_URL to use another server; BENCH_SECONDS=15)
+//   npm run bench:ledger            (BENCH_DATABASE_URL to use another server; BENCH_SECONDS=15;
+//                                    BENCH_EVENTS_PUBLISHERS=nats,rabbitmq,redis; NATS_URL, AMQP_URL, REDIS_URL)
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import autocannon from 'autocannon';
 import pg from 'pg';
+import { jetstreamManager } from '@nats-io/jetstream';
+import { connect as connectNats } from '@nats-io/transport-node';
+import amqp from 'amqplib';
+import { Redis } from 'ioredis';
 import { untilReady } from '../test/helpers/poll.js';
 import { freePort } from '../test/helpers/ports.js';
+import { consumeNats, consumeRabbitMq, consumeRedisStream, percentile, type LagRecorder } from './event-consumers.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 15);
@@ -19,7 +29,36 @@ const ACCOUNTS = 1_000;
 const CONNECTIONS = 64;
 const ADMIN = { email: 'bench-admin@bastion.test', password: 'bench-admin-password' };
 
+const PUBLISHERS = (process.env['BENCH_EVENTS_PUBLISHERS'] ?? 'nats,rabbitmq,redis').split(',').filter(Boolean);
+const NATS_URL = process.env['NATS_URL'] ?? 'nats://127.0.0.1:4222';
+const AMQP_URL = process.env['AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
+const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Removes what the run created on the brokers: its NATS stream, RabbitMQ exchange and Redis stream. */
+async function dropBrokerState(names: {
+  EVENTS_NATS_STREAM: string;
+  EVENTS_RABBITMQ_EXCHANGE: string;
+  EVENTS_REDIS_STREAM: string;
+}): Promise<void> {
+  if (PUBLISHERS.includes('nats')) {
+    const connection = await connectNats({ servers: NATS_URL });
+    await (await jetstreamManager(connection)).streams.delete(names.EVENTS_NATS_STREAM).catch(() => undefined);
+    await connection.close();
+  }
+  if (PUBLISHERS.includes('rabbitmq')) {
+    const connection = await amqp.connect(AMQP_URL);
+    const channel = await connection.createChannel();
+    await channel.deleteExchange(names.EVENTS_RABBITMQ_EXCHANGE).catch(() => undefined);
+    await connection.close().catch(() => undefined);
+  }
+  if (PUBLISHERS.includes('redis')) {
+    const redis = new Redis(REDIS_URL);
+    await redis.del(names.EVENTS_REDIS_STREAM);
+    redis.disconnect();
+  }
+}
 
 async function withAdmin<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
   const client = new pg.Client({ connectionString: ADMIN_URL });
@@ -74,23 +113,45 @@ async function main() {
 
   await recreate('bastion_bench_ledger');
   const port = await freePort();
-  const server = spawn(process.execPath, ['dist/src/main.js', 'serve'], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      DATABASE_URL: databaseUrl('bastion_bench_ledger'),
-      DATABASE_POOL_SIZE: process.env['BENCH_POOL_SIZE'] ?? '16',
-      BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
-      BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
-      RATE_LIMIT_MAX: '1000000000',
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
   const base = `http://127.0.0.1:${port}`;
-  try {
+  const startService = async (env: Record<string, string>) => {
+    const child = spawn(process.execPath, ['dist/src/main.js', 'serve'], {
+      env: {
+        ...process.env,
+        PORT: String(port),
+        HOST: '127.0.0.1',
+        DATABASE_URL: databaseUrl('bastion_bench_ledger'),
+        DATABASE_POOL_SIZE: process.env['BENCH_POOL_SIZE'] ?? '16',
+        BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
+        BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
+        RATE_LIMIT_MAX: '1000000000',
+        LOG_LEVEL: 'warn',
+        ...env,
+      },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
     await untilReady(base, { timeoutMs: 30_000 });
+    return async () => {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    };
+  };
+  // First without events (EVENTS_OUTBOX=false), to price the outbox; then with it and all three
+  // publishers, as a deployment runs.
+  let stopService = await startService({ EVENTS_OUTBOX: 'false' });
+  const consumers: LagRecorder[] = [];
+  const runId = Date.now().toString(36);
+  const eventsEnv = {
+    EVENTS_PUBLISHERS: PUBLISHERS.join(','),
+    NATS_URL,
+    AMQP_URL,
+    REDIS_URL,
+    EVENTS_NATS_STREAM: `BENCH_${runId}`,
+    EVENTS_NATS_SUBJECT_PREFIX: `bench.${runId}`,
+    EVENTS_RABBITMQ_EXCHANGE: `bench.${runId}`,
+    EVENTS_REDIS_STREAM: `bench:${runId}`,
+  };
+  try {
     const post = async <T>(path: string, body: unknown, token?: string, key?: string): Promise<T> => {
       const response = await fetch(`${base}${path}`, {
         method: 'POST',
@@ -169,13 +230,42 @@ async function main() {
         if (a !== b) return [a, b];
       }
     };
-    process.stdout.write('uniform transfers…\n');
-    const uniform = await run('POST /transfers, random pairs of 1,000 accounts', () => distinctPair(pick, pick));
+    process.stdout.write('uniform transfers, events off…\n');
+    const eventsOff = await run('POST /transfers, random pairs, events off (EVENTS_OUTBOX=false)', () => distinctPair(pick, pick));
+    await stopService();
+
+    stopService = await startService(eventsEnv);
+    // Consumers from now on: the NATS one waits for the stream the first publish creates.
+    const natsConsumer = PUBLISHERS.includes('nats') ? consumeNats(NATS_URL, eventsEnv.EVENTS_NATS_STREAM) : undefined;
+    if (PUBLISHERS.includes('rabbitmq')) consumers.push(await consumeRabbitMq(AMQP_URL, eventsEnv.EVENTS_RABBITMQ_EXCHANGE));
+    if (PUBLISHERS.includes('redis')) consumers.push(await consumeRedisStream(REDIS_URL, eventsEnv.EVENTS_REDIS_STREAM));
+    // One transfer creates the NATS stream before the measured run.
+    await post('/api/v1/transfers', { fromAccountId: accounts[0], toAccountId: accounts[1], amount: 1 }, token, randomUUID());
+    if (natsConsumer) consumers.push(await natsConsumer);
+    process.stdout.write(`uniform transfers, events on (${PUBLISHERS.join(', ')})…\n`);
+    const uniform = await run(`POST /transfers, random pairs of 1,000 accounts, events on (${PUBLISHERS.join(', ')})`, () => distinctPair(pick, pick));
     process.stdout.write('hot-account transfers…\n');
-    const hotRun = await run('POST /transfers, 90% touch one hot account', () => {
+    const hotRun = await run('POST /transfers, 90% touch one hot account, events on', () => {
       if (Math.random() >= 0.9) return distinctPair(pick, pick);
       return Math.random() < 0.5 ? distinctPair(() => hot, pick) : distinctPair(pick, () => hot);
     });
+    // Let the relay drain the backlog the load left, then read what each consumer saw.
+    const written = await withAdmin(async () => {
+      const client = new pg.Client({ connectionString: databaseUrl('bastion_bench_ledger') });
+      await client.connect();
+      try {
+        return Number((await client.query<{ count: string }>('select count(*) from outbox_events')).rows[0]?.count ?? 0);
+      } finally {
+        await client.end();
+      }
+    });
+    const drainStarted = Date.now();
+    while (Date.now() - drainStarted < 60_000 && consumers.some((consumer) => consumer.ids.size < written - 5_000)) await sleep(500);
+    await sleep(2_000);
+    const lagRows = consumers.map(
+      (consumer) =>
+        `| ${consumer.name} | ${consumer.ids.size} | ${percentile(consumer.lagsMs, 50).toFixed(0)} | ${percentile(consumer.lagsMs, 99).toFixed(0)} |`,
+    );
 
     const lines = [
       `Command: \`npm run bench:ledger\` (${SECONDS} s per scenario, ${CONNECTIONS} HTTP connections, PostgreSQL ${ADMIN_URL.replace(/\/\/[^@]*@/, '//')}, ${os.cpus().length} cores, ${new Date().toISOString().slice(0, 10)})`,
@@ -183,20 +273,28 @@ async function main() {
       '| scenario | transfers/s (tps) | p50 ms | p99 ms | non-2xx | ratio to pgbench |',
       '| --- | ---: | ---: | ---: | ---: | ---: |',
       `| pgbench TPC-B-like, scale 10, 16 clients, -M prepared (baseline) | ${baseline.tps.toFixed(0)} | ${baseline.latencyMs.toFixed(1)} (avg) | – | – | 1.00 |`,
-      ...[uniform, hotRun].map(
+      ...[eventsOff, uniform, hotRun].map(
         (row) =>
           `| ${row.scenario} | ${row.rps.toFixed(0)} | ${row.p50} | ${row.p99} | ${row.non2xx + row.errors} | ${(row.rps / baseline.tps).toFixed(2)} |`,
       ),
       '',
-      `Hot-account throughput is ${(hotRun.rps / uniform.rps).toFixed(2)}× the uniform case.`,
+      `Hot-account throughput is ${(hotRun.rps / uniform.rps).toFixed(2)}× the uniform case. With events on (the outbox row in`,
+      `each transfer's batch, the relay publishing to ${PUBLISHERS.join(', ')}), uniform transfers run at ${(uniform.rps / eventsOff.rps).toFixed(2)}× events off.`,
+      '',
+      `Commit-to-consumer lag per publisher over both events-on scenarios (a real consumer of each broker; ${written} events written in all, funding included):`,
+      '',
+      '| publisher | distinct events received | lag p50 ms | lag p99 ms |',
+      '| --- | ---: | ---: | ---: |',
+      ...lagRows,
     ];
     const table = lines.join('\n');
     process.stdout.write(`\n${table}\n`);
     await mkdir('bench/results', { recursive: true });
     await writeFile('bench/results/ledger-latest.md', `${table}\n`);
   } finally {
-    server.kill('SIGTERM');
-    await sleep(500);
+    await Promise.all(consumers.map((consumer) => consumer.close().catch(() => undefined)));
+    await stopService();
+    await dropBrokerState(eventsEnv).catch(() => undefined);
     await withAdmin(async (client) => {
       await client.query('drop database if exists bastion_bench_ledger with (force)');
       await client.query('drop database if exists bastion_bench_pgbench with (force)');

@@ -14,7 +14,11 @@ import {
   revokeSessionsOfUser,
   type AuthService,
 } from './components/auth/index.js';
+import { createOutbox, pruneOutbox, startRelay, type Outbox, type Relay } from './components/events/index.js';
+import { publishersFromConfig } from './components/events/publishers/from-config.js';
 import { createLedgerService, type LedgerService } from './components/ledger/index.js';
+import { createWebhooks } from './components/webhooks/index.js';
+import { createClosuresService, type ClosurePauses, type ClosuresService } from './components/closures/index.js';
 import { createPasswordHasher, createUsersService, type CredentialPauses, type UserState, type UsersService } from './components/users/index.js';
 import { createCache, type CacheOptions } from './platform/cache.js';
 import { createMetrics } from './platform/metrics.js';
@@ -23,6 +27,7 @@ import { migrateSchema } from './schema.js';
 import { createLoggers, type Logger } from './platform/logger.js';
 import { createLocalGcra, createSharedGcra } from './platform/rate-limit.js';
 import { createLiveEvents, type LiveEvents } from './platform/live-events.js';
+import { createScheduler } from './platform/jobs.js';
 import { connectRedis, type RedisConnection } from './platform/redis.js';
 import { buildServer } from './transports/http.js';
 import { createGrpcServer, type GrpcServer } from './transports/grpc/server.js';
@@ -35,8 +40,12 @@ export interface Application {
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
+  /** Closing users as a saga (freeze, settle, revoke, delete), resumed after a crash. */
+  readonly closures: ClosuresService;
   /** Live events (posted transfers) across instances, feeding GraphQL subscriptions. */
   readonly live: LiveEvents;
+  /** The outbox (undefined with EVENTS_OUTBOX=false) and this instance's relay, if it runs one. */
+  readonly events: { readonly outbox: Outbox | undefined; readonly relay: Relay | undefined };
   readonly http: FastifyInstance;
   /** The gRPC server (not yet listening: main listens on GRPC_PORT); undefined when GRPC_PORT is unset. */
   readonly grpc: GrpcServer | undefined;
@@ -56,6 +65,8 @@ export interface ApplicationOptions {
   readonly logDestination?: DestinationStream;
   /** Tests only: where credential use cases wait, to force races deterministically. */
   readonly credentialPauses?: CredentialPauses;
+  /** Tests only: where a closure's runner waits after each step. */
+  readonly closurePauses?: ClosurePauses;
   /** Tests only: fault injection into the user-state cache's Redis calls. */
   readonly userStateCacheFaults?: Pick<CacheOptions, 'beforeInvalidate'>;
 }
@@ -75,6 +86,10 @@ export async function createApplication(config: Config, options: ApplicationOpti
 
     const passwords = await createPasswordHasher({ concurrency: config.passwordHashConcurrency });
     const metrics = createMetrics();
+    // Every change other systems care about writes its event in its own transaction.
+    const outbox = config.events.outbox ? createOutbox() : undefined;
+    // Periodic work runs once per tick across all instances.
+    const scheduler = createScheduler({ database, logger, registry: metrics.registry });
     const userStateCache = createCache<UserState>({
         maxEntries: 100_000,
         ttlMs: config.cacheL1TtlMs,
@@ -84,7 +99,14 @@ export async function createApplication(config: Config, options: ApplicationOpti
         ...options.userStateCacheFaults,
     });
     metrics.observeCache('users', userStateCache.stats);
-    const users = createUsersService({ database, passwords, logger, stateCache: userStateCache, pauses: options.credentialPauses });
+    const users = createUsersService({
+      database,
+      passwords,
+      logger,
+      stateCache: userStateCache,
+      pauses: options.credentialPauses,
+      ...(outbox ? { outbox } : {}),
+    });
     const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
     const sealer = keySealerFor(config.keyEncryptionSecret);
     if (!sealer) {
@@ -105,9 +127,13 @@ export async function createApplication(config: Config, options: ApplicationOpti
         refreshTokenTtlSeconds: config.refreshTokenTtlSeconds,
         refreshReuseGraceSeconds: config.refreshReuseGraceSeconds,
         logger,
+        schedule: scheduler.every,
+        ...(outbox ? { outbox } : {}),
       },
       await loadSuccessorSecret(database, sealer),
     );
+    // Webhook endpoints (admin API), the relay's fan-out into deliveries, and the worker that sends them.
+    const webhooks = createWebhooks({ database, logger, sealer, settings: config.webhooks, registry: metrics.registry });
     const live = createLiveEvents({ logger, ...(redis ? { redis } : {}) });
     const ledger = createLedgerService({
       database,
@@ -119,11 +145,21 @@ export async function createApplication(config: Config, options: ApplicationOpti
       batchConcurrency: config.ledgerBatchConcurrency,
       // Posted transfers reach the live views (GraphQL subscriptions) of every instance.
       live,
+      schedule: scheduler.every,
+      ...(outbox ? { outbox } : {}),
     });
     // A user with money cannot be deleted (the ledger vetoes); otherwise their accounts close and
     // their sessions end, in the same transaction as the delete.
-    users.onDelete((tx, userId) => ledger.closeAccountsOfDeletedUser(tx, userId));
+    users.onDelete((tx, userId, origin) => ledger.closeAccountsOfDeletedUser(tx, userId, origin));
     users.onDelete((tx, userId) => revokeSessionsOfUser(tx, userId));
+    const closures = createClosuresService({
+      database,
+      users,
+      ledger,
+      logger,
+      schedule: scheduler.every,
+      ...(options.closurePauses ? { pauses: options.closurePauses } : {}),
+    });
 
     if (config.bootstrapAdmin) {
       const outcome = await users.ensureAdmin(config.bootstrapAdmin.email, config.bootstrapAdmin.password);
@@ -143,6 +179,8 @@ export async function createApplication(config: Config, options: ApplicationOpti
       signingKeys,
       metrics,
       rateLimiter,
+      webhooks: webhooks.service,
+      closures,
       readiness: {
         database: async () => (await database.ping(1_000), 'ok'),
         // Redis away is degraded, not down: the service keeps serving on in-process equivalents.
@@ -166,7 +204,26 @@ export async function createApplication(config: Config, options: ApplicationOpti
           });
 
     ledger.startBackgroundWork();
+    closures.startBackgroundWork();
     auth.startBackgroundWork();
+    webhooks.worker.start();
+    const events = config.events;
+    const publishers = outbox && events.embeddedRelay ? [...publishersFromConfig(events, config.redisUrl, logger), webhooks.fanout] : [];
+    const relay =
+      outbox && publishers.length > 0
+        ? startRelay({
+            database,
+            publishers,
+            source: events.source,
+            batchSize: events.relayBatchSize,
+            pollIntervalMs: events.relayPollIntervalMs,
+            leaseMs: events.relayLeaseMs,
+            logger,
+            registry: metrics.registry,
+          })
+        : undefined;
+    if (relay) outbox?.onCommitted(() => relay.wake());
+    scheduler.every('events: pruned published events', 60_000, () => pruneOutbox(database.db, events.retentionHours * 3_600, 10_000));
 
     return {
       config,
@@ -176,7 +233,9 @@ export async function createApplication(config: Config, options: ApplicationOpti
       users,
       auth,
       ledger,
+      closures,
       live,
+      events: { outbox, relay },
       http,
       grpc,
       async close() {
@@ -186,6 +245,10 @@ export async function createApplication(config: Config, options: ApplicationOpti
         } finally {
           ledger.stopBackgroundWork();
           auth.stopBackgroundWork();
+          await closures.stopBackgroundWork();
+          await scheduler.stop();
+          await relay?.stop();
+          await webhooks.worker.stop();
           signingKeys.stop();
           await passwords.close();
           await redis?.close();

@@ -47,6 +47,57 @@ export interface Config {
   readonly graphqlMaxCost: number;
   /** Most aliased fields in one GraphQL document (alias amplification). */
   readonly graphqlMaxAliases: number;
+  readonly events: EventsConfig;
+  readonly webhooks: WebhooksConfig;
+}
+
+export interface WebhooksConfig {
+  /** http:// endpoints allowed (development); otherwise https only. */
+  readonly allowHttp: boolean;
+  /** Loopback, private, link-local and metadata targets allowed (development, tests). */
+  readonly allowPrivate: boolean;
+  /** Attempts before a delivery is dead-lettered. */
+  readonly maxAttempts: number;
+  /** A 2xx must arrive within this. */
+  readonly timeoutMs: number;
+  /** Retries wait a random time up to min(retryMaxMs, retryBaseMs * 2^(attempt - 1)). */
+  readonly retryBaseMs: number;
+  readonly retryMaxMs: number;
+  /** How often an idle delivery worker looks for retries that fell due. */
+  readonly pollIntervalMs: number;
+  /** Per-endpoint circuit breaker (opossum). */
+  readonly breaker: {
+    readonly volumeThreshold: number;
+    readonly errorThresholdPercentage: number;
+    readonly resetMs: number;
+    readonly windowMs: number;
+  };
+}
+
+export type EventPublisherName = 'nats' | 'rabbitmq' | 'redis';
+
+export interface EventsConfig {
+  /** Write events to the outbox at all (EVENTS_OUTBOX; off only to measure what it costs). */
+  readonly outbox: boolean;
+  /** Brokers the outbox's events are published to (EVENTS_PUBLISHERS); none: they stay in the outbox. */
+  readonly publishers: readonly EventPublisherName[];
+  /** Run the relay inside the server (else only `bastion relay` processes publish). */
+  readonly embeddedRelay: boolean;
+  /** The CloudEvents `source` attribute of every event. */
+  readonly source: string;
+  readonly natsUrl: string | undefined;
+  readonly amqpUrl: string | undefined;
+  readonly natsStream: string;
+  readonly natsSubjectPrefix: string;
+  readonly rabbitmqExchange: string;
+  readonly redisStream: string;
+  readonly redisStreamMaxLength: number;
+  readonly relayBatchSize: number;
+  readonly relayPollIntervalMs: number;
+  readonly relayLeaseMs: number;
+  readonly publishTimeoutMs: number;
+  /** Published events are deleted after this long. */
+  readonly retentionHours: number;
 }
 
 export class ConfigError extends Error {
@@ -129,6 +180,62 @@ export function loadConfig(env: Env = process.env): Config {
     }
   }
 
+  const publisherNames: readonly EventPublisherName[] = ['nats', 'rabbitmq', 'redis'];
+  const eventPublishers: EventPublisherName[] = [];
+  for (const name of (read('EVENTS_PUBLISHERS') ?? '').split(',').map((part) => part.trim()).filter((part) => part !== '')) {
+    if (!publisherNames.includes(name as EventPublisherName)) {
+      problems.push(`EVENTS_PUBLISHERS: "${name}" is not one of ${publisherNames.join(', ')}`);
+    } else if (!eventPublishers.includes(name as EventPublisherName)) {
+      eventPublishers.push(name as EventPublisherName);
+    }
+  }
+  const natsUrl = read('NATS_URL');
+  if (natsUrl !== undefined && !/^(nats|tls|wss?):\/\//.test(natsUrl) && !/^[^/\s]+:\d+$/.test(natsUrl)) {
+    problems.push('NATS_URL: must be a nats:// URL or host:port');
+  }
+  const amqpUrl = read('AMQP_URL');
+  if (amqpUrl !== undefined && !/^amqps?:\/\//.test(amqpUrl)) problems.push('AMQP_URL: must be an amqp:// or amqps:// URL');
+  if (eventPublishers.includes('nats') && natsUrl === undefined) problems.push('NATS_URL: required when EVENTS_PUBLISHERS lists nats');
+  if (eventPublishers.includes('rabbitmq') && amqpUrl === undefined) problems.push('AMQP_URL: required when EVENTS_PUBLISHERS lists rabbitmq');
+  if (eventPublishers.includes('redis') && redisUrl === undefined) problems.push('REDIS_URL: required when EVENTS_PUBLISHERS lists redis');
+  const events: EventsConfig = {
+    outbox: boolean('EVENTS_OUTBOX', true),
+    publishers: eventPublishers,
+    embeddedRelay: boolean('EVENTS_RELAY_EMBEDDED', true),
+    source: read('EVENTS_SOURCE') ?? '/bastion',
+    natsUrl,
+    amqpUrl,
+    natsStream: read('EVENTS_NATS_STREAM') ?? 'BASTION_EVENTS',
+    natsSubjectPrefix: read('EVENTS_NATS_SUBJECT_PREFIX') ?? 'bastion.events',
+    rabbitmqExchange: read('EVENTS_RABBITMQ_EXCHANGE') ?? 'bastion.events',
+    redisStream: read('EVENTS_REDIS_STREAM') ?? 'bastion:events',
+    redisStreamMaxLength: integer('EVENTS_REDIS_MAXLEN', 1_000_000, 1_000, 1_000_000_000),
+    relayBatchSize: integer('EVENTS_RELAY_BATCH_SIZE', 500, 1, 10_000),
+    relayPollIntervalMs: integer('EVENTS_RELAY_POLL_INTERVAL_MS', 100, 5, 60_000),
+    relayLeaseMs: integer('EVENTS_RELAY_LEASE_MS', 10_000, 1_000, 600_000),
+    publishTimeoutMs: integer('EVENTS_PUBLISH_TIMEOUT_MS', 5_000, 100, 120_000),
+    retentionHours: integer('EVENTS_RETENTION_HOURS', 168, 1, 24 * 365),
+  };
+
+  const webhooks: WebhooksConfig = {
+    allowHttp: boolean('WEBHOOK_ALLOW_HTTP', false),
+    allowPrivate: boolean('WEBHOOK_ALLOW_PRIVATE', false),
+    maxAttempts: integer('WEBHOOK_MAX_ATTEMPTS', 8, 1, 100),
+    timeoutMs: integer('WEBHOOK_TIMEOUT_MS', 10_000, 100, 120_000),
+    retryBaseMs: integer('WEBHOOK_RETRY_BASE_MS', 5_000, 1, 3_600_000),
+    retryMaxMs: integer('WEBHOOK_RETRY_MAX_MS', 3_600_000, 1, 86_400_000),
+    pollIntervalMs: integer('WEBHOOK_POLL_INTERVAL_MS', 1_000, 10, 60_000),
+    breaker: {
+      volumeThreshold: integer('WEBHOOK_BREAKER_VOLUME_THRESHOLD', 5, 1, 10_000),
+      errorThresholdPercentage: integer('WEBHOOK_BREAKER_ERROR_PERCENTAGE', 50, 1, 99),
+      resetMs: integer('WEBHOOK_BREAKER_RESET_MS', 30_000, 10, 3_600_000),
+      windowMs: integer('WEBHOOK_BREAKER_WINDOW_MS', 60_000, 100, 3_600_000),
+    },
+  };
+  if (webhooks.retryMaxMs < webhooks.retryBaseMs) {
+    problems.push(`WEBHOOK_RETRY_MAX_MS: must be at least WEBHOOK_RETRY_BASE_MS (${webhooks.retryBaseMs})`);
+  }
+
   const logLevelRaw = read('LOG_LEVEL') ?? 'info';
   if (!LOG_LEVELS.includes(logLevelRaw as LogLevel)) {
     problems.push(`LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`);
@@ -171,6 +278,8 @@ export function loadConfig(env: Env = process.env): Config {
     graphqlMaxDepth: integer('GRAPHQL_MAX_DEPTH', 8, 1, 100),
     graphqlMaxCost: integer('GRAPHQL_MAX_COST', 1_000, 1, 1_000_000),
     graphqlMaxAliases: integer('GRAPHQL_MAX_ALIASES', 10, 0, 1_000),
+    events,
+    webhooks,
   };
   if (config.graphiql && !config.graphqlIntrospection) {
     problems.push('GRAPHIQL: the GraphiQL IDE reads the schema by introspection: set GRAPHQL_INTROSPECTION=true as well');

@@ -5,7 +5,10 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { createApplication, type Application } from '../app.js';
 import { keySealerFor, rotateSigningKey } from '../components/auth/index.js';
+import { cursorStatus, startRelay } from '../components/events/index.js';
+import { publishersFromConfig } from '../components/events/publishers/from-config.js';
 import { checkLedger } from '../components/ledger/index.js';
+import { createWebhookFanout } from '../components/webhooks/index.js';
 import { createPasswordHasher, createUsersService, type UserState } from '../components/users/index.js';
 import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLocalCache } from '../platform/cache.js';
@@ -21,7 +24,9 @@ const USAGE = `usage: bastion <command>
   create-admin --email E [--name N]
                              create an admin; the password is read from stdin or ADMIN_PASSWORD
   keys rotate                add a new access-token signing key and retire the old ones
-  ledger check               verify the ledger's invariants on the live database (exit 1 on a violation)`;
+  ledger check               verify the ledger's invariants on the live database (exit 1 on a violation)
+  relay                      publish the outbox's events to EVENTS_PUBLISHERS and webhooks (no HTTP), until SIGTERM
+  events status              each publisher's position, backlog and lag, as JSON`;
 
 export async function runCli(argv: readonly string[]): Promise<number> {
   let config: Config;
@@ -60,6 +65,15 @@ export async function runCli(argv: readonly string[]): Promise<number> {
         const report = await checkLedger(database.db);
         process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         return report.ok ? 0 : 1;
+      });
+    case 'relay':
+      return runRelay(config);
+    case 'events':
+      if (rest[0] !== 'status') break;
+      return withDatabase(config, async (database) => {
+        await migrateSchema(database);
+        process.stdout.write(`${JSON.stringify(await eventsStatus(database), null, 2)}\n`);
+        return 0;
       });
     case 'help':
     case '--help':
@@ -224,5 +238,57 @@ async function serve(config: Config): Promise<number> {
         process.stderr.write(`bastion: could not start: ${error instanceof Error ? error.message : String(error)}\n`);
         resolve(1);
       });
+  });
+}
+
+/** `events status`: per publisher, where it is and how far behind, for people and scripts alike. */
+async function eventsStatus(database: Database) {
+  const { lastSeq, total, cursors } = await cursorStatus(database.db);
+  const now = Date.now();
+  return {
+    lastPosition: lastSeq.toString(),
+    eventsStored: total,
+    publishers: cursors.map((cursor) => ({
+      publisher: cursor.publisher,
+      position: cursor.position.toString(),
+      backlog: cursor.backlog,
+      lagSeconds: cursor.oldestWaitingAt ? Math.max(0, (now - cursor.oldestWaitingAt.getTime()) / 1000) : 0,
+      leaseOwner: cursor.leaseUntil && cursor.leaseUntil.getTime() > now ? cursor.leaseOwner : null,
+      lastPublishedAt: cursor.publishedAt?.toISOString() ?? null,
+    })),
+  };
+}
+
+/**
+ * `relay`: the relay alone, for deployments that publish from separate processes (set
+ * EVENTS_RELAY_EMBEDDED=false on the servers then, or keep both: leases keep them from doubling up).
+ */
+async function runRelay(config: Config): Promise<number> {
+  if (config.databaseUrl === undefined) {
+    process.stderr.write('relay: needs DATABASE_URL (the embedded database belongs to the server process, which runs its own relay)\n');
+    return 2;
+  }
+  const logger = createLogger(config.logLevel);
+  return withDatabase(config, async (database) => {
+    await migrateSchema(database);
+    const events = config.events;
+    const relay = startRelay({
+      database,
+      // The brokers, and the webhooks' fan-out (its deliveries are sent by the servers' workers).
+      publishers: [...publishersFromConfig(events, config.redisUrl, logger), createWebhookFanout({ database })],
+      source: events.source,
+      batchSize: events.relayBatchSize,
+      pollIntervalMs: events.relayPollIntervalMs,
+      leaseMs: events.relayLeaseMs,
+      logger,
+    });
+    logger.info({ publishers: events.publishers }, 'relay: started');
+    const signal = await new Promise<NodeJS.Signals>((resolve) => {
+      process.once('SIGTERM', resolve);
+      process.once('SIGINT', resolve);
+    });
+    logger.info({ signal }, 'relay: stopping');
+    await relay.stop();
+    return 0;
   });
 }

@@ -9,6 +9,8 @@ import { authenticatePlugin, authRoutes, jwksRoutes, type AuthService, type Sign
 import { healthRoutes, type ReadinessCheck } from '../components/health/http.js';
 import { ledgerRoutes, type LedgerService } from '../components/ledger/index.js';
 import { usersRoutes, type UsersService } from '../components/users/index.js';
+import { webhooksRoutes, type WebhooksService } from '../components/webhooks/index.js';
+import { closuresRoutes, type ClosuresService } from '../components/closures/index.js';
 import { COMPRESS_THRESHOLD_BYTES } from '../platform/http.js';
 import type { Logger } from '../platform/logger.js';
 import type { Metrics } from '../platform/metrics.js';
@@ -36,6 +38,8 @@ interface HttpDependencies {
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
+  readonly webhooks: WebhooksService;
+  readonly closures: ClosuresService;
   readonly signingKeys: SigningKeys;
   readonly rateLimiter: Gcra;
   readonly metrics: Metrics;
@@ -76,6 +80,8 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
       await api.register(authRoutes, { auth: deps.auth, users: deps.users });
       await api.register(usersRoutes, { users: deps.users });
       await api.register(ledgerRoutes, { ledger: deps.ledger });
+      await api.register(webhooksRoutes, { webhooks: deps.webhooks });
+      await api.register(closuresRoutes, { closures: deps.closures });
     },
     { prefix: '/api/v1' },
   );

@@ -360,6 +360,10 @@ const ID_ROUTES = [
   '/api/v1/accounts/:id/withdrawals',
   '/api/v1/transfers/:id/post',
   '/api/v1/transfers/:id/void',
+  '/api/v1/webhooks/:id',
+  '/api/v1/webhooks/:id/deliveries',
+  '/api/v1/webhooks/:id/rotate-secret',
+  '/api/v1/webhooks/:id/deliveries/:id/redeliver',
   '/api/v1/users/:id/:id',
   '/api/v1/:id',
   '/api/:id/users/me',
@@ -371,6 +375,7 @@ const FIXED_PATHS = [
   '/api/v1/users/me',
   '/api/v1/accounts',
   '/api/v1/transfers',
+  '/api/v1/webhooks',
   '/api/v1/auth/login',
   '/api/v1/auth/register',
   '/api/v1/auth/refresh',
@@ -934,6 +939,7 @@ describeOnBackends('fuzzing bodies and queries', ({ it, before, startServer }) =
       ['POST', '/api/v1/auth/password', passwordUser.accessToken],
       ['POST', '/api/v1/users', admin.accessToken],
       ['PATCH', `/api/v1/users/${target.user.id}`, admin.accessToken],
+      ['POST', '/api/v1/webhooks', admin.accessToken],
     ];
     for (const [method, path, token] of routes) {
       for (const [name, payload] of adversarial) {

@@ -27,7 +27,8 @@ export type Permission =
   | 'accounts:deposit'
   | 'accounts:withdraw'
   | 'transfers:create'
-  | 'transfers:read';
+  | 'transfers:read'
+  | 'webhooks:manage';
 
 /** `own`: only resources the principal owns; `any`: every resource. Absent: never. */
 type Scope = 'own' | 'any';
@@ -59,6 +60,7 @@ const GRANTS: Readonly<Record<Role, Partial<Readonly<Record<Permission, Scope>>>
     'accounts:withdraw': 'any',
     'transfers:create': 'any',
     'transfers:read': 'any',
+    'webhooks:manage': 'any',
   },
 };
 

@@ -2,9 +2,11 @@
 // logout, logout-all, password change, and resolving a bearer token to a Principal.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Principal } from '../access/index.js';
+import type { EventOrigin, Outbox } from '../events/index.js';
 import type { Database } from '../../platform/db/index.js';
 import { newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
+import type { Schedule } from '../../platform/jobs.js';
 import { repeatEvery } from '../../platform/periodic.js';
 import { toUser, type User, type UserState, type UsersService } from '../users/index.js';
 import type { AccessClaims, AccessTokens } from './access-tokens.js';
@@ -25,8 +27,8 @@ export interface LoginResult extends TokenPair {
 }
 
 export interface AuthService {
-  login(input: { email: string; password: string; clientIp: string }): Promise<LoginResult>;
-  refresh(refreshToken: string): Promise<TokenPair>;
+  login(input: { email: string; password: string; clientIp: string }, origin?: EventOrigin): Promise<LoginResult>;
+  refresh(refreshToken: string, origin?: EventOrigin): Promise<TokenPair>;
   logout(refreshToken: string): Promise<void>;
   logoutAll(principal: Principal): Promise<void>;
   changePassword(principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<LoginResult>;
@@ -59,6 +61,10 @@ interface AuthServiceDeps {
   readonly refreshTokenTtlSeconds: number;
   readonly refreshReuseGraceSeconds: number;
   readonly logger: Logger;
+  /** Where security events (reuse detected, login locked) are written; none: no events. */
+  readonly outbox?: Outbox;
+  /** Runs the background work once per tick across instances; absent: on this instance's timer. */
+  readonly schedule?: Schedule;
 }
 
 const SUCCESSOR_SECRET_NAME = 'refresh-successor-v1';
@@ -97,8 +103,28 @@ function principalFor(claims: AccessClaims, state: UserState | null): Principal 
 }
 
 export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer): AuthService {
-  const { database, users, accessTokens, loginThrottle } = deps;
+  const { database, users, accessTokens, loginThrottle, outbox } = deps;
   const db = database.db;
+
+  /** auth.login_locked: the attempts for an email from an address are used up until the window ends. */
+  const emitLoginLocked = async (email: string, clientIp: string, lockSeconds: number, origin: EventOrigin | undefined) => {
+    if (!outbox) return;
+    const lockedAt = new Date();
+    await database.transaction((tx) =>
+      outbox.append(
+        tx,
+        [
+          {
+            type: 'auth.login_locked',
+            subject: `logins/${email}`,
+            data: { email, ip: clientIp, lockedAt: lockedAt.toISOString(), lockedUntil: new Date(lockedAt.getTime() + lockSeconds * 1000).toISOString() },
+          },
+        ],
+        origin,
+      ),
+    );
+    outbox.committed();
+  };
   const stops: Array<() => void> = [];
   const successorOf = (token: string): string =>
     createHmac('sha256', successorSecret).update(token).digest('base64url');
@@ -151,7 +177,7 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
   };
 
   return {
-    async login({ email, password, clientIp }) {
+    async login({ email, password, clientIp }, origin) {
       const key = throttleKey(email, clientIp);
       // Reserved before the check, so racing attempts cannot all pass a count none has raised yet.
       const reservation = await loginThrottle.reserve(key);
@@ -160,12 +186,17 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
         await loginThrottle.refund(key); // busy or failed: no wrong password to count
         throw error;
       });
-      if (!state) throw invalidCredentials(); // the reservation stays counted: it is the failure
+      if (!state) {
+        // The reservation stays counted: it is the failure. The one that used the window's last
+        // attempt locks the client out: told once per lock.
+        if (reservation.last) await emitLoginLocked(email, clientIp, reservation.lockSeconds, origin);
+        throw invalidCredentials();
+      }
       await loginThrottle.reset(key);
       return startSession(state);
     },
 
-    async refresh(refreshToken) {
+    async refresh(refreshToken, origin) {
       const presentedHash = sha256(refreshToken);
       const successor = successorOf(refreshToken);
       const successorHash = sha256(successor);
@@ -182,7 +213,21 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
       if (presented.secondsSinceRotation !== null) {
         const withinGrace = presented.secondsSinceRotation <= deps.refreshReuseGraceSeconds;
         if (!withinGrace) {
-          await repo.revokeFamily(db, presented.familyId);
+          await database.transaction(async (tx) => {
+            await repo.revokeFamily(tx, presented.familyId);
+            await outbox?.append(
+              tx,
+              [
+                {
+                  type: 'auth.refresh_reuse_detected',
+                  subject: `users/${presented.userId}`,
+                  data: { userId: presented.userId, sessionId: presented.familyId, detectedAt: new Date().toISOString() },
+                },
+              ],
+              origin,
+            );
+          });
+          outbox?.committed();
           deps.logger.warn({ userId: presented.userId, familyId: presented.familyId }, 'auth: refresh token reuse, family revoked');
           throw tokenReused();
         }
@@ -227,7 +272,8 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     },
 
     startBackgroundWork() {
-      stops.push(repeatEvery(deps.logger, 'auth: purged expired refresh tokens', PURGE_INTERVAL_MS, () => this.purgeExpiredSessions()));
+      const schedule: Schedule = deps.schedule ?? ((name, intervalMs, job) => repeatEvery(deps.logger, name, intervalMs, job));
+      stops.push(schedule('auth: purged expired refresh tokens', PURGE_INTERVAL_MS, () => this.purgeExpiredSessions()));
     },
 
     stopBackgroundWork() {

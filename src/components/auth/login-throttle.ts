@@ -10,7 +10,10 @@ import { createHash } from 'node:crypto';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../../platform/redis.js';
 
-export type Reservation = { readonly granted: true } | { readonly granted: false; readonly retryAfterSeconds: number };
+export type Reservation =
+  /** `last`: this attempt takes the window's last one; if it fails, the client is locked out until the window ends. */
+  | { readonly granted: true; readonly last: boolean; readonly lockSeconds: number }
+  | { readonly granted: false; readonly retryAfterSeconds: number };
 
 export interface LoginThrottle {
   /** Counts one attempt if fewer than `maxFailures` are counted in the window; else how long to wait. */
@@ -29,7 +32,6 @@ interface LoginThrottleOptions {
 export const throttleKey = (email: string, clientIp: string): string => `${email}\u0000${clientIp}`;
 
 const KEY_PREFIX = 'bastion:v1:login-attempts';
-const GRANTED: Reservation = { granted: true };
 
 // Hashed: keys of one bounded length, and no email address stored in Redis.
 const digest = (key: string): string => createHash('sha256').update(key).digest('base64url');
@@ -43,8 +45,12 @@ function throttleOver(limiters: readonly [RateLimiterAbstract, ...RateLimiterAbs
   return {
     async reserve(key) {
       try {
-        await counting.consume(digest(key));
-        return GRANTED;
+        const counted = await counting.consume(digest(key));
+        return {
+          granted: true,
+          last: counted.remainingPoints === 0,
+          lockSeconds: Math.max(1, Math.ceil(counted.msBeforeNext / 1000)),
+        };
       } catch (refusal) {
         // The library rejects with its result when the limit is reached, with an Error when it failed.
         if (!(refusal instanceof RateLimiterRes)) throw refusal;

@@ -27,10 +27,15 @@ import {
   VoidPendingBody,
 } from './ledger.schemas.js';
 import type { LedgerService, MoneyOutcome, MoneyRequestContext } from './ledger.service.js';
+import { originOf, traceparentOf } from '../../platform/trace-context.js';
 
 function moneyContext(request: FastifyRequest): MoneyRequestContext {
   const key = request.headers['idempotency-key'];
-  return { requestId: request.id, ...(typeof key === 'string' ? { idempotencyKey: key } : {}) };
+  return {
+    requestId: request.id,
+    traceparent: traceparentOf(request.headers.traceparent),
+    ...(typeof key === 'string' ? { idempotencyKey: key } : {}),
+  };
 }
 
 function sendMoneyOutcome(reply: FastifyReply, outcome: MoneyOutcome) {
@@ -61,7 +66,7 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
         response: { 201: AccountEnvelope, ...errorResponses(400, 401, 403, 404, 415, 429) },
       },
     },
-    async (request, reply) => reply.code(201).send({ data: await ledger.createAccount(principalOf(request), request.body) }),
+    async (request, reply) => reply.code(201).send({ data: await ledger.createAccount(principalOf(request), request.body, originOf(request.headers.traceparent)) }),
   );
 
   app.get(

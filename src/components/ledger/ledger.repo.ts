@@ -14,6 +14,7 @@ interface AccountsTable {
   created_at: Date;
   updated_at: Date;
   closed_at: Date | null;
+  frozen_at: Generated<Date | null>;
 }
 
 interface TransfersTable {
@@ -71,7 +72,7 @@ declare module '../../platform/db/tables.js' {
 
 type TransferKind = 'transfer' | 'deposit' | 'withdrawal' | 'post' | 'void' | 'expire';
 
-export interface AccountRow extends Omit<AccountsTable, 'balance' | 'pending_debits' | 'closed_at'> {
+export interface AccountRow extends Omit<AccountsTable, 'balance' | 'pending_debits' | 'closed_at' | 'frozen_at'> {
   balance: number | bigint;
   pending_debits: number | bigint;
   /**
@@ -211,6 +212,12 @@ export interface LedgerRequest {
   /** The caller may act on any user's accounts (admin). */
   readonly actorSeesAll: boolean;
   readonly now: Date;
+  /** The id of the event the transfer leaves in the outbox; none: the outbox is off. */
+  readonly eventId?: string;
+  /** The W3C traceparent of the request, kept with its event. */
+  readonly traceparent?: string | null;
+  /** A closure's own move: allowed on its owner's frozen accounts. */
+  readonly frozenOk?: boolean;
 }
 
 /** A transfer as written: transfers are immutable, so this is also what a replay reads back. */
@@ -294,6 +301,9 @@ export async function applyBatch(executor: Executor, requests: readonly LedgerRe
     expires_at: request.expiresAt?.toISOString() ?? null,
     actor_sees_all: request.actorSeesAll,
     now: request.now.toISOString(),
+    event_id: request.eventId ?? null,
+    traceparent: request.traceparent ?? null,
+    frozen_ok: request.frozenOk === true,
   }));
   const result = await sql<ApplyRow>`
     select * from ledger_apply(${JSON.stringify(items)}::jsonb, ${shard}::smallint)`.execute(executor);
@@ -404,11 +414,57 @@ export async function userHasMoney(executor: Executor, userId: string): Promise<
   return result.rows[0]?.busy === true;
 }
 
-export async function closeAccountsOf(executor: Executor, userId: string, now: Date): Promise<void> {
-  await executor
+/** Closes the user's open accounts; returns the ones it closed. */
+export async function closeAccountsOf(
+  executor: Executor,
+  userId: string,
+  now: Date,
+): Promise<Array<{ id: string; currency: string; name: string | null }>> {
+  return executor
     .updateTable('accounts')
     .set({ closed_at: now, updated_at: now })
     .where('owner_id', '=', userId)
     .where('closed_at', 'is', null)
+    .returning(['id', 'currency', 'name'])
     .execute();
+}
+
+/** Freezes the user's open accounts (a closure starts): they take no money moves but the closure's. */
+export async function freezeAccountsOf(executor: Executor, userId: string, now: Date): Promise<void> {
+  await executor
+    .updateTable('accounts')
+    .set({ frozen_at: now, updated_at: now })
+    .where('owner_id', '=', userId)
+    .where('closed_at', 'is', null)
+    .where('frozen_at', 'is', null)
+    .execute();
+}
+
+export async function unfreezeAccountsOf(executor: Executor, userId: string, now: Date): Promise<void> {
+  await executor
+    .updateTable('accounts')
+    .set({ frozen_at: null, updated_at: now })
+    .where('owner_id', '=', userId)
+    .where('frozen_at', 'is not', null)
+    .execute();
+}
+
+/** Open pending transfers from or to the user's accounts (not yet posted, voided or expired). */
+export async function findOpenPendingOf(executor: Executor, userId: string): Promise<string[]> {
+  const { rows } = await sql<{ id: string }>`
+    select t.id from transfers t
+    join accounts a on a.id in (t.from_account_id, t.to_account_id)
+    where a.owner_id = ${userId}::uuid and t.pending
+      and not exists (select 1 from transfers r where r.pending_id = t.id)
+    group by t.id`.execute(executor);
+  return rows.map((row) => row.id);
+}
+
+/** The user's open accounts with money on them: what a closure must withdraw. */
+export async function findBalancesOf(executor: Executor, userId: string): Promise<Array<{ id: string; available: number }>> {
+  const { rows } = await sql<{ id: string; available: string }>`
+    select id, (balance - pending_debits)::text as available from accounts
+    where owner_id = ${userId}::uuid and closed_at is null and balance <> 0
+    order by id`.execute(executor);
+  return rows.map((row) => ({ id: row.id, available: Number(row.available) }));
 }

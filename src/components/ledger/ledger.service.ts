@@ -8,7 +8,9 @@ import { assert, DomainError, notFound, unauthenticated, validationFailed } from
 import { isUuid, newId } from '../../platform/ids.js';
 import { createLiveEvents, type LiveEvents } from '../../platform/live-events.js';
 import type { Logger } from '../../platform/logger.js';
+import type { Schedule } from '../../platform/jobs.js';
 import { repeatEvery } from '../../platform/periodic.js';
+import type { EventOrigin, Outbox } from '../events/index.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
 import * as repo from './ledger.repo.js';
@@ -56,6 +58,8 @@ export interface Transfer {
 /** The request a money operation belongs to: its id, and its Idempotency-Key if it has one. */
 export interface MoneyRequestContext {
   readonly requestId: string;
+  /** The W3C traceparent of the request, kept with the transfer's event. */
+  readonly traceparent?: string;
   /**
    * With a key, the outcome is kept with it (per caller) in the transaction that moves the money; the
    * same operation with the same key gets that outcome again (replayed), another operation with it
@@ -100,7 +104,7 @@ interface Page<T> {
 }
 
 export interface LedgerService {
-  createAccount(principal: Principal, input: { currency: string; name?: string; ownerId?: string }): Promise<Account>;
+  createAccount(principal: Principal, input: { currency: string; name?: string; ownerId?: string }, origin?: EventOrigin): Promise<Account>;
   listAccounts(
     principal: Principal,
     query: { page: number; limit: number; ownerId?: string; system?: boolean },
@@ -136,7 +140,18 @@ export interface LedgerService {
    * holds the user's row lock, as createAccount does, so an account opened meanwhile is either seen
    * and closed here or refused there.
    */
-  closeAccountsOfDeletedUser(tx: Tx, userId: string): Promise<void>;
+  closeAccountsOfDeletedUser(tx: Tx, userId: string, origin?: EventOrigin): Promise<void>;
+  /** A user's closure starts (the closures saga): in `tx`, their open accounts stop taking money moves. */
+  freezeAccountsOf(tx: Tx, userId: string): Promise<void>;
+  /** Undoes freezeAccountsOf: the closure was compensated. */
+  unfreezeAccountsOf(userId: string): Promise<void>;
+  /**
+   * Settles a frozen user's accounts: voids every open pending transfer from or to them, then, with
+   * `withdrawBalances`, withdraws every balance (the money leaves the ledger, as a payout); without
+   * it, money left makes it 'not_empty'. Acts on what is left, so running it again after a crash
+   * neither voids nor withdraws twice (only the closure moves money on frozen accounts).
+   */
+  settleAccountsOf(userId: string, options: { withdrawBalances: boolean; origin?: EventOrigin }): Promise<'settled' | 'not_empty'>;
   /** Voids pending transfers whose timeout passed; returns how many. */
   expirePendingTransfers(): Promise<number>;
   purgeIdempotencyKeys(): Promise<number>;
@@ -156,6 +171,10 @@ interface LedgerServiceDeps {
   readonly now?: () => Date;
   /** Where posted transfers are told as they commit; in-process only when absent. */
   readonly live?: LiveEvents;
+  /** Where accounts and transfers leave their events, in their transactions; none: no events. */
+  readonly outbox?: Outbox;
+  /** Runs the background work once per tick across instances; absent: on this instance's timer. */
+  readonly schedule?: Schedule;
 }
 
 const postedTopic = (accountId: string) => `ledger.transfer-posted:${accountId}`;
@@ -165,6 +184,15 @@ const postedTopic = (accountId: string) => `ledger.transfer-posted:${accountId}`
 // units of deposits, and it stays exact as a bigint.
 const toBalance = (value: bigint): Balance =>
   value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value;
+
+/** An account in its events: what every reader of it may know; no balance (transfers carry the moves). */
+const accountEventData = (account: Account) => ({
+  id: account.id,
+  ownerId: account.ownerId,
+  currency: account.currency,
+  name: account.name,
+  createdAt: account.createdAt,
+});
 
 function toAccount(row: repo.AccountRow): Account {
   const balance = BigInt(row.system_balance ?? row.balance);
@@ -245,6 +273,10 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   const { database, users, logger } = deps;
   const db = database.db;
   const live = deps.live ?? createLiveEvents({ logger });
+  const outbox = deps.outbox;
+  const schedule: Schedule = deps.schedule ?? ((name, intervalMs, job) => repeatEvery(logger, name, intervalMs, job));
+  /** The id of a transfer's event (ledger_apply writes it), when the outbox is on. */
+  const eventId = (): { eventId?: string } => (outbox ? { eventId: newId() } : {});
   const now = deps.now ?? (() => new Date());
   /** Keys being executed by this instance; other instances are covered by the advisory lock. */
   const inFlight = new Set<string>();
@@ -298,6 +330,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   /** A caller's money request, executed, as its outcome (kept and replayed ones alike). */
   const submit = async (request: repo.LedgerRequest & { readonly requestId: string }): Promise<MoneyOutcome> => {
     const result = await execute(request);
+    if (result.result === 'executed' && result.outcome === 'OK') outbox?.committed();
     if (result.result === 'in_progress') throw idempotencyInProgress();
     if (result.result === 'key_reused') throw idempotencyKeyReused();
     const replayed = result.result === 'replayed';
@@ -326,6 +359,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
           amount: null,
           actorSeesAll: true,
           now: now(),
+          ...eventId(),
         }),
       ),
     );
@@ -338,11 +372,12 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
         logger.debug({ err: settled.reason }, 'ledger: expiring a pending transfer failed');
       }
     }
+    if (expired > 0) outbox?.committed();
     return expired;
   };
 
   return {
-    async createAccount(principal, input) {
+    async createAccount(principal, input, origin) {
       authorize(principal, 'accounts:create');
       let ownerId = principal.userId;
       if (input.ownerId !== undefined) {
@@ -358,8 +393,15 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
           throw input.ownerId !== undefined ? notFound('Owner') : unauthenticated('The caller no longer exists');
         }
         await repo.ensureSystemAccount(tx, { id: newId(), currency: input.currency, shards: SYSTEM_ACCOUNT_SHARDS, now: at });
-        return repo.insertAccount(tx, { id: newId(), ownerId, currency: input.currency, name: input.name ?? null, now: at });
+        const inserted = await repo.insertAccount(tx, { id: newId(), ownerId, currency: input.currency, name: input.name ?? null, now: at });
+        await outbox?.append(
+          tx,
+          [{ type: 'account.created', subject: `accounts/${inserted.id}`, data: accountEventData(toAccount(inserted)) }],
+          origin,
+        );
+        return inserted;
       });
+      outbox?.committed();
       return toAccount(row);
     },
 
@@ -416,6 +458,8 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
         }),
         requestId: context.requestId,
         id: newId(),
+        ...eventId(),
+        traceparent: context.traceparent ?? null,
         kind: command.kind,
         accountId: command.accountId,
         ...(command.toAccountId !== undefined ? { counterpartyId: command.toAccountId } : {}),
@@ -436,6 +480,8 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
         idempotency: idempotencyOf(context, { operation: 'resolve', pendingId, ...command }),
         requestId: context.requestId,
         id: newId(),
+        ...eventId(),
+        traceparent: context.traceparent ?? null,
         kind: command.kind,
         pendingId,
         amount: command.kind === 'post' ? (command.amount ?? null) : null,
@@ -487,9 +533,60 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
       return { data: page.map(toTransfer), meta: { nextCursor: rows.length > query.limit && last ? encodeCursor(last) : null } };
     },
 
-    async closeAccountsOfDeletedUser(tx, userId) {
+    async freezeAccountsOf(tx, userId) {
+      await repo.freezeAccountsOf(tx, userId, now());
+    },
+
+    async unfreezeAccountsOf(userId) {
+      await repo.unfreezeAccountsOf(db, userId, now());
+    },
+
+    async settleAccountsOf(userId, options) {
+      const closure = { principalId: null, requestId: null, actorSeesAll: true, traceparent: options.origin?.traceparent ?? null };
+      const expectOk = (result: repo.LedgerResult, what: string, allowed: readonly string[] = []) => {
+        if (result.result !== 'executed' || (result.outcome !== 'OK' && !allowed.includes(result.outcome))) {
+          throw new Error(`ledger: settling the accounts of ${userId}: ${what} answered ${JSON.stringify(result)}`);
+        }
+      };
+      for (const pendingId of await repo.findOpenPendingOf(db, userId)) {
+        const voided = await execute({ ...closure, id: newId(), ...eventId(), kind: 'void', pendingId, amount: null, now: now() });
+        // Expired or resolved meanwhile by its sender: released all the same.
+        expectOk(voided, `voiding ${pendingId}`, ['PENDING_ALREADY_VOIDED', 'PENDING_ALREADY_POSTED', 'PENDING_EXPIRED']);
+      }
+      const balances = await repo.findBalancesOf(db, userId);
+      if (balances.length > 0 && !options.withdrawBalances) return 'not_empty';
+      for (const account of balances) {
+        if (account.available <= 0) continue;
+        const withdrawn = await execute({
+          ...closure,
+          id: newId(),
+          ...eventId(),
+          kind: 'withdrawal',
+          accountId: account.id,
+          amount: account.available,
+          description: 'closure payout',
+          frozenOk: true,
+          now: now(),
+        });
+        expectOk(withdrawn, `withdrawing from ${account.id}`);
+      }
+      if (balances.length > 0) outbox?.committed();
+      return 'settled';
+    },
+
+    async closeAccountsOfDeletedUser(tx, userId, origin) {
       if (await repo.userHasMoney(tx, userId)) throw accountNotEmpty();
-      await repo.closeAccountsOf(tx, userId, now());
+      const at = now();
+      const closed = await repo.closeAccountsOf(tx, userId, at);
+      await outbox?.append(
+        tx,
+        closed.map((account) => ({
+          type: 'account.closed' as const,
+          subject: `accounts/${account.id}`,
+          data: { id: account.id, ownerId: userId, currency: account.currency, name: account.name, closedAt: at.toISOString() },
+        })),
+        origin,
+      );
     },
 
     expirePendingTransfers: sweep,
@@ -498,8 +595,8 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
 
     startBackgroundWork() {
       stops.push(
-        repeatEvery(logger, 'ledger: expired pending transfers', deps.pendingSweepIntervalMs, sweep),
-        repeatEvery(logger, 'ledger: purged idempotency keys', 3_600_000, purgeIdempotencyKeys),
+        schedule('ledger: expired pending transfers', deps.pendingSweepIntervalMs, sweep),
+        schedule('ledger: purged idempotency keys', 3_600_000, purgeIdempotencyKeys),
       );
     },
 

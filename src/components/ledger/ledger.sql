@@ -11,9 +11,10 @@
 --     key_reused         the key was used by this caller with another request (fingerprint)
 --     replayed           the key was used with this request: its stored outcome, transfer and request id
 --   Moves (kind transfer | deposit | withdrawal):
---     ACCOUNT_NOT_FOUND       the account in the path / fromAccountId is unknown, closed, a system account,
+--     ACCOUNT_NOT_FOUND       the account in the path / fromAccountId is unknown, closed, frozen (its owner is
+--                             being closed: only the closure's own withdrawals move it), a system account,
 --                             or (but for deposits, an admin's) not the caller's
---     COUNTERPARTY_NOT_FOUND  transfer: toAccountId is unknown, closed or a system account
+--     COUNTERPARTY_NOT_FOUND  transfer: toAccountId is unknown, closed, frozen or a system account
 --     CURRENCY_MISMATCH       the two accounts hold different currencies
 --     INSUFFICIENT_FUNDS      the debited user account's available balance (balance - reserved) < amount
 --     BALANCE_LIMIT_EXCEEDED  a posted credit would take a user balance past 2^53 - 1, or no shard of the
@@ -23,7 +24,8 @@
 --     TRANSFER_NOT_FOUND      unknown, not pending, or (post/void) not from the caller's account
 --     PENDING_ALREADY_POSTED  PENDING_EXPIRED (expired by the sweep, or timed out now)  PENDING_ALREADY_VOIDED
 --     AMOUNT_EXCEEDS_PENDING  a post for more than was reserved
---     COUNTERPARTY_NOT_FOUND  post: the destination was closed since
+--     ACCOUNT_NOT_FOUND       post: the source was frozen since (a void still releases it)
+--     COUNTERPARTY_NOT_FOUND  post: the destination was closed or frozen since
 --     BALANCE_LIMIT_EXCEEDED  post: the credit would take the destination past 2^53 - 1
 --     OK
 --
@@ -32,17 +34,21 @@
 -- each other in a cycle. Another shard is only ever taken with SKIP LOCKED.
 
 -- A batch's requests, decoded from the JSON the application sends (ledger.repo.ts applyBatch).
-create or replace function ledger_items(p_items jsonb)
+-- (Its columns grew: a function's result type cannot be replaced in place.)
+drop function if exists ledger_items(jsonb);
+create function ledger_items(p_items jsonb)
 returns table (item integer, principal uuid, key text, fingerprint bytea, request_id text, id uuid, kind text,
                account_id uuid, counterparty_id uuid, pending_id uuid, amount bigint, description text,
-               pending boolean, expires_at timestamptz, actor_sees_all boolean, now timestamptz)
+               pending boolean, expires_at timestamptz, actor_sees_all boolean, now timestamptz,
+               event_id uuid, traceparent text, frozen_ok boolean)
 language sql immutable as $$
   select x.item, x.principal, x.key, decode(x.fingerprint, 'hex'), x.request_id, x.id, x.kind, x.account_id,
          x.counterparty_id, x.pending_id, x.amount, x.description, coalesce(x.pending, false), x.expires_at,
-         coalesce(x.actor_sees_all, false), x.now
+         coalesce(x.actor_sees_all, false), x.now, x.event_id, x.traceparent, coalesce(x.frozen_ok, false)
   from jsonb_to_recordset(p_items) as x(item integer, principal uuid, key text, fingerprint text, request_id text,
     id uuid, kind text, account_id uuid, counterparty_id uuid, pending_id uuid, amount bigint, description text,
-    pending boolean, expires_at timestamptz, actor_sees_all boolean, now timestamptz)
+    pending boolean, expires_at timestamptz, actor_sees_all boolean, now timestamptz, event_id uuid, traceparent text,
+    frozen_ok boolean)
 $$;
 
 -- Adds p_delta to one shard of a system account; false when no shard can take it without leaving
@@ -224,7 +230,11 @@ begin
   if p_action <> 'post' then
     v_amount := v_pending.amount;
   end if;
-  if v_to.closed_at is not null and p_action = 'post' then
+  if p_action = 'post' and v_from.frozen_at is not null then
+    return query select 'ACCOUNT_NOT_FOUND'::text, v_pending.currency, null::bigint;
+    return;
+  end if;
+  if (v_to.closed_at is not null or v_to.frozen_at is not null) and p_action = 'post' then
     return query select 'COUNTERPARTY_NOT_FOUND'::text, v_pending.currency, null::bigint;
     return;
   end if;
@@ -355,8 +365,10 @@ begin
       i.kind <> 'withdrawal' as to_user
     from ledger_items(p_items) i
     left join accounts a on a.id = i.account_id and a.closed_at is null and a.owner_id is not null
+                        and (a.frozen_at is null or i.frozen_ok)
     -- The other side: a transfer's destination, or the currency's system account.
     left join accounts c on i.kind = 'transfer' and c.id = i.counterparty_id and c.closed_at is null and c.owner_id is not null
+                        and c.frozen_at is null
     left join accounts s on i.kind <> 'transfer' and s.owner_id is null and s.currency = a.currency
     where i.kind in ('transfer', 'deposit', 'withdrawal')
     order by i.item
@@ -465,6 +477,34 @@ begin
          i.request_id
   from ledger_items(p_items) i
   where i.key is not null and v_result[i.item] = 'executed';
+
+  -- 7. Each transfer written leaves its event in the outbox (events.sql), in this transaction: a move
+  -- transfer.created (posted at once) or transfer.pending; a resolution transfer.posted, .voided or
+  -- .expired, about the pending transfer it resolved. The data is the transfer as the API shows it.
+  perform outbox_append(e.events)
+  from (
+    select jsonb_agg(jsonb_build_object(
+             'id', i.event_id,
+             'type', case t.kind when 'post' then 'transfer.posted' when 'void' then 'transfer.voided'
+                                 when 'expire' then 'transfer.expired'
+                                 else case when t.pending then 'transfer.pending' else 'transfer.created' end end,
+             'subject', 'transfers/' || coalesce(t.pending_id, t.id),
+             'traceparent', i.traceparent,
+             'time', i.now,
+             'data', jsonb_strip_nulls(jsonb_build_object(
+               'id', t.id, 'fromAccountId', t.from_account_id, 'toAccountId', t.to_account_id, 'amount', t.amount,
+               'currency', t.currency,
+               'status', case t.kind when 'void' then 'voided' when 'expire' then 'expired'
+                                     else case when t.pending then 'pending' else 'posted' end end,
+               'createdAt', to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+               'expiresAt', to_char(t.expires_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
+               'pendingId', t.pending_id)) || jsonb_build_object('description', t.description))
+           order by i.item) as events
+    from ledger_items(p_items) i
+    join transfers t on t.id = i.id
+    where v_result[i.item] = 'executed' and v_outcome[i.item] = 'OK' and i.event_id is not null
+  ) e
+  where e.events is not null;
 
   return query
   select i.item, v_result[i.item], v_outcome[i.item], coalesce(v_request[i.item], i.request_id), t.id, t.kind,

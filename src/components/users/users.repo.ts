@@ -212,3 +212,15 @@ export async function liveAdminExists(executor: Executor): Promise<boolean> {
     .executeTakeFirst();
   return row !== undefined;
 }
+
+/** lockLiveUser, returning the role the user has under the lock (undefined: absent or deleted). */
+export async function lockLiveUserRole(executor: Executor, id: string): Promise<Role | undefined> {
+  const row = await executor
+    .selectFrom('users')
+    .select('role')
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .forNoKeyUpdate()
+    .executeTakeFirst();
+  return row?.role;
+}

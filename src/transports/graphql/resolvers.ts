@@ -23,6 +23,7 @@ import { CreateUserBody, RegisterBody, UpdateUserBody, type UsersService } from 
 import { canonicalEmail } from '../../platform/email.js';
 import { IdParams, PageQuery } from '../../platform/http.js';
 import type { Logger } from '../../platform/logger.js';
+import { originOf, traceparentOf } from '../../platform/trace-context.js';
 import { inputValidator } from '../http/validation.js';
 import { socketError } from './errors.js';
 import type { Loaders } from './loaders.js';
@@ -33,6 +34,8 @@ import { BigIntScalar, DateTimeScalar, SafeIntScalar } from './schema.js';
 export type GraphqlContext = {
   readonly requestId: string;
   readonly clientIp: string;
+  /** The request's `traceparent` header as sent (the events of its changes carry it, or a new trace). */
+  readonly traceparentHeader?: string | undefined;
   /** The bearer token's principal; rejects UNAUTHENTICATED without a valid one. */
   readonly principal: () => Promise<Principal>;
   readonly loaders: Loaders;
@@ -88,7 +91,11 @@ function moneyContext(context: GraphqlContext, key: unknown, required: boolean):
   const given = present({ 'idempotency-key': key });
   const parsed = required ? parseRequiredKey(given) : parseOptionalKey(given);
   const idempotencyKey = parsed['idempotency-key'];
-  return { requestId: context.requestId, ...(typeof idempotencyKey === 'string' ? { idempotencyKey } : {}) };
+  return {
+    requestId: context.requestId,
+    traceparent: traceparentOf(context.traceparentHeader),
+    ...(typeof idempotencyKey === 'string' ? { idempotencyKey } : {}),
+  };
 }
 
 /** A kept refusal is rendered like a thrown one (its error names the first request on a replay). */
@@ -147,10 +154,10 @@ export function createResolvers({ users, auth, ledger }: Services, logger: Logge
   };
 
   const Mutation: Record<string, Resolver> = {
-    register: async (_parent, args) => users.register(parseRegister(normalizeEmail(present(args['input'])))),
+    register: async (_parent, args, context) => users.register(parseRegister(normalizeEmail(present(args['input']))), originOf(context.traceparentHeader)),
     login: async (_parent, args, context) =>
-      auth.login({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }),
-    refresh: async (_parent, args) => auth.refresh(parseRefresh(present(args)).refreshToken),
+      auth.login({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }, originOf(context.traceparentHeader)),
+    refresh: async (_parent, args, context) => auth.refresh(parseRefresh(present(args)).refreshToken, originOf(context.traceparentHeader)),
     logout: async (_parent, args) => {
       await auth.logout(parseRefresh(present(args)).refreshToken);
       return true;
@@ -166,22 +173,22 @@ export function createResolvers({ users, auth, ledger }: Services, logger: Logge
     createUser: async (_parent, args, context) => {
       const principal = await context.principal();
       authorize(principal, 'users:create');
-      return users.create(principal, parseCreateUser(normalizeEmail(present(args['input']))));
+      return users.create(principal, parseCreateUser(normalizeEmail(present(args['input']))), originOf(context.traceparentHeader));
     },
     updateUser: async (_parent, args, context) => {
       const principal = await context.principal();
       const { id } = parseId(present({ id: args['id'] }));
-      return users.update(principal, id, parseUpdateUser(normalizeEmail(present(args['input']))));
+      return users.update(principal, id, parseUpdateUser(normalizeEmail(present(args['input']))), originOf(context.traceparentHeader));
     },
     deleteUser: async (_parent, args, context) => {
       const principal = await context.principal();
       authorize(principal, 'users:delete');
-      await users.delete(principal, parseId(present(args)).id);
+      await users.delete(principal, parseId(present(args)).id, originOf(context.traceparentHeader));
       return true;
     },
     createAccount: async (_parent, args, context) => {
       const principal = await context.principal();
-      return ledger.createAccount(principal, parseCreateAccount(present(args['input'])));
+      return ledger.createAccount(principal, parseCreateAccount(present(args['input'])), originOf(context.traceparentHeader));
     },
     deposit: async (_parent, args, context) => {
       const principal = await context.principal();

@@ -4,7 +4,7 @@
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
 import { RegisterBody, type UsersService } from '../../components/users/index.js';
-import { clientIpKey, principalOf, untilDeadline } from './call-context.js';
+import { callOrigin, clientIpKey, principalOf, untilDeadline } from './call-context.js';
 import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
 import { renderLogin, renderTokens, renderUser } from './render.js';
 import { canonicalEmail } from '../../platform/email.js';
@@ -22,18 +22,18 @@ export function authServiceImpl(auth: AuthService, users: UsersService): Service
     async register(request, context) {
       const body = { email: canonicalEmail(request.email), name: request.name, password: request.password };
       checkRegister(body);
-      return { user: renderUser(await untilDeadline(context, users.register(body))) };
+      return { user: renderUser(await untilDeadline(context, users.register(body, callOrigin(context)))) };
     },
 
     async login(request, context) {
       const body = { email: canonicalEmail(request.email), password: request.password };
       checkLogin(body);
-      return renderLogin(await untilDeadline(context, auth.login({ ...body, clientIp: clientIpOf(context) })));
+      return renderLogin(await untilDeadline(context, auth.login({ ...body, clientIp: clientIpOf(context) }, callOrigin(context))));
     },
 
     async refresh(request, context) {
       checkRefresh({ refreshToken: request.refreshToken });
-      return renderTokens(await untilDeadline(context, auth.refresh(request.refreshToken)));
+      return renderTokens(await untilDeadline(context, auth.refresh(request.refreshToken, callOrigin(context))));
     },
 
     async logout(request, context) {

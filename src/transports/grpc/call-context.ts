@@ -5,6 +5,7 @@ import { Code, ConnectError, createContextKey, type HandlerContext } from '@conn
 import { bearerTokenOf, type AuthService } from '../../components/auth/index.js';
 import type { Principal } from '../../components/access/index.js';
 import { unauthenticated } from '../../platform/errors.js';
+import { originOf } from '../../platform/trace-context.js';
 
 /** Set per call by the server's interceptor (server.ts) from the x-request-id metadata or anew. */
 export const requestIdKey = createContextKey<string>('', { description: 'bastion request id' });
@@ -59,3 +60,6 @@ export function untilDeadline<T>(context: HandlerContext, work: Promise<T>): Pro
     );
   });
 }
+
+/** What caused the call's changes: the `traceparent` metadata (W3C trace context) or a new trace. */
+export const callOrigin = (context: HandlerContext): { readonly traceparent: string } => originOf(context.requestHeader.get('traceparent'));

@@ -18,7 +18,7 @@ import {
   PostPendingBody,
 } from '../../components/ledger/index.js';
 import { authorize, type Principal } from '../../components/access/index.js';
-import { principalOf, requestIdKey, throwIfPastDeadline, untilDeadline } from './call-context.js';
+import { callOrigin, principalOf, requestIdKey, throwIfPastDeadline, untilDeadline } from './call-context.js';
 import type { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';
 import { renderAccount, renderPageMeta, renderTransfer } from './render.js';
 import { amountOf, checkerFor, checkUuid, refuse, unlessZero } from './validate.js';
@@ -36,7 +36,11 @@ const MAX_KEY_LENGTH = 255;
 function moneyContext(context: HandlerContext, key: string, required: boolean): MoneyRequestContext {
   if (key === '' && required) refuse([{ path: 'idempotency_key', message: 'is required' }]);
   if (key.length > MAX_KEY_LENGTH) refuse([{ path: 'idempotency_key', message: `must NOT have more than ${MAX_KEY_LENGTH} characters` }]);
-  return { requestId: context.values.get(requestIdKey), ...(key !== '' ? { idempotencyKey: key } : {}) };
+  return {
+    requestId: context.values.get(requestIdKey),
+    traceparent: callOrigin(context).traceparent,
+    ...(key !== '' ? { idempotencyKey: key } : {}),
+  };
 }
 
 /**
@@ -76,7 +80,7 @@ export function ledgerServiceImpl(ledger: LedgerService, auth: AuthService): Ser
         ...(request.ownerId !== undefined ? { ownerId: request.ownerId } : {}),
       };
       checkCreateAccount(input);
-      return { account: renderAccount(await untilDeadline(context, ledger.createAccount(principal, input))) };
+      return { account: renderAccount(await untilDeadline(context, ledger.createAccount(principal, input, callOrigin(context)))) };
     },
 
     async getAccount(request, context) {

@@ -5,7 +5,7 @@ import type { AuthService } from '../../components/auth/index.js';
 import { CreateUserBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
 import { canonicalEmail } from '../../platform/email.js';
 import { PageQuery } from '../../platform/http.js';
-import { principalOf, untilDeadline } from './call-context.js';
+import { callOrigin, principalOf, untilDeadline } from './call-context.js';
 import { Role, type UserService } from './gen/bastion/v1/user_service_pb.js';
 import { renderPageMeta, renderUser, ROLE_NAMES } from './render.js';
 import { checkerFor, checkUuid, unlessZero } from './validate.js';
@@ -45,7 +45,7 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
       authorize(principal, 'users:create');
       const body = { email: canonicalEmail(request.email), name: request.name, password: request.password, ...roleField(request.role) };
       checkCreate(body);
-      return { user: renderUser(await untilDeadline(context, users.create(principal, body as Parameters<UsersService['create']>[1]))) };
+      return { user: renderUser(await untilDeadline(context, users.create(principal, body as Parameters<UsersService['create']>[1], callOrigin(context)))) };
     },
 
     async updateUser(request, context) {
@@ -57,7 +57,7 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
         ...roleField(request.role),
       };
       checkUpdate(patch);
-      const user = await untilDeadline(context, users.update(principal, request.id, patch as Parameters<UsersService['update']>[2]));
+      const user = await untilDeadline(context, users.update(principal, request.id, patch as Parameters<UsersService['update']>[2], callOrigin(context)));
       return { user: renderUser(user) };
     },
 
@@ -65,7 +65,7 @@ export function userServiceImpl(users: UsersService, auth: AuthService): Service
       const principal = await principalOf(auth, context);
       authorize(principal, 'users:delete');
       checkUuid('id', request.id);
-      await untilDeadline(context, users.delete(principal, request.id));
+      await untilDeadline(context, users.delete(principal, request.id, callOrigin(context)));
       return {};
     },
   };
