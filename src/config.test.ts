@@ -68,4 +68,17 @@ describe('config', () => {
     assert.equal(loadConfig({ KEY_ENCRYPTION_SECRET: 'x'.repeat(32) }).keyEncryptionSecret, 'x'.repeat(32));
     assert.equal(loadConfig({}).keyEncryptionSecret, undefined);
   });
+
+  it('when events are configured, then unknown publishers, a missing broker URL and a publish timeout over half the lease are each reported by name', () => {
+    const problems = problemsOf({ EVENTS_PUBLISHERS: 'nats,kafka,rabbitmq', EVENTS_PUBLISH_TIMEOUT_MS: '6000' });
+    for (const name of ['EVENTS_PUBLISHERS:', 'NATS_URL:', 'AMQP_URL:', 'EVENTS_PUBLISH_TIMEOUT_MS:']) {
+      assert.ok(problems.some((line) => line.startsWith(name)), `${name} in ${problems.join(' | ')}`);
+    }
+    const events = loadConfig({ EVENTS_PUBLISHERS: 'redis, nats,redis', REDIS_URL: 'redis://127.0.0.1:6379', NATS_URL: 'nats://127.0.0.1:4222' }).events;
+    assert.deepEqual(events.publishers, ['redis', 'nats']);
+    assert.equal(events.natsStream, 'BASTION_EVENTS');
+    assert.equal(events.rabbitmqExchange, 'bastion.events');
+    assert.equal(events.redisStream, 'bastion:events');
+    assert.equal(loadConfig({}).events.outbox, true);
+  });
 });

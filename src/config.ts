@@ -1,6 +1,7 @@
 // The one place environment variables are read: parsed once at start, typed, frozen.
 // A bad value stops the process with one line per bad variable, each starting with the variable's name.
 import os from 'node:os';
+import type { DeliverySettings } from './components/webhooks/delivery-worker.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -51,28 +52,8 @@ export interface Config {
   readonly webhooks: WebhooksConfig;
 }
 
-export interface WebhooksConfig {
-  /** http:// endpoints allowed (development); otherwise https only. */
-  readonly allowHttp: boolean;
-  /** Loopback, private, link-local and metadata targets allowed (development, tests). */
-  readonly allowPrivate: boolean;
-  /** Attempts before a delivery is dead-lettered. */
-  readonly maxAttempts: number;
-  /** A 2xx must arrive within this. */
-  readonly timeoutMs: number;
-  /** Retries wait a random time up to min(retryMaxMs, retryBaseMs * 2^(attempt - 1)). */
-  readonly retryBaseMs: number;
-  readonly retryMaxMs: number;
-  /** How often an idle delivery worker looks for retries that fell due. */
-  readonly pollIntervalMs: number;
-  /** Per-endpoint circuit breaker (opossum). */
-  readonly breaker: {
-    readonly volumeThreshold: number;
-    readonly errorThresholdPercentage: number;
-    readonly resetMs: number;
-    readonly windowMs: number;
-  };
-}
+/** Webhook delivery: targets allowed, retries, the breaker (the webhooks component's settings). */
+export type WebhooksConfig = DeliverySettings;
 
 export type EventPublisherName = 'nats' | 'rabbitmq' | 'redis';
 
@@ -98,6 +79,8 @@ export interface EventsConfig {
   readonly publishTimeoutMs: number;
   /** Published events are deleted after this long. */
   readonly retentionHours: number;
+  /** `bastion relay` serves /metrics here (unset: no listener; servers expose /metrics on PORT). */
+  readonly relayMetricsPort: number | undefined;
 }
 
 export class ConfigError extends Error {
@@ -215,6 +198,7 @@ export function loadConfig(env: Env = process.env): Config {
     relayLeaseMs: integer('EVENTS_RELAY_LEASE_MS', 10_000, 1_000, 600_000),
     publishTimeoutMs: integer('EVENTS_PUBLISH_TIMEOUT_MS', 5_000, 100, 120_000),
     retentionHours: integer('EVENTS_RETENTION_HOURS', 168, 1, 24 * 365),
+    relayMetricsPort: read('RELAY_METRICS_PORT') === undefined ? undefined : integer('RELAY_METRICS_PORT', 0, 0, 65_535),
   };
 
   const webhooks: WebhooksConfig = {
@@ -234,6 +218,11 @@ export function loadConfig(env: Env = process.env): Config {
   };
   if (webhooks.retryMaxMs < webhooks.retryBaseMs) {
     problems.push(`WEBHOOK_RETRY_MAX_MS: must be at least WEBHOOK_RETRY_BASE_MS (${webhooks.retryBaseMs})`);
+  }
+
+  if (events.publishTimeoutMs * 2 > events.relayLeaseMs) {
+    // A publish that outlasts half the lease may lose it mid-way, and the batch is then published twice.
+    problems.push(`EVENTS_PUBLISH_TIMEOUT_MS: must be at most half of EVENTS_RELAY_LEASE_MS (${events.relayLeaseMs}), got ${events.publishTimeoutMs}`);
   }
 
   const logLevelRaw = read('LOG_LEVEL') ?? 'info';

@@ -2,7 +2,9 @@
 // returns an exit code. Configuration errors print one line per bad variable and exit 1.
 import cluster from 'node:cluster';
 import { createInterface } from 'node:readline';
+import { createServer, type Server } from 'node:http';
 import { parseArgs } from 'node:util';
+import { Registry } from 'prom-client';
 import { createApplication, type Application } from '../app.js';
 import { keySealerFor, rotateSigningKey } from '../components/auth/index.js';
 import { cursorStatus, startRelay } from '../components/events/index.js';
@@ -272,7 +274,9 @@ async function runRelay(config: Config): Promise<number> {
   return withDatabase(config, async (database) => {
     await migrateSchema(database);
     const events = config.events;
+    const registry = new Registry();
     const relay = startRelay({
+      registry,
       database,
       // The brokers, and the webhooks' fan-out (its deliveries are sent by the servers' workers).
       publishers: [...publishersFromConfig(events, config.redisUrl, logger), createWebhookFanout({ database })],
@@ -283,12 +287,33 @@ async function runRelay(config: Config): Promise<number> {
       logger,
     });
     logger.info({ publishers: events.publishers }, 'relay: started');
+    // Its backlog and lag metrics, for Prometheus, when RELAY_METRICS_PORT is set.
+    const metricsServer = events.relayMetricsPort === undefined ? undefined : await serveMetrics(registry, events.relayMetricsPort, config.host);
     const signal = await new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGTERM', resolve);
       process.once('SIGINT', resolve);
     });
     logger.info({ signal }, 'relay: stopping');
     await relay.stop();
+    metricsServer?.close();
     return 0;
   });
+}
+
+/** GET /metrics (Prometheus text) and GET /health for a process that serves no API. */
+async function serveMetrics(registry: Registry, port: number, host: string): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.method === 'GET' && request.url === '/metrics') {
+      registry.metrics().then(
+        (text) => response.writeHead(200, { 'content-type': registry.contentType }).end(text),
+        () => response.writeHead(500).end(),
+      );
+    } else if (request.method === 'GET' && request.url === '/health') {
+      response.writeHead(200, { 'content-type': 'application/json' }).end('{"status":"ok"}');
+    } else {
+      response.writeHead(404, { 'content-type': 'application/json' }).end('{"error":{"code":"ROUTE_NOT_FOUND","message":"Not found"}}');
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(port, host, resolve));
+  return server;
 }

@@ -20,7 +20,7 @@ const MIGRATIONS = readdirSync(path.join(REPO_ROOT, 'migrations'))
   .filter((file) => /^\d{4}_[a-z0-9_]+\.sql$/.test(file))
   .sort();
 /** What migrate applies on a fresh database: every migration, then the components' routine files. */
-const FRESH_SCHEMA = [...MIGRATIONS, 'ledger routines'];
+const FRESH_SCHEMA = [...MIGRATIONS, 'events routines', 'ledger routines'];
 
 const envFor = (database: TestDatabase): Record<string, string> => ({
   DATA_DIR: database.dataDir,

@@ -21,16 +21,18 @@ describe('login throttle (in-process)', () => {
   beforeEach(() => mock.timers.enable({ apis: ['Date', 'setTimeout'], now: 1_000_000 }));
   afterEach(() => mock.timers.reset());
 
-  it('when 5 attempts are counted within the window, then the next one waits until the window the first opened closes', async () => {
+  it('when 5 attempts are counted within the window, then the 5th is the last (it locks until the window closes) and the next one waits until then', async () => {
     const throttle = createMemoryLoginThrottle(options);
     const key = throttleKey('a@example.com', '1.2.3.4');
-    for (let attempt = 0; attempt < MAX_FAILURES; attempt++) {
-      assert.deepEqual(await throttle.reserve(key), { granted: true });
+    for (let attempt = 1; attempt <= MAX_FAILURES; attempt++) {
+      // The window opened at the first attempt; each later one is 1 s further into it.
+      const lockSeconds = WINDOW_SECONDS - (attempt - 1);
+      assert.deepEqual(await throttle.reserve(key), { granted: true, last: attempt === MAX_FAILURES, lockSeconds });
       mock.timers.tick(1_000);
     }
     assert.deepEqual(await throttle.reserve(key), { granted: false, retryAfterSeconds: WINDOW_SECONDS - MAX_FAILURES });
     mock.timers.tick((WINDOW_SECONDS - MAX_FAILURES) * 1_000);
-    assert.deepEqual(await throttle.reserve(key), { granted: true });
+    assert.deepEqual(await throttle.reserve(key), { granted: true, last: false, lockSeconds: WINDOW_SECONDS });
   });
 
   it('when 100 attempts race for one key, then exactly 5 are granted and the others told to wait', async () => {

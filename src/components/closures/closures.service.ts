@@ -80,7 +80,7 @@ type Next = { step: string; status: ClosureStatus; error?: string };
 export function createClosuresService(deps: ClosuresDeps): ClosuresService {
   const { database, users, ledger, logger } = deps;
   const db = database.db;
-  const owner = `${hostname()}:${process.pid}:${newId()}`;
+  const instance = `${hostname()}:${process.pid}`;
   const leaseSeconds = deps.leaseSeconds ?? 10;
   const running = new Set<Promise<void>>();
   let stopResume: (() => void) | undefined;
@@ -143,6 +143,9 @@ export function createClosuresService(deps: ClosuresDeps): ClosuresService {
   };
 
   const run = async (closureId: string): Promise<void> => {
+    // Each run holds the lease under its own name: two runs of one closure, even on one instance
+    // (two starts that joined, the resume job), never both take it.
+    const owner = `${instance}:${newId()}`;
     for (;;) {
       const saga = await repo.claim(db, closureId, owner, leaseSeconds);
       if (!saga) return; // ended, or another runner holds it

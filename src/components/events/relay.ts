@@ -16,7 +16,6 @@
 // which 12 was seen; once the database's xmin passes that xmax, all of them have ended. Re-read then:
 // 11 is there (publish it, in order) or is gone for good (skip it).
 import { hostname } from 'node:os';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { Database } from '../../platform/db/index.js';
 import { newId } from '../../platform/ids.js';
@@ -122,11 +121,21 @@ class Waker {
       this.woken = false;
       return;
     }
+    if (this.stopped.aborted) return;
     await new Promise<void>((resolve) => {
-      if (wakeable) this.pending = resolve;
-      sleep(ms, undefined, { signal: this.stopped, ref: false }).then(resolve, resolve);
+      // Whichever comes first ends the sleep and clears the others (no timer or listener is left
+      // behind by a sleep that a wake-up cut short).
+      const done = () => {
+        clearTimeout(timer);
+        this.stopped.removeEventListener('abort', done);
+        if (this.pending === done) this.pending = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      timer.unref();
+      this.stopped.addEventListener('abort', done, { once: true });
+      if (wakeable) this.pending = done;
     });
-    this.pending = undefined;
     if (wakeable) this.woken = false;
   }
 }

@@ -9,6 +9,7 @@ import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport
 import type { Logger } from '../../../platform/logger.js';
 import { CLOUDEVENTS_CONTENT_TYPE, serializeEvent, type CloudEvent } from '../cloud-event.js';
 import { withinDeadline } from './deadline.js';
+import { Availability } from './availability.js';
 import type { EventPublisher } from './publisher.js';
 
 export const DEFAULT_NATS_STREAM = 'BASTION_EVENTS';
@@ -43,29 +44,18 @@ export function createNatsPublisher(options: NatsPublisherOptions): EventPublish
   let session: Promise<Session> | undefined;
   /** Whether the stream is known to exist; false again after a failed publish (someone may have deleted it). */
   let streamChecked = false;
-  let unavailable = false;
   let shortWindowReported = false;
-  let closed = false;
 
-  const markUnavailable = (error: unknown) => {
-    if (unavailable || closed) return;
-    unavailable = true;
-    logger.warn({ err: error, stream }, 'nats: unavailable; events wait in the outbox until it returns');
-  };
-  const markAvailable = () => {
-    if (!unavailable) return;
-    unavailable = false;
-    logger.info({ stream }, 'nats: available again; publishing');
-  };
+  const availability = new Availability(logger, 'nats', { stream });
 
   const watchStatus = async (current: Session) => {
     for await (const status of current.connection.status()) {
       if (status.type === 'disconnect') {
         current.connected = false;
-        markUnavailable(new Error(`disconnected from ${status.server}`));
+        availability.down(new Error(`disconnected from ${status.server}`));
       } else if (status.type === 'reconnect') {
         current.connected = true;
-        markAvailable();
+        availability.up();
       }
     }
   };
@@ -101,7 +91,7 @@ export function createNatsPublisher(options: NatsPublisherOptions): EventPublish
       maxReconnectAttempts: -1,
       reconnectTimeWait: RECONNECT_WAIT_MS,
     });
-    if (closed) {
+    if (availability.closed) {
       await connection.close();
       throw new Error('nats: publisher closed');
     }
@@ -144,19 +134,19 @@ export function createNatsPublisher(options: NatsPublisherOptions): EventPublish
   return {
     name: 'nats',
     async publish(events) {
-      if (closed) throw new Error('nats: publisher closed');
+      if (availability.closed) throw new Error('nats: publisher closed');
       if (events.length === 0) return;
       try {
         await withinDeadline(publishBatch(events), 'nats', timeoutMs);
-        markAvailable();
+        availability.up();
       } catch (error) {
         streamChecked = false;
-        markUnavailable(error);
+        availability.down(error);
         throw error;
       }
     },
     async close() {
-      closed = true;
+      availability.closed = true;
       const pending = session;
       session = undefined;
       const current = await pending?.catch(() => undefined);

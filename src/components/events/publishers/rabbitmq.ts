@@ -6,6 +6,7 @@ import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Logger } from '../../../platform/logger.js';
 import { CLOUDEVENTS_CONTENT_TYPE, serializeEvent, type CloudEvent } from '../cloud-event.js';
 import { PublishTimeoutError, withinDeadline } from './deadline.js';
+import { Availability } from './availability.js';
 import type { EventPublisher } from './publisher.js';
 
 export const DEFAULT_RABBITMQ_EXCHANGE = 'bastion.events';
@@ -36,19 +37,8 @@ export function createRabbitMqPublisher(options: RabbitMqPublisherOptions): Even
   const exchange = options.exchange ?? DEFAULT_RABBITMQ_EXCHANGE;
   const { logger, timeoutMs } = options;
   let session: Promise<Session> | undefined;
-  let unavailable = false;
-  let closed = false;
 
-  const markUnavailable = (error: unknown) => {
-    if (unavailable || closed) return;
-    unavailable = true;
-    logger.warn({ err: error, exchange }, 'rabbitmq: unavailable; events wait in the outbox until it returns');
-  };
-  const markAvailable = () => {
-    if (!unavailable) return;
-    unavailable = false;
-    logger.info({ exchange }, 'rabbitmq: available again; publishing');
-  };
+  const availability = new Availability(logger, 'rabbitmq', { exchange });
 
   /** Forgets `dropped` (if it is still the current session) and closes its connection. */
   const drop = (dropped: Promise<Session>) => {
@@ -62,13 +52,13 @@ export function createRabbitMqPublisher(options: RabbitMqPublisherOptions): Even
   const open = async (): Promise<Session> => {
     const connection = await connect(options.url, { timeout: timeoutMs, clientProperties: { connection_name: 'bastion-events' } });
     // Without a listener an 'error' event would crash the process; 'close' follows it and drops the session.
-    connection.on('error', (error: Error) => markUnavailable(error));
+    connection.on('error', (error: Error) => availability.down(error));
     connection.on('blocked', (reason: string) => logger.warn({ reason, exchange }, 'rabbitmq: the broker blocks publishing (resource alarm)'));
     connection.on('unblocked', () => logger.info({ exchange }, 'rabbitmq: the broker accepts publishing again'));
     try {
-      if (closed) throw new Error('rabbitmq: publisher closed');
+      if (availability.closed) throw new Error('rabbitmq: publisher closed');
       const channel = await connection.createConfirmChannel();
-      channel.on('error', (error: Error) => markUnavailable(error));
+      channel.on('error', (error: Error) => availability.down(error));
       await channel.assertExchange(exchange, 'topic', { durable: true });
       return { connection, channel };
     } catch (error) {
@@ -124,21 +114,21 @@ export function createRabbitMqPublisher(options: RabbitMqPublisherOptions): Even
   return {
     name: 'rabbitmq',
     async publish(events) {
-      if (closed) throw new Error('rabbitmq: publisher closed');
+      if (availability.closed) throw new Error('rabbitmq: publisher closed');
       if (events.length === 0) return;
       const opened = currentSession();
       try {
         await withinDeadline(publishBatch(opened, events), 'rabbitmq', timeoutMs);
-        markAvailable();
+        availability.up();
       } catch (error) {
         // A connection that did not confirm in time may be stuck (a half-open socket): start afresh.
         if (error instanceof PublishTimeoutError) drop(opened);
-        markUnavailable(error);
+        availability.down(error);
         throw error;
       }
     },
     async close() {
-      closed = true;
+      availability.closed = true;
       const pending = session;
       session = undefined;
       const current = await pending?.catch(() => undefined);

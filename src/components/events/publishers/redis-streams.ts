@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import type { Logger } from '../../../platform/logger.js';
 import { serializeEvent, type CloudEvent } from '../cloud-event.js';
 import { PublishTimeoutError, withinDeadline } from './deadline.js';
+import { Availability } from './availability.js';
 import type { EventPublisher } from './publisher.js';
 
 export const DEFAULT_REDIS_STREAM = 'bastion:events';
@@ -40,23 +41,12 @@ export function createRedisStreamsPublisher(options: RedisStreamsPublisherOption
     disconnectTimeout: 200,
   });
   let firstConnect: Promise<void> | undefined;
-  let unavailable = false;
-  let closed = false;
 
-  const markUnavailable = (error: unknown) => {
-    if (unavailable || closed) return;
-    unavailable = true;
-    logger.warn({ err: error, stream }, 'redis streams: unavailable; events wait in the outbox until it returns');
-  };
-  const markAvailable = () => {
-    if (!unavailable) return;
-    unavailable = false;
-    logger.info({ stream }, 'redis streams: available again; publishing');
-  };
+  const availability = new Availability(logger, 'redis streams', { stream });
   // Without a listener an 'error' event would crash the process; the outage is logged once.
-  client.on('error', (error: Error) => markUnavailable(error));
-  client.on('close', () => markUnavailable(new Error('connection closed')));
-  client.on('ready', markAvailable);
+  client.on('error', (error: Error) => availability.down(error));
+  client.on('close', () => availability.down(new Error('connection closed')));
+  client.on('ready', () => availability.up());
 
   const publishBatch = async (events: readonly CloudEvent[]) => {
     if (client.status === 'wait') {
@@ -80,19 +70,19 @@ export function createRedisStreamsPublisher(options: RedisStreamsPublisherOption
   return {
     name: 'redis',
     async publish(events) {
-      if (closed) throw new Error('redis streams: publisher closed');
+      if (availability.closed) throw new Error('redis streams: publisher closed');
       if (events.length === 0) return;
       try {
         await withinDeadline(publishBatch(events), 'redis streams', timeoutMs);
       } catch (error) {
         // No reply in time: the socket may be half-open; reconnect rather than queue behind it.
         if (error instanceof PublishTimeoutError && client.status === 'ready') client.disconnect(true);
-        markUnavailable(error);
+        availability.down(error);
         throw error;
       }
     },
     async close() {
-      closed = true;
+      availability.closed = true;
       if (client.status === 'ready') await client.quit().catch(() => undefined);
       client.disconnect();
     },
