@@ -120,3 +120,48 @@ export function percentile(values: readonly number[], p: number): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
+
+/**
+ * Run as a process of its own (so that reading every event does not slow the load generator):
+ *   node --import tsx bench/event-consumers.ts '<json ConsumersSpec>'
+ * prints "ready" once every consumer is subscribed, and on SIGTERM one JSON line: per consumer,
+ * distinct events received and lag p50/p99 (ms).
+ */
+export interface ConsumersSpec {
+  readonly nats?: { readonly url: string; readonly stream: string };
+  readonly rabbitmq?: { readonly url: string; readonly exchange: string };
+  readonly redis?: { readonly url: string; readonly stream: string };
+}
+
+export interface ConsumerReport {
+  readonly name: string;
+  readonly distinct: number;
+  readonly lagP50Ms: number;
+  readonly lagP99Ms: number;
+}
+
+if (process.argv[1]?.endsWith('event-consumers.ts') && process.argv[2]) {
+  const spec = JSON.parse(process.argv[2]) as ConsumersSpec;
+  const recorders: LagRecorder[] = [];
+  if (spec.rabbitmq) recorders.push(await consumeRabbitMq(spec.rabbitmq.url, spec.rabbitmq.exchange));
+  if (spec.redis) recorders.push(await consumeRedisStream(spec.redis.url, spec.redis.stream));
+  const nats = spec.nats ? consumeNats(spec.nats.url, spec.nats.stream) : undefined;
+  process.stdout.write('ready\n');
+  if (nats) recorders.push(await nats);
+  process.stdin.resume();
+  process.on('message', () => undefined);
+  const report = async () => {
+    const lines: ConsumerReport[] = recorders.map((recorder) => ({
+      name: recorder.name,
+      distinct: recorder.ids.size,
+      lagP50Ms: percentile(recorder.lagsMs, 50),
+      lagP99Ms: percentile(recorder.lagsMs, 99),
+    }));
+    await Promise.all(recorders.map((recorder) => recorder.close().catch(() => undefined)));
+    process.stdout.write(`${JSON.stringify(lines)}\n`);
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void report());
+  // Progress for the parent: distinct ids per consumer, every 500 ms.
+  setInterval(() => process.stderr.write(`${JSON.stringify(recorders.map((recorder) => [recorder.name, recorder.ids.size]))}\n`), 500).unref();
+}

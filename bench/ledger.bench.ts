@@ -8,7 +8,7 @@
 //
 //   npm run bench:ledger            (BENCH_DATABASE_URL to use another server; BENCH_SECONDS=15;
 //                                    BENCH_EVENTS_PUBLISHERS=nats,rabbitmq,redis; NATS_URL, AMQP_URL, REDIS_URL)
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -21,7 +21,7 @@ import amqp from 'amqplib';
 import { Redis } from 'ioredis';
 import { untilReady } from '../test/helpers/poll.js';
 import { freePort } from '../test/helpers/ports.js';
-import { consumeNats, consumeRabbitMq, consumeRedisStream, percentile, type LagRecorder } from './event-consumers.js';
+import type { ConsumerReport, ConsumersSpec } from './event-consumers.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 15);
@@ -35,6 +35,16 @@ const AMQP_URL = process.env['AMQP_URL'] ?? 'amqp://guest:guest@127.0.0.1:5672';
 const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function withBenchDatabase<T>(work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: databaseUrl('bastion_bench_ledger') });
+  await client.connect();
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
 
 /** Removes what the run created on the brokers: its NATS stream, RabbitMQ exchange and Redis stream. */
 async function dropBrokerState(names: {
@@ -115,7 +125,9 @@ async function main() {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const startService = async (env: Record<string, string>) => {
-    const child = spawn(process.execPath, ['dist/src/main.js', 'serve'], {
+    // BENCH_SERVER_NODE_ARGS: extra node flags for the service (e.g. --cpu-prof), for diagnosis.
+    const nodeArgs = (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+    const child = spawn(process.execPath, [...nodeArgs, 'dist/src/main.js', 'serve'], {
       env: {
         ...process.env,
         PORT: String(port),
@@ -139,7 +151,7 @@ async function main() {
   // First without events (EVENTS_OUTBOX=false), to price the outbox; then with it and all three
   // publishers, as a deployment runs.
   let stopService = await startService({ EVENTS_OUTBOX: 'false' });
-  const consumers: LagRecorder[] = [];
+  let consumerProcess: ChildProcess | undefined;
   const runId = Date.now().toString(36);
   const eventsEnv = {
     EVENTS_PUBLISHERS: PUBLISHERS.join(','),
@@ -234,14 +246,48 @@ async function main() {
     const eventsOff = await run('POST /transfers, random pairs, events off (EVENTS_OUTBOX=false)', () => distinctPair(pick, pick));
     await stopService();
 
+    // The outbox alone: every transfer's event written in its batch, the relay fanning out to
+    // webhooks (none registered), no broker.
+    stopService = await startService({});
+    process.stdout.write('uniform transfers, outbox on, no broker…\n');
+    const outboxOnly = await run('POST /transfers, random pairs, outbox on, no broker', () => distinctPair(pick, pick));
+    await stopService();
+
+    // The brokers' publishers start at the outbox's end: the earlier runs' events are not theirs to
+    // publish (a publisher added to a deployment starts from the first retained event).
+    await withBenchDatabase((client) =>
+      client.query(
+        `insert into outbox_cursors (publisher, position) select p, coalesce((select max(seq) from outbox_events), 0)
+         from unnest($1::text[]) as p on conflict (publisher) do update set position = excluded.position`,
+        [PUBLISHERS],
+      ),
+    );
+    const startSeq = await withBenchDatabase(async (client) =>
+      Number((await client.query<{ seq: string }>('select coalesce(max(seq), 0) as seq from outbox_events')).rows[0]?.seq ?? 0),
+    );
     stopService = await startService(eventsEnv);
-    // Consumers from now on: the NATS one waits for the stream the first publish creates.
-    const natsConsumer = PUBLISHERS.includes('nats') ? consumeNats(NATS_URL, eventsEnv.EVENTS_NATS_STREAM) : undefined;
-    if (PUBLISHERS.includes('rabbitmq')) consumers.push(await consumeRabbitMq(AMQP_URL, eventsEnv.EVENTS_RABBITMQ_EXCHANGE));
-    if (PUBLISHERS.includes('redis')) consumers.push(await consumeRedisStream(REDIS_URL, eventsEnv.EVENTS_REDIS_STREAM));
-    // One transfer creates the NATS stream before the measured run.
+    // One transfer creates the NATS stream, then the consumers start, in a process of their own.
     await post('/api/v1/transfers', { fromAccountId: accounts[0], toAccountId: accounts[1], amount: 1 }, token, randomUUID());
-    if (natsConsumer) consumers.push(await natsConsumer);
+    const spec: ConsumersSpec = {
+      ...(PUBLISHERS.includes('nats') ? { nats: { url: NATS_URL, stream: eventsEnv.EVENTS_NATS_STREAM } } : {}),
+      ...(PUBLISHERS.includes('rabbitmq') ? { rabbitmq: { url: AMQP_URL, exchange: eventsEnv.EVENTS_RABBITMQ_EXCHANGE } } : {}),
+      ...(PUBLISHERS.includes('redis') ? { redis: { url: REDIS_URL, stream: eventsEnv.EVENTS_REDIS_STREAM } } : {}),
+    };
+    consumerProcess = spawn(process.execPath, ['--import', 'tsx', 'bench/event-consumers.ts', JSON.stringify(spec)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let consumerOut = '';
+    let progress: Array<[string, number]> = [];
+    consumerProcess.stdout?.setEncoding('utf8').on('data', (chunk: string) => (consumerOut += chunk));
+    consumerProcess.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+      const last = chunk.trim().split('\n').at(-1);
+      try {
+        progress = JSON.parse(last ?? '[]') as Array<[string, number]>;
+      } catch {
+        // a partial line: the next one will do
+      }
+    });
+    while (!consumerOut.includes('ready')) await sleep(100);
     process.stdout.write(`uniform transfers, events on (${PUBLISHERS.join(', ')})…\n`);
     const uniform = await run(`POST /transfers, random pairs of 1,000 accounts, events on (${PUBLISHERS.join(', ')})`, () => distinctPair(pick, pick));
     process.stdout.write('hot-account transfers…\n');
@@ -250,21 +296,29 @@ async function main() {
       return Math.random() < 0.5 ? distinctPair(() => hot, pick) : distinctPair(pick, () => hot);
     });
     // Let the relay drain the backlog the load left, then read what each consumer saw.
-    const written = await withAdmin(async () => {
-      const client = new pg.Client({ connectionString: databaseUrl('bastion_bench_ledger') });
-      await client.connect();
-      try {
-        return Number((await client.query<{ count: string }>('select count(*) from outbox_events')).rows[0]?.count ?? 0);
-      } finally {
-        await client.end();
-      }
-    });
+    await sleep(1_000); // requests still in flight when the load stopped commit their batches
+    const written = await withBenchDatabase(async (client) =>
+      Number((await client.query<{ count: string }>('select count(*) from outbox_events where seq > $1', [startSeq])).rows[0]?.count ?? 0),
+    );
     const drainStarted = Date.now();
-    while (Date.now() - drainStarted < 60_000 && consumers.some((consumer) => consumer.ids.size < written - 5_000)) await sleep(500);
-    await sleep(2_000);
-    const lagRows = consumers.map(
-      (consumer) =>
-        `| ${consumer.name} | ${consumer.ids.size} | ${percentile(consumer.lagsMs, 50).toFixed(0)} | ${percentile(consumer.lagsMs, 99).toFixed(0)} |`,
+    // The consumers started after the funding: everything from the first events-on transfer on.
+    while (Date.now() - drainStarted < 60_000 && (progress.length === 0 || progress.some(([, count]) => count < written - 10))) {
+      await sleep(500);
+    }
+    await sleep(1_000);
+    const reportLine = new Promise<string>((resolve) => {
+      const check = setInterval(() => {
+        const line = consumerOut.split('\n').find((candidate) => candidate.startsWith('['));
+        if (line) {
+          clearInterval(check);
+          resolve(line);
+        }
+      }, 100);
+    });
+    consumerProcess.kill('SIGTERM');
+    const reports = JSON.parse(await reportLine) as ConsumerReport[];
+    const lagRows = reports.map(
+      (report) => `| ${report.name} | ${report.distinct} | ${report.lagP50Ms.toFixed(0)} | ${report.lagP99Ms.toFixed(0)} |`,
     );
 
     const lines = [
@@ -273,15 +327,16 @@ async function main() {
       '| scenario | transfers/s (tps) | p50 ms | p99 ms | non-2xx | ratio to pgbench |',
       '| --- | ---: | ---: | ---: | ---: | ---: |',
       `| pgbench TPC-B-like, scale 10, 16 clients, -M prepared (baseline) | ${baseline.tps.toFixed(0)} | ${baseline.latencyMs.toFixed(1)} (avg) | – | – | 1.00 |`,
-      ...[eventsOff, uniform, hotRun].map(
+      ...[eventsOff, outboxOnly, uniform, hotRun].map(
         (row) =>
           `| ${row.scenario} | ${row.rps.toFixed(0)} | ${row.p50} | ${row.p99} | ${row.non2xx + row.errors} | ${(row.rps / baseline.tps).toFixed(2)} |`,
       ),
       '',
-      `Hot-account throughput is ${(hotRun.rps / uniform.rps).toFixed(2)}× the uniform case. With events on (the outbox row in`,
-      `each transfer's batch, the relay publishing to ${PUBLISHERS.join(', ')}), uniform transfers run at ${(uniform.rps / eventsOff.rps).toFixed(2)}× events off.`,
+      `Hot-account throughput is ${(hotRun.rps / uniform.rps).toFixed(2)}× the uniform case. Uniform transfers with the outbox on`,
+      `(each transfer's event written in its batch) run at ${(outboxOnly.rps / eventsOff.rps).toFixed(2)}× events off; with the relay also publishing to`,
+      `${PUBLISHERS.join(', ')} and a consumer of each reading (all on the same 2 cores), at ${(uniform.rps / eventsOff.rps).toFixed(2)}× events off.`,
       '',
-      `Commit-to-consumer lag per publisher over both events-on scenarios (a real consumer of each broker; ${written} events written in all, funding included):`,
+      `Commit-to-consumer lag per publisher over both events-on scenarios (a real consumer of each broker, in its own process; ${written} events written):`,
       '',
       '| publisher | distinct events received | lag p50 ms | lag p99 ms |',
       '| --- | ---: | ---: | ---: |',
@@ -292,7 +347,7 @@ async function main() {
     await mkdir('bench/results', { recursive: true });
     await writeFile('bench/results/ledger-latest.md', `${table}\n`);
   } finally {
-    await Promise.all(consumers.map((consumer) => consumer.close().catch(() => undefined)));
+    consumerProcess?.kill('SIGKILL');
     await stopService();
     await dropBrokerState(eventsEnv).catch(() => undefined);
     await withAdmin(async (client) => {

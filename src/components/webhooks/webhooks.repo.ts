@@ -160,6 +160,12 @@ const UUID_V7 = sql<string>`encode(set_bit(set_bit(overlay(uuid_send(gen_random_
  * happened), the CloudEvent as its payload. An event already fanned out to an endpoint (a batch
  * published again) adds nothing. Returns how many deliveries it created.
  */
+/** Whether any endpoint is enabled (the fan-out has somewhere to deliver). */
+export async function anyEnabledEndpoint(executor: Executor): Promise<boolean> {
+  const row = await executor.selectFrom('webhook_endpoints').select('id').where('enabled', '=', true).limit(1).executeTakeFirst();
+  return row !== undefined;
+}
+
 export async function fanOut(executor: Executor, events: readonly CloudEvent[]): Promise<number> {
   if (events.length === 0) return 0;
   const result = await sql`

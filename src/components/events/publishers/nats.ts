@@ -89,6 +89,9 @@ export function createNatsPublisher(options: NatsPublisherOptions): EventPublish
       timeout: timeoutMs,
       // Once connected, never give up; the first connection is retried by the next publish instead.
       maxReconnectAttempts: -1,
+      // The client otherwise builds an Error (a stack trace) per publish up front, to report where a
+      // request that fails later began: measured at about a tenth of the service's CPU under load.
+      noAsyncTraces: true,
       reconnectTimeWait: RECONNECT_WAIT_MS,
     });
     if (availability.closed) {
