@@ -175,7 +175,8 @@ export function startRelay(options: RelayOptions): Relay {
           position = leased;
         }
 
-        const batch = await repo.readAfter(database.db, position, options.batchSize);
+        const wanted = publisher.wants ? await publisher.wants() : true;
+        const batch = await repo.readAfter(database.db, position, options.batchSize, wanted);
         const ready: repo.StoredEvent[] = [];
         let next = position + 1n;
         for (const event of batch.events) {
@@ -195,8 +196,10 @@ export function startRelay(options: RelayOptions): Relay {
 
         if (ready.length > 0) {
           const events = ready.map((event) => toCloudEvent(event, options.source));
-          await publisher.publish(events);
-          await options.afterPublish?.(name, events);
+          if (wanted) {
+            await publisher.publish(events);
+            await options.afterPublish?.(name, events);
+          }
           const last = ready[ready.length - 1];
           if (!last) continue;
           if (!(await repo.advance(database.db, name, owner, last.seq, options.leaseMs))) {
@@ -208,8 +211,10 @@ export function startRelay(options: RelayOptions): Relay {
           renewedAt = Date.now();
           position = last.seq;
           const now = Date.now();
-          metrics.published.inc({ publisher: name }, events.length);
-          for (const event of ready) metrics.lagSeconds.observe({ publisher: name }, (now - event.createdAt.getTime()) / 1000);
+          if (wanted) {
+            metrics.published.inc({ publisher: name }, events.length);
+            for (const event of ready) metrics.lagSeconds.observe({ publisher: name }, (now - event.createdAt.getTime()) / 1000);
+          }
           metrics.backlog.set({ publisher: name }, Number(batch.lastSeq - position));
           if (failing) logger.info({ publisher: name }, 'events: publisher recovered');
           failing = false;

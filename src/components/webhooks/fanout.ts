@@ -18,11 +18,11 @@ export interface WebhookFanoutOptions {
 export function createWebhookFanout(options: WebhookFanoutOptions): EventPublisher {
   return {
     name: WEBHOOKS_PUBLISHER_NAME,
+    // No endpoint to deliver to (the common case without webhooks): the relay skips reading the
+    // events. An endpoint receives the events written after it was created, so one created after
+    // this check would not have matched them anyway.
+    wants: () => repo.anyEnabledEndpoint(options.database.db),
     async publish(events) {
-      // No endpoint to deliver to (the common case without webhooks): one cheap query instead of
-      // shipping the batch. An endpoint receives the events written after it was created, so one
-      // created after this check would not have matched these anyway.
-      if (!(await repo.anyEnabledEndpoint(options.database.db))) return;
       const created = await repo.fanOut(options.database.db, events);
       if (created > 0) options.deliveriesDue?.();
     },

@@ -11,5 +11,10 @@ export interface EventPublisher {
    * Connects lazily and reconnects after a failure; never waits longer than its own timeout.
    */
   publish(events: readonly CloudEvent[]): Promise<void>;
+  /**
+   * Optional: false when it has no use for events now (the webhooks' fan-out with no endpoint
+   * enabled); the relay then moves its cursor past them without reading their data or publishing.
+   */
+  wants?(): Promise<boolean>;
   close(): Promise<void>;
 }
