@@ -3,6 +3,12 @@
 // timer does not keep the process alive.
 import type { Logger } from './logger.js';
 
+/** repeatEvery as a Schedule (platform/jobs.ts): on this instance's timer only, for when no scheduler is given. */
+export const localSchedule =
+  (logger: Logger) =>
+  (name: string, intervalMs: number, job: () => Promise<number>): (() => void) =>
+    repeatEvery(logger, name, intervalMs, job);
+
 /** Runs `job` every `intervalMs`; `job` resolves to how many things it handled. Returns the stop. */
 export function repeatEvery(logger: Logger, name: string, intervalMs: number, job: () => Promise<number>): () => void {
   let running = false;

@@ -7,7 +7,7 @@ import type { Database } from '../../platform/db/index.js';
 import { newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Schedule } from '../../platform/jobs.js';
-import { repeatEvery } from '../../platform/periodic.js';
+import { localSchedule } from '../../platform/periodic.js';
 import { toUser, type User, type UserState, type UsersService } from '../users/index.js';
 import type { AccessClaims, AccessTokens } from './access-tokens.js';
 import { invalidAccessToken, invalidCredentials, invalidRefreshToken, tokenReused, tooManyLoginAttempts } from './auth.errors.js';
@@ -272,7 +272,7 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     },
 
     startBackgroundWork() {
-      const schedule: Schedule = deps.schedule ?? ((name, intervalMs, job) => repeatEvery(deps.logger, name, intervalMs, job));
+      const schedule: Schedule = deps.schedule ?? localSchedule(deps.logger);
       stops.push(schedule('auth: purged expired refresh tokens', PURGE_INTERVAL_MS, () => this.purgeExpiredSessions()));
     },
 

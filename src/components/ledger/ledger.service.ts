@@ -9,7 +9,7 @@ import { isUuid, newId } from '../../platform/ids.js';
 import { createLiveEvents, type LiveEvents } from '../../platform/live-events.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Schedule } from '../../platform/jobs.js';
-import { repeatEvery } from '../../platform/periodic.js';
+import { localSchedule } from '../../platform/periodic.js';
 import type { EventOrigin, Outbox } from '../events/index.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
@@ -274,7 +274,7 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   const db = database.db;
   const live = deps.live ?? createLiveEvents({ logger });
   const outbox = deps.outbox;
-  const schedule: Schedule = deps.schedule ?? ((name, intervalMs, job) => repeatEvery(logger, name, intervalMs, job));
+  const schedule: Schedule = deps.schedule ?? localSchedule(logger);
   /** The id of a transfer's event (ledger_apply writes it), when the outbox is on. */
   const eventId = (): { eventId?: string } => (outbox ? { eventId: newId() } : {});
   const now = deps.now ?? (() => new Date());

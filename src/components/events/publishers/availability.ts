@@ -1,6 +1,7 @@
 // A broker's availability as the logs tell it: one warning when it goes away and one line when it is
 // back, however many publishes fail in between; nothing once the publisher is closed.
 import type { Logger } from '../../../platform/logger.js';
+import { withinDeadline } from './deadline.js';
 
 export class Availability {
   private unavailable = false;
@@ -23,5 +24,22 @@ export class Availability {
     if (!this.unavailable) return;
     this.unavailable = false;
     this.logger.info(this.fields, `${this.broker}: available again; publishing`);
+  }
+
+  /**
+   * One batch's publish, as every publisher runs it: refused once closed, bounded by `timeoutMs`,
+   * told as up on success; on failure `recover` (drop a connection that may be stuck) runs first,
+   * then the outage is told and the error goes back to the relay.
+   */
+  async publish(work: () => Promise<void>, timeoutMs: number, recover?: (error: unknown) => void): Promise<void> {
+    if (this.closed) throw new Error(`${this.broker}: publisher closed`);
+    try {
+      await withinDeadline(work(), this.broker, timeoutMs);
+      this.up();
+    } catch (error) {
+      recover?.(error);
+      this.down(error);
+      throw error;
+    }
   }
 }

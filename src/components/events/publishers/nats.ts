@@ -8,7 +8,6 @@ import { jetstream, JetStreamApiCodes, JetStreamApiError, jetstreamManager, Stor
 import { connect, headers, nanos, type NatsConnection } from '@nats-io/transport-node';
 import type { Logger } from '../../../platform/logger.js';
 import { CLOUDEVENTS_CONTENT_TYPE, serializeEvent, type CloudEvent } from '../cloud-event.js';
-import { withinDeadline } from './deadline.js';
 import { Availability } from './availability.js';
 import type { EventPublisher } from './publisher.js';
 
@@ -137,16 +136,8 @@ export function createNatsPublisher(options: NatsPublisherOptions): EventPublish
   return {
     name: 'nats',
     async publish(events) {
-      if (availability.closed) throw new Error('nats: publisher closed');
-      if (events.length === 0) return;
-      try {
-        await withinDeadline(publishBatch(events), 'nats', timeoutMs);
-        availability.up();
-      } catch (error) {
-        streamChecked = false;
-        availability.down(error);
-        throw error;
-      }
+      if (events.length === 0 && !availability.closed) return;
+      await availability.publish(() => publishBatch(events), timeoutMs, () => (streamChecked = false));
     },
     async close() {
       availability.closed = true;

@@ -5,7 +5,7 @@
 import { connect, type ChannelModel, type ConfirmChannel } from 'amqplib';
 import type { Logger } from '../../../platform/logger.js';
 import { CLOUDEVENTS_CONTENT_TYPE, serializeEvent, type CloudEvent } from '../cloud-event.js';
-import { PublishTimeoutError, withinDeadline } from './deadline.js';
+import { PublishTimeoutError } from './deadline.js';
 import { Availability } from './availability.js';
 import type { EventPublisher } from './publisher.js';
 
@@ -114,18 +114,16 @@ export function createRabbitMqPublisher(options: RabbitMqPublisherOptions): Even
   return {
     name: 'rabbitmq',
     async publish(events) {
-      if (availability.closed) throw new Error('rabbitmq: publisher closed');
-      if (events.length === 0) return;
-      const opened = currentSession();
-      try {
-        await withinDeadline(publishBatch(opened, events), 'rabbitmq', timeoutMs);
-        availability.up();
-      } catch (error) {
+      if (events.length === 0 && !availability.closed) return;
+      let opened: Promise<Session> | undefined;
+      await availability.publish(
+        () => publishBatch((opened = currentSession()), events),
+        timeoutMs,
         // A connection that did not confirm in time may be stuck (a half-open socket): start afresh.
-        if (error instanceof PublishTimeoutError) drop(opened);
-        availability.down(error);
-        throw error;
-      }
+        (error) => {
+          if (error instanceof PublishTimeoutError && opened) drop(opened);
+        },
+      );
     },
     async close() {
       availability.closed = true;

@@ -6,7 +6,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from '../../../platform/logger.js';
 import { serializeEvent, type CloudEvent } from '../cloud-event.js';
-import { PublishTimeoutError, withinDeadline } from './deadline.js';
+import { PublishTimeoutError } from './deadline.js';
 import { Availability } from './availability.js';
 import type { EventPublisher } from './publisher.js';
 
@@ -70,16 +70,11 @@ export function createRedisStreamsPublisher(options: RedisStreamsPublisherOption
   return {
     name: 'redis',
     async publish(events) {
-      if (availability.closed) throw new Error('redis streams: publisher closed');
-      if (events.length === 0) return;
-      try {
-        await withinDeadline(publishBatch(events), 'redis streams', timeoutMs);
-      } catch (error) {
+      if (events.length === 0 && !availability.closed) return;
+      await availability.publish(() => publishBatch(events), timeoutMs, (error) => {
         // No reply in time: the socket may be half-open; reconnect rather than queue behind it.
         if (error instanceof PublishTimeoutError && client.status === 'ready') client.disconnect(true);
-        availability.down(error);
-        throw error;
-      }
+      });
     },
     async close() {
       availability.closed = true;
