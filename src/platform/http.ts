@@ -3,6 +3,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type, type TSchema } from 'typebox';
 import { canonicalEmail } from './email.js';
+import { userAgentOf, type RequestOrigin } from './request-origin.js';
+import { traceparentOf } from './trace-context.js';
 
 export const ErrorBody = Type.Object(
   {
@@ -97,4 +99,14 @@ export const SMALL_RESPONSE = { compress: false } as const;
 /** preValidation hook for routes whose body is optional: no body at all counts as `{}`. */
 export async function emptyBodyAsObject(request: FastifyRequest): Promise<void> {
   if (request.body === undefined || request.body === null) request.body = {};
+}
+
+/** What caused a change made for this request: its trace, client address, user agent and request id. */
+export function originOfRequest(request: FastifyRequest): RequestOrigin {
+  return {
+    traceparent: traceparentOf(request.headers.traceparent),
+    ip: request.ip,
+    userAgent: userAgentOf(request.headers['user-agent']),
+    requestId: request.id,
+  };
 }

@@ -6,10 +6,18 @@ import { forbidden, notFound } from '../../platform/errors.js';
 const ROLES = ['user', 'admin'] as const;
 export type Role = (typeof ROLES)[number];
 
-/** Who is calling: resolved per request from a verified token and the user's current state. */
+/** What an API key may be granted; a key's scopes are a subset of what its owner's role allows. */
+export const API_KEY_SCOPES = ['users:read', 'users:write', 'ledger:read', 'ledger:write'] as const;
+export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+
+/** Who is calling: resolved per request from a verified token (or API key) and the user's current state. */
 export interface Principal {
   readonly userId: string;
   readonly role: Role;
+  /** The login (refresh-token family) whose access token made the request; absent for an API key. */
+  readonly sessionId?: string;
+  /** Present when the caller authenticated with an API key: it may do only what its scopes cover. */
+  readonly apiKey?: { readonly id: string; readonly scopes: readonly ApiKeyScope[] };
 }
 
 export type Permission =

@@ -13,7 +13,7 @@ import { RegisterBody, UserSchema, type UsersService } from '../users/index.js';
 import { ChangePasswordBody, JwksSchema, LoginBody, LoginResultSchema, RefreshBody, TokenPairSchema } from './auth.schemas.js';
 import type { AuthService } from './auth.service.js';
 import type { SigningKeys } from './signing-keys.js';
-import { originOf } from '../../platform/trace-context.js';
+import { originOfRequest } from '../../platform/http.js';
 
 export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: UsersService }> = async (
   app,
@@ -32,7 +32,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
         response: { 201: Type.Object({ data: UserSchema }), ...errorResponses(400, 409, 415, 429) },
       },
     },
-    async (request, reply) => reply.code(201).send({ data: await users.register(request.body, originOf(request.headers.traceparent)) }),
+    async (request, reply) => reply.code(201).send({ data: await users.register(request.body, originOfRequest(request)) }),
   );
 
   app.post(
@@ -46,7 +46,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
         response: { 200: Type.Object({ data: LoginResultSchema }), ...errorResponses(400, 401, 415, 429, 503) },
       },
     },
-    async (request) => ({ data: await auth.login({ ...request.body, clientIp: request.ip }, originOf(request.headers.traceparent)) }),
+    async (request) => ({ data: await auth.login({ ...request.body, clientIp: request.ip }, originOfRequest(request)) }),
   );
 
   app.post(
@@ -59,7 +59,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
         response: { 200: Type.Object({ data: TokenPairSchema }), ...errorResponses(400, 401, 415, 429) },
       },
     },
-    async (request) => ({ data: await auth.refresh(request.body.refreshToken, originOf(request.headers.traceparent)) }),
+    async (request) => ({ data: await auth.refresh(request.body.refreshToken, originOfRequest(request)) }),
   );
 
   app.post(

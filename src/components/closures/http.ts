@@ -2,7 +2,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { bearerSecurity, errorResponses, IdParams } from '../../platform/http.js';
-import { originOf } from '../../platform/trace-context.js';
+import { originOfRequest } from '../../platform/http.js';
 import { principalOf, requirePermission } from '../access/index.js';
 import type { ClosuresService } from './closures.service.js';
 
@@ -46,7 +46,7 @@ export const closuresRoutes: FastifyPluginAsyncTypebox<{ closures: ClosuresServi
     },
     async (request, reply) => {
       const body = request.body ?? {};
-      const closure = await closures.start(principalOf(request), request.params.id, body, originOf(request.headers.traceparent));
+      const closure = await closures.start(principalOf(request), request.params.id, body, originOfRequest(request));
       return reply.code(202).send({ data: closure });
     },
   );

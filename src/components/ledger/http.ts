@@ -27,7 +27,8 @@ import {
   VoidPendingBody,
 } from './ledger.schemas.js';
 import type { LedgerService, MoneyOutcome, MoneyRequestContext } from './ledger.service.js';
-import { originOf, traceparentOf } from '../../platform/trace-context.js';
+import { traceparentOf } from '../../platform/trace-context.js';
+import { originOfRequest } from '../../platform/http.js';
 
 function moneyContext(request: FastifyRequest): MoneyRequestContext {
   const key = request.headers['idempotency-key'];
@@ -66,7 +67,7 @@ export const ledgerRoutes: FastifyPluginAsyncTypebox<{ ledger: LedgerService }> 
         response: { 201: AccountEnvelope, ...errorResponses(400, 401, 403, 404, 415, 429) },
       },
     },
-    async (request, reply) => reply.code(201).send({ data: await ledger.createAccount(principalOf(request), request.body, originOf(request.headers.traceparent)) }),
+    async (request, reply) => reply.code(201).send({ data: await ledger.createAccount(principalOf(request), request.body, originOfRequest(request)) }),
   );
 
   app.get(

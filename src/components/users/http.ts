@@ -13,7 +13,7 @@ import {
 import { principalOf, requirePermission } from '../access/index.js';
 import { CreateUserBody, UpdateUserBody, UserSchema } from './users.schemas.js';
 import type { UsersService } from './users.service.js';
-import { originOf } from '../../platform/trace-context.js';
+import { originOfRequest } from '../../platform/http.js';
 
 const UserEnvelope = Type.Object({ data: UserSchema });
 
@@ -51,7 +51,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ users: UsersService }> = a
       },
     },
     async (request, reply) => {
-      const user = await users.create(principalOf(request), request.body, originOf(request.headers.traceparent));
+      const user = await users.create(principalOf(request), request.body, originOfRequest(request));
       return reply.code(201).send({ data: user });
     },
   );
@@ -102,7 +102,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ users: UsersService }> = a
         response: { 200: UserEnvelope, ...errorResponses(400, 401, 403, 404, 409, 415, 429) },
       },
     },
-    async (request) => ({ data: await users.update(principalOf(request), request.params.id, request.body, originOf(request.headers.traceparent)) }),
+    async (request) => ({ data: await users.update(principalOf(request), request.params.id, request.body, originOfRequest(request)) }),
   );
 
   app.delete(
@@ -118,7 +118,7 @@ export const usersRoutes: FastifyPluginAsyncTypebox<{ users: UsersService }> = a
       },
     },
     async (request, reply) => {
-      await users.delete(principalOf(request), request.params.id, originOf(request.headers.traceparent));
+      await users.delete(principalOf(request), request.params.id, originOfRequest(request));
       return reply.code(204).send(null);
     },
   );
