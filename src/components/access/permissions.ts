@@ -97,3 +97,11 @@ export function authorize(
   if (scopeOf(principal, permission) === undefined) throw forbidden();
   if (!can(principal, permission, ownerIds)) throw notFound(resourceName);
 }
+
+/**
+ * For operations on the caller's own credentials (sessions, passwords, MFA, API keys): only a login
+ * may do them, never an API key, whatever its scopes (FORBIDDEN).
+ */
+export function requireSession(principal: Principal): void {
+  if (principal.apiKey) throw forbidden();
+}
