@@ -5,6 +5,7 @@ import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
 import { assert, DomainError, notFound, unauthenticated, validationFailed } from '../../platform/errors.js';
+import { decodeCursor, encodeCursor } from '../../platform/cursor.js';
 import { isUuid, newId } from '../../platform/ids.js';
 import { createLiveEvents, type LiveEvents } from '../../platform/live-events.js';
 import type { Logger } from '../../platform/logger.js';
@@ -232,19 +233,6 @@ function toTransfer(row: repo.TransferFacts & { resolution?: repo.TransferRow['r
     ...(row.expires_at ? { expiresAt: row.expires_at.toISOString() } : {}),
     ...(row.pending_id ? { pendingId: row.pending_id } : {}),
   };
-}
-
-const encodeCursor = (row: { created_at: Date; id: string }): string =>
-  Buffer.from(`${row.created_at.toISOString()}|${row.id}`).toString('base64url');
-
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  const invalid = () => validationFailed([{ path: 'cursor', message: 'is not a cursor this API issued' }]);
-  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw invalid();
-  const [iso, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  if (rest.length > 0 || !id || !isUuid(id) || !iso || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(iso)) throw invalid();
-  const createdAt = new Date(iso);
-  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
-  return { createdAt, id: id.toLowerCase() };
 }
 
 /** JSON with object keys sorted, so that the same operation always fingerprints the same. */

@@ -1,0 +1,22 @@
+// Keyset cursors for newest-first lists ordered by (created_at, id): opaque to clients, checked
+// strictly when they come back (a malformed cursor is 400 on the path `cursor`).
+import { validationFailed } from './errors.js';
+import { isUuid } from './ids.js';
+
+export interface CursorPosition {
+  readonly createdAt: Date;
+  readonly id: string;
+}
+
+export const encodeCursor = (row: { created_at: Date; id: string }): string =>
+  Buffer.from(`${row.created_at.toISOString()}|${row.id}`).toString('base64url');
+
+export function decodeCursor(cursor: string): CursorPosition {
+  const invalid = () => validationFailed([{ path: 'cursor', message: 'is not a cursor this API issued' }]);
+  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw invalid();
+  const [iso, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
+  if (rest.length > 0 || !id || !isUuid(id) || !iso || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(iso)) throw invalid();
+  const createdAt = new Date(iso);
+  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
+  return { createdAt, id: id.toLowerCase() };
+}
