@@ -20,6 +20,10 @@
 //   cache disabled, from Redis (L1 off), from L1, and with WORKERS=2, in interleaved rounds with
 //   the bare route again. Every run also records the CPU the load generator and the server under
 //   test used (/proc/<pid>/stat), so that a loader that would be the bottleneck shows.
+//   GET /api/v1/users/me also runs with an ES256 and an RS256 token beside the EdDSA one (issue 13:
+//   the verified-token cache keeps the read path's speed for every ACCESS_TOKEN_ALG): the service is
+//   first started on the same data with each of those, an admin logs in, and it stops; the service
+//   measured (EdDSA) has retired their keys, which verify until the tokens expire.
 //
 // Environment: BENCH_DURATION (3), BENCH_ROUNDS (7), BENCH_WARMUP (2), BENCH_CONNECTIONS (32), BENCH_LOGIN_CONNECTIONS
 // (16), BENCH_GRPC_STREAMS (1: calls in flight per HTTP/2 session; the sessions carry BENCH_CONNECTIONS
@@ -213,6 +217,20 @@ type Scenario = [name: string, spec: Omit<LoadSpec, 'durationSeconds'> | Omit<Gr
 
 const HEADERS_DIAGNOSTIC = 'bare route + the service\'s response headers (diagnostic)';
 const REST_ME = 'GET /api/v1/users/me';
+const REST_ME_API_KEY = 'GET /api/v1/users/me with an API key';
+const OTHER_ACCESS_TOKEN_ALGS = ['ES256', 'RS256'] as const;
+const restMeWith = (alg: (typeof OTHER_ACCESS_TOKEN_ALGS)[number]) => `GET /api/v1/users/me, ${alg} token`;
+
+/** An admin's access token from the service at `api`. */
+async function adminAccessToken(api: string): Promise<string> {
+  const response = await fetch(`${api}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ email: ADMIN_EMAIL, password: ADMIN_PASSWORD }),
+  });
+  if (response.status !== 200) throw new Error(`admin login failed (${response.status}): ${await response.text()}`);
+  return ((await response.json()) as { data: { accessToken: string } }).data.accessToken;
+}
 const GRAPHQL_ME = 'POST /graphql { me }';
 const GRPC_ME = 'gRPC UserService/GetMe (unary, h2c)';
 const BARE_CONNECT_DIAGNOSTIC = 'bare Connect handler, GetMe answering a fixed user (diagnostic)';
@@ -357,6 +375,7 @@ async function main(): Promise<void> {
     DATA_DIR: dataDir,
     ...(DATABASE_URL ? { DATABASE_URL } : {}),
     RATE_LIMIT_MAX: '1000000000',
+    API_KEY_RATE_LIMIT_MAX: '1000000000',
     // The login flood is one email from one client: the brute-force throttle reserves an attempt per
     // password check in flight (at most LOGIN_MAX_FAILURES), and the flood is there to measure hashing.
     LOGIN_MAX_FAILURES: '1000',
@@ -364,6 +383,19 @@ async function main(): Promise<void> {
     BOOTSTRAP_ADMIN_EMAIL: ADMIN_EMAIL,
     BOOTSTRAP_ADMIN_PASSWORD: ADMIN_PASSWORD,
   };
+  // A token of each other ACCESS_TOKEN_ALG: the service started on the same data with it, an admin
+  // login, stopped. The service measured below starts with EdDSA and retires those keys, which keep
+  // verifying for the token's lifetime, so `me` runs with each algorithm's token on one service.
+  const otherAlgTokens = new Map<string, string>();
+  for (const alg of OTHER_ACCESS_TOKEN_ALGS) {
+    const port = await freePort();
+    const env = { ...serviceEnv, PORT: String(port), GRPC_PORT: String(await freePort()), ACCESS_TOKEN_ALG: alg };
+    const started = await startProcess(`service (ACCESS_TOKEN_ALG=${alg})`, [DIST_MAIN, 'serve'], env, port, '/health');
+    otherAlgTokens.set(alg, await adminAccessToken(`http://127.0.0.1:${port}`));
+    const exited = once(started.child, 'exit');
+    started.child.kill('SIGTERM');
+    await exited;
+  }
   const service = await startProcess('service', [DIST_MAIN, 'serve'], serviceEnv, servicePort, '/health');
   for (const deadline = Date.now() + 30_000; !(await reachable(grpcPort)); ) {
     if (Date.now() > deadline) throw new Error(`the service's gRPC listener (GRPC_PORT=${grpcPort}) did not open:\n${service.output()}`);
@@ -384,6 +416,14 @@ async function main(): Promise<void> {
   }
   const session = ((await loginResponse.json()) as { data: { accessToken: string; user: { id: string } } }).data;
   const auth = { authorization: `Bearer ${session.accessToken}` };
+  // An API key of the same admin (users:read covers `me`): the same read, authenticated by key.
+  const keyResponse = await fetch(`${api}/api/v1/api-keys`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'bench', scopes: ['users:read'] }),
+  });
+  if (keyResponse.status !== 201) throw new Error(`creating an API key failed (${keyResponse.status}): ${await keyResponse.text()}`);
+  const apiKeyAuth = { authorization: `Bearer ${((await keyResponse.json()) as { data: { secret: string } }).data.secret}` };
   const grpcOrigin = `http://127.0.0.1:${grpcPort}`;
   const grpcCalls = (path: string, message?: Uint8Array, uniqueKeyField?: number): Omit<GrpcLoadSpec, 'durationSeconds'> => ({
     origin: grpcOrigin,
@@ -410,6 +450,13 @@ async function main(): Promise<void> {
     [HEADERS_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-headers`, connections: CONNECTIONS }, onBare],
     [COALESCED_DIAGNOSTIC, { url: `http://127.0.0.1:${bare.port}/bare-coalesced`, connections: CONNECTIONS }, onBare],
     [REST_ME, { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }, onService],
+    ...OTHER_ACCESS_TOKEN_ALGS.map((alg): Scenario => [
+      restMeWith(alg),
+      { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: { authorization: `Bearer ${otherAlgTokens.get(alg) ?? ''}` } },
+      onService,
+    ]),
+    // The same read authenticated by an API key (issue 13: within 10 % of the access token).
+    [REST_ME_API_KEY, { url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: apiKeyAuth }, onService],
     // The same read through GraphQL (issue 11: at least 60% of REST's req/s), every field of REST's body.
     [
       GRAPHQL_ME,
@@ -450,6 +497,22 @@ async function main(): Promise<void> {
   const meTargets: Target[] = [
     { row: rowOf(rows, GRAPHQL_ME), ratio: meRounds.paired(GRAPHQL_ME, REST_ME), target: '≥ 0.60', met: (ratio) => ratio >= 0.6 },
     { row: rowOf(rows, GRPC_ME), ratio: meRounds.paired(GRPC_ME, REST_ME), target: '≥ 1.00', met: (ratio) => ratio >= 1 },
+  ];
+  // Issue 13: once verified, a token is answered from the cache, whatever its algorithm.
+  const algTargets: Target[] = OTHER_ACCESS_TOKEN_ALGS.map((alg) => ({
+    row: rowOf(rows, restMeWith(alg)),
+    ratio: meRounds.paired(restMeWith(alg), REST_ME),
+    target: '≥ 0.90',
+    met: (ratio) => ratio >= 0.9,
+  }));
+
+  const apiKeyTargets: Target[] = [
+    {
+      row: rowOf(rows, REST_ME_API_KEY),
+      ratio: meRounds.paired(REST_ME_API_KEY, REST_ME),
+      target: 'API key within 10 % of access token (≥ 0.90)',
+      met: (ratio) => ratio >= 0.9,
+    },
   ];
 
   log(`login flood (${LOGIN_CONNECTIONS} connections) + GET /users/me (${CONNECTIONS} connections) at the same time`);
@@ -523,6 +586,23 @@ async function main(): Promise<void> {
       `"${BARE_MERCURIUS_DIAGNOSTIC}": the same GraphQL document to Mercurius (JIT on) on the bare server, a one-type schema ` +
       'whose me returns a constant: the most GraphQL through Mercurius gives here.',
     '',
+    '### `me` with an access token of each ACCESS_TOKEN_ALG (issue 13)',
+    '',
+    targetTable(algTargets, 'req/s'),
+    '',
+    'GET /api/v1/users/me with an ES256 and an RS256 admin token, each as the median of its per-round ratios to the EdDSA ' +
+      'token\'s run in the same round ("REST" here). Those tokens were issued by the service started first on the same data ' +
+      'with that ACCESS_TOKEN_ALG; the service measured signs with EdDSA and verifies them with the retired keys. A token\'s ' +
+      'signature is checked once, then its verified claims are answered from memory (src/components/auth/access-tokens.ts).',
+    '',
+    '### `me` with an API key (issue 13)',
+    '',
+    targetTable(apiKeyTargets, 'req/s'),
+    '',
+    'GET /api/v1/users/me with a `bsk_` API key of the admin (scope users:read) against its access token ("REST" here), ' +
+      'as the median of the per-round ratios. A key is found by its SHA-256 in the same kind of cache as the user\'s state ' +
+      '(src/components/api-keys/api-keys.service.ts), its uses are written in batches, and it has its own rate limit (API_KEY_RATE_LIMIT_*, set out of the way here).',
+    '',
     `### A transfer through each protocol (service on ${backend})`,
     '',
     table(transfers.rows, transfers.rows[0]?.result ?? bareResult, { ratioTo: 'REST', unit: 'tx/s' }),
@@ -552,7 +632,7 @@ async function main(): Promise<void> {
       : ['Cache-tier and 2-process scenarios skipped: PostgreSQL or Redis not reachable.', '']),
   ].join('\n');
   process.stdout.write(`\n${markdown}`);
-  logTargets([...meTargets, ...transfers.targets]);
+  logTargets([...meTargets, ...algTargets, ...apiKeyTargets, ...transfers.targets]);
   await mkdir(path.dirname(RESULTS), { recursive: true });
   await writeFile(RESULTS, markdown);
   log(`written to ${path.relative(ROOT, RESULTS)}`);

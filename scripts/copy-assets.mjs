@@ -4,5 +4,6 @@ import { cpSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 
 for (const file of readdirSync('src', { recursive: true, encoding: 'utf8' })) {
-  if (file.endsWith('.sql')) cpSync(path.join('src', file), path.join('dist', 'src', file));
+  // common-passwords.txt: the users component's list of refused passwords.
+  if (file.endsWith('.sql') || file.endsWith('common-passwords.txt')) cpSync(path.join('src', file), path.join('dist', 'src', file));
 }

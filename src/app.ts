@@ -13,12 +13,19 @@ import {
   loadSuccessorSecret,
   revokeSessionsOfUser,
   type AuthService,
+  type SessionState,
 } from './components/auth/index.js';
 import { createOutbox, pruneOutbox, startRelay, type Outbox, type Relay } from './components/events/index.js';
 import { publishersFromConfig } from './components/events/publishers/from-config.js';
 import { createLedgerService, type LedgerService } from './components/ledger/index.js';
 import { createWebhooks } from './components/webhooks/index.js';
+import { createAuditService, type AuditService } from './components/audit/index.js';
+import { createOidcService, type OidcService } from './components/oidc/index.js';
 import { createClosuresService, type ClosurePauses, type ClosuresService } from './components/closures/index.js';
+import { createMfa, type MfaPauses } from './components/mfa/index.js';
+import { createApiKeysService, type ApiKeyState, type ApiKeysService } from './components/api-keys/index.js';
+import { createEmailFlowsService, type EmailFlowsService } from './components/email-flows/index.js';
+import { createMailer } from './platform/mailer.js';
 import { createPasswordHasher, createUsersService, type CredentialPauses, type UserState, type UsersService } from './components/users/index.js';
 import { createCache, type CacheOptions } from './platform/cache.js';
 import { createMetrics } from './platform/metrics.js';
@@ -42,6 +49,14 @@ export interface Application {
   readonly ledger: LedgerService;
   /** Closing users as a saga (freeze, settle, revoke, delete), resumed after a crash. */
   readonly closures: ClosuresService;
+  /** Email verification and password reset (mails over SMTP_URL, else links logged). */
+  readonly emailFlows: EmailFlowsService;
+  /** API keys: management, and the resolution of `bsk_` bearer secrets (auth's apiKeys dependency). */
+  readonly apiKeys: ApiKeysService;
+  /** OpenID Connect login with the providers of OIDC_PROVIDERS (none: its routes answer 404 for every provider). */
+  readonly oidc: OidcService;
+  /** The audit log: use cases record into it (AuditTrail) in their transactions; GET /api/v1/audit reads it. */
+  readonly audit: AuditService;
   /** Live events (posted transfers) across instances, feeding GraphQL subscriptions. */
   readonly live: LiveEvents;
   /** The outbox (undefined with EVENTS_OUTBOX=false) and this instance's relay, if it runs one. */
@@ -69,6 +84,8 @@ export interface ApplicationOptions {
   readonly closurePauses?: ClosurePauses;
   /** Tests only: fault injection into the user-state cache's Redis calls. */
   readonly userStateCacheFaults?: Pick<CacheOptions, 'beforeInvalidate'>;
+  /** Tests only: the MFA component's clock (ms; time steps, challenge expiry) and where its use cases wait. */
+  readonly mfa?: { readonly now?: () => number; readonly pauses?: MfaPauses };
 }
 
 export async function createApplication(config: Config, options: ApplicationOptions = {}): Promise<Application> {
@@ -90,21 +107,30 @@ export async function createApplication(config: Config, options: ApplicationOpti
     const outbox = config.events.outbox ? createOutbox() : undefined;
     // Periodic work runs once per tick across all instances.
     const scheduler = createScheduler({ database, logger, registry: metrics.registry });
-    const userStateCache = createCache<UserState>({
+    /**
+     * A cache of state that revocation depends on (users, sessions, API keys): in memory, shared
+     * through Redis when configured, never served staler than USER_STATE_MAX_STALENESS_MS.
+     */
+    const revocationStateCache = <V>(name: string, faults?: Pick<CacheOptions, 'beforeInvalidate'>) =>
+      createCache<V>({
         maxEntries: 100_000,
         ttlMs: config.cacheL1TtlMs,
         disabled: !config.cacheEnabled,
         maxStalenessMs: USER_STATE_MAX_STALENESS_MS,
-        ...(redis ? { shared: { redis, name: 'users', ttlSeconds: config.cacheL2TtlSeconds, logger } } : {}),
-        ...options.userStateCacheFaults,
-    });
+        ...(redis ? { shared: { redis, name, ttlSeconds: config.cacheL2TtlSeconds, logger } } : {}),
+        ...faults,
+      });
+    const userStateCache = revocationStateCache<UserState>('users', options.userStateCacheFaults);
     metrics.observeCache('users', userStateCache.stats);
+    // Security-relevant actions are recorded in the transactions that make them; expired ones are removed below.
+    const audit = createAuditService({ database, retentionDays: config.auditRetentionDays });
     const users = createUsersService({
       database,
       passwords,
       logger,
       stateCache: userStateCache,
       pauses: options.credentialPauses,
+      audit,
       ...(outbox ? { outbox } : {}),
     });
     const throttleOptions = { maxFailures: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds };
@@ -115,9 +141,17 @@ export async function createApplication(config: Config, options: ApplicationOpti
     const signingKeys = await loadSigningKeys({
       database,
       logger,
+      algorithm: config.accessTokenAlg,
       retiredKeyGraceSeconds: config.accessTokenTtlSeconds + 300,
       sealer,
     });
+    const sessionStates = revocationStateCache<SessionState>('sessions');
+    metrics.observeCache('sessions', sessionStates.stats);
+    const apiKeyStates = revocationStateCache<ApiKeyState>('api-keys');
+    metrics.observeCache('api-keys', apiKeyStates.stats);
+    const apiKeys = createApiKeysService({ database, users, keyStates: apiKeyStates, logger, audit });
+    // TOTP second factor: login asks it for a challenge, and completes only on a right code.
+    const mfa = createMfa({ database, users, sealer, audit, ...options.mfa });
     const auth = createAuthService(
       {
         database,
@@ -128,6 +162,10 @@ export async function createApplication(config: Config, options: ApplicationOpti
         refreshReuseGraceSeconds: config.refreshReuseGraceSeconds,
         logger,
         schedule: scheduler.every,
+        sessionStates,
+        apiKeys,
+        audit,
+        secondFactor: mfa,
         ...(outbox ? { outbox } : {}),
       },
       await loadSuccessorSecret(database, sealer),
@@ -152,6 +190,20 @@ export async function createApplication(config: Config, options: ApplicationOpti
     // their sessions end, in the same transaction as the delete.
     users.onDelete((tx, userId, origin) => ledger.closeAccountsOfDeletedUser(tx, userId, origin));
     users.onDelete((tx, userId) => revokeSessionsOfUser(tx, userId));
+    users.onDelete((tx, userId, origin) => apiKeys.revokeKeysOfDeletedUser(tx, userId, origin));
+    // Providers are discovered on first use, so a provider that is down does not stop the service.
+    const oidc = createOidcService({
+      database,
+      users,
+      startSession: (userId, origin) => auth.loginAs(userId, origin),
+      settings: config.oidc,
+      logger,
+      audit,
+    });
+    // A deleted user's provider subjects are freed with the user, as the email is.
+    users.onDelete((tx, userId) => oidc.forgetUser(tx, userId));
+    // A deleted user's TOTP secret, recovery codes and challenges go with the user.
+    users.onDelete((tx, userId) => mfa.forgetUser(tx, userId));
     const closures = createClosuresService({
       database,
       users,
@@ -160,6 +212,17 @@ export async function createApplication(config: Config, options: ApplicationOpti
       schedule: scheduler.every,
       ...(options.closurePauses ? { pauses: options.closurePauses } : {}),
     });
+    const mailer = createMailer({ smtpUrl: config.mail.smtpUrl, from: config.mail.from, logger });
+    const emailFlows = createEmailFlowsService({
+      database,
+      users,
+      mailer,
+      publicUrl: config.mail.publicUrl,
+      logger,
+      revokeSessionsOfUser,
+    });
+    // A registration mails its verification link once committed, in the background.
+    users.onRegistered((user) => emailFlows.sendVerification(user));
 
     if (config.bootstrapAdmin) {
       const outcome = await users.ensureAdmin(config.bootstrapAdmin.email, config.bootstrapAdmin.password);
@@ -181,6 +244,11 @@ export async function createApplication(config: Config, options: ApplicationOpti
       rateLimiter,
       webhooks: webhooks.service,
       closures,
+      audit,
+      oidc,
+      apiKeys,
+      emailFlows,
+      mfa,
       readiness: {
         database: async () => (await database.ping(1_000), 'ok'),
         // Redis away is degraded, not down: the service keeps serving on in-process equivalents.
@@ -206,6 +274,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     ledger.startBackgroundWork();
     closures.startBackgroundWork();
     auth.startBackgroundWork();
+    apiKeys.start();
     webhooks.worker.start();
     const events = config.events;
     const publishers = outbox && events.embeddedRelay ? [...publishersFromConfig(events, config.redisUrl, logger), webhooks.fanout] : [];
@@ -224,6 +293,9 @@ export async function createApplication(config: Config, options: ApplicationOpti
         : undefined;
     if (relay) outbox?.onCommitted(() => relay.wake());
     scheduler.every('events: pruned published events', 60_000, () => pruneOutbox(database.db, events.retentionHours * 3_600, 10_000));
+    scheduler.every('oidc: purged expired login flows', 3_600_000, () => oidc.purgeExpiredFlows());
+    scheduler.every('audit: removed expired events', 3_600_000, () => audit.purgeExpired());
+    scheduler.every('email-flows: purged expired tokens', 3_600_000, () => emailFlows.purgeExpiredTokens());
 
     return {
       config,
@@ -234,6 +306,10 @@ export async function createApplication(config: Config, options: ApplicationOpti
       auth,
       ledger,
       closures,
+      apiKeys,
+      audit,
+      oidc,
+      emailFlows,
       live,
       events: { outbox, relay },
       http,
@@ -249,7 +325,11 @@ export async function createApplication(config: Config, options: ApplicationOpti
           await scheduler.stop();
           await relay?.stop();
           await webhooks.worker.stop();
+          await apiKeys.stop(); // writes the last uses recorded since the last flush
           signingKeys.stop();
+          // Mails still being sent (requests answered before the close) go out first.
+          await emailFlows.idle();
+          await mailer.close();
           await passwords.close();
           await redis?.close();
           await database.close();

@@ -2,6 +2,8 @@
 // A bad value stops the process with one line per bad variable, each starting with the variable's name.
 import os from 'node:os';
 import type { DeliverySettings } from './components/webhooks/delivery-worker.js';
+import type { OidcSettings } from './components/oidc/oidc.service.js';
+import { DEFAULT_SIGNING_ALGORITHM, isSigningAlgorithm, SIGNING_ALGORITHMS, type SigningAlgorithm } from './components/auth/signing-algorithms.js';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 
@@ -19,7 +21,12 @@ export interface Config {
   readonly allowedOrigins: readonly string[];
   readonly rateLimitMax: number;
   readonly rateLimitWindowMs: number;
+  /** Each API key's own budget (GCRA, shared over Redis), on top of the per-client one. */
+  readonly apiKeyRateLimitMax: number;
+  readonly apiKeyRateLimitWindowMs: number;
   readonly accessTokenTtlSeconds: number;
+  /** The JWS algorithm new access tokens are signed with (ACCESS_TOKEN_ALG); older keys keep verifying. */
+  readonly accessTokenAlg: SigningAlgorithm;
   readonly refreshTokenTtlSeconds: number;
   readonly refreshReuseGraceSeconds: number;
   readonly trustProxy: boolean | string | number;
@@ -48,8 +55,23 @@ export interface Config {
   readonly graphqlMaxCost: number;
   /** Most aliased fields in one GraphQL document (alias amplification). */
   readonly graphqlMaxAliases: number;
+  /** Audit events are kept this many days, then removed by a background job (never earlier). */
+  readonly auditRetentionDays: number;
   readonly events: EventsConfig;
   readonly webhooks: WebhooksConfig;
+  /** OpenID Connect providers users may log in with (OIDC_PROVIDERS) and where a login may return (OIDC_REDIRECT_URIS). */
+  readonly oidc: OidcSettings;
+  readonly mail: MailConfig;
+}
+
+/** Outgoing mail (verification, password reset). */
+export interface MailConfig {
+  /** SMTP_URL: smtp:// or smtps://, credentials included; unset: links are logged instead of mailed. */
+  readonly smtpUrl: string | undefined;
+  /** MAIL_FROM: the From of every message. */
+  readonly from: string;
+  /** PUBLIC_URL: where the links in mails point (no trailing slash). */
+  readonly publicUrl: string;
 }
 
 /** Webhook delivery: targets allowed, retries, the breaker (the webhooks component's settings). */
@@ -225,6 +247,13 @@ export function loadConfig(env: Env = process.env): Config {
     problems.push(`EVENTS_PUBLISH_TIMEOUT_MS: must be at most half of EVENTS_RELAY_LEASE_MS (${events.relayLeaseMs}), got ${events.publishTimeoutMs}`);
   }
 
+  const accessTokenAlgRaw = read('ACCESS_TOKEN_ALG') ?? DEFAULT_SIGNING_ALGORITHM;
+  if (!isSigningAlgorithm(accessTokenAlgRaw)) {
+    problems.push(`ACCESS_TOKEN_ALG: must be one of ${SIGNING_ALGORITHMS.join(', ')}, got "${accessTokenAlgRaw}"`);
+  }
+
+  const oidc = parseOidc(read('OIDC_PROVIDERS'), read('OIDC_REDIRECT_URIS'), problems);
+
   const logLevelRaw = read('LOG_LEVEL') ?? 'info';
   if (!LOG_LEVELS.includes(logLevelRaw as LogLevel)) {
     problems.push(`LOG_LEVEL: must be one of ${LOG_LEVELS.join(', ')}, got "${logLevelRaw}"`);
@@ -242,7 +271,10 @@ export function loadConfig(env: Env = process.env): Config {
     allowedOrigins,
     rateLimitMax: integer('RATE_LIMIT_MAX', 100, 1, 1_000_000_000),
     rateLimitWindowMs: integer('RATE_LIMIT_WINDOW_MS', 900_000, 1, 86_400_000 * 7),
+    apiKeyRateLimitMax: integer('API_KEY_RATE_LIMIT_MAX', 600, 1, 1_000_000_000),
+    apiKeyRateLimitWindowMs: integer('API_KEY_RATE_LIMIT_WINDOW_MS', 60_000, 1, 86_400_000 * 7),
     accessTokenTtlSeconds: integer('ACCESS_TOKEN_TTL', 900, 1, 86_400),
+    accessTokenAlg: isSigningAlgorithm(accessTokenAlgRaw) ? accessTokenAlgRaw : DEFAULT_SIGNING_ALGORITHM,
     refreshTokenTtlSeconds: integer('REFRESH_TOKEN_TTL', 2_592_000, 60, 31_536_000),
     refreshReuseGraceSeconds: integer('REFRESH_REUSE_GRACE_SECONDS', 10, 0, 3_600),
     trustProxy: parseTrustProxy(read('TRUST_PROXY')),
@@ -267,8 +299,11 @@ export function loadConfig(env: Env = process.env): Config {
     graphqlMaxDepth: integer('GRAPHQL_MAX_DEPTH', 8, 1, 100),
     graphqlMaxCost: integer('GRAPHQL_MAX_COST', 1_000, 1, 1_000_000),
     graphqlMaxAliases: integer('GRAPHQL_MAX_ALIASES', 10, 0, 1_000),
+    auditRetentionDays: integer('AUDIT_RETENTION_DAYS', 400, 1, 36_500),
     events,
     webhooks,
+    oidc,
+    mail: parseMail(read, problems),
   };
   if (config.graphiql && !config.graphqlIntrospection) {
     problems.push('GRAPHIQL: the GraphiQL IDE reads the schema by introspection: set GRAPHQL_INTROSPECTION=true as well');
@@ -283,6 +318,126 @@ export function loadConfig(env: Env = process.env): Config {
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);
+}
+
+/** SMTP_URL, MAIL_FROM, PUBLIC_URL. A real mail needs a real From and links that reach the service. */
+function parseMail(read: (name: string) => string | undefined, problems: string[]): MailConfig {
+  const smtpUrl = read('SMTP_URL');
+  if (smtpUrl !== undefined) {
+    let valid = false;
+    try {
+      const url = new URL(smtpUrl);
+      valid = (url.protocol === 'smtp:' || url.protocol === 'smtps:') && url.hostname !== '';
+    } catch {
+      valid = false;
+    }
+    // Never echoed: it may hold the SMTP password.
+    if (!valid) problems.push('SMTP_URL: must be an smtp:// or smtps:// URL like smtp://user:pass@mail.example.com:587');
+  }
+  const from = read('MAIL_FROM');
+  if (from !== undefined && !/^(?:[^<>\r\n]*<[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+>|[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+)$/.test(from)) {
+    problems.push(`MAIL_FROM: must be an address or "Name <address>", got "${from}"`);
+  } else if (from === undefined && smtpUrl !== undefined) {
+    problems.push('MAIL_FROM: required when SMTP_URL is set');
+  }
+  const rawPublicUrl = read('PUBLIC_URL');
+  let publicUrl = `http://localhost:${read('PORT') ?? '3000'}`;
+  if (rawPublicUrl !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(rawPublicUrl);
+    } catch {
+      url = undefined;
+    }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:') || url.search !== '' || url.hash !== '' || url.username !== '' || url.password !== '') {
+      problems.push(`PUBLIC_URL: must be an http(s) URL without query or fragment like https://bastion.example.com, got "${rawPublicUrl}"`);
+    } else {
+      publicUrl = url.href.replace(/\/+$/, '');
+    }
+  } else if (smtpUrl !== undefined) {
+    problems.push('PUBLIC_URL: required when SMTP_URL is set (the links in mails are built from it)');
+  }
+  return { smtpUrl, from: from ?? 'Bastion <no-reply@localhost>', publicUrl };
+}
+
+const OIDC_PROVIDER_NAME = /^[a-z0-9-]{1,64}$/;
+const OIDC_DEFAULT_SCOPES: readonly string[] = ['openid', 'email', 'profile'];
+const OIDC_PROVIDER_KEYS = ['name', 'issuer', 'clientId', 'clientSecret', 'scopes'];
+
+/** Loopback hosts may be reached over plain HTTP (a local IdP in tests and development); nothing else may. */
+function isLoopbackHost(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
+}
+
+function httpsOrLoopbackUrl(raw: string): URL | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackHost(url.hostname))) return url;
+  return undefined;
+}
+
+/** OIDC_PROVIDERS (a JSON array of {name, issuer, clientId, clientSecret, scopes?}) and OIDC_REDIRECT_URIS. */
+function parseOidc(rawProviders: string | undefined, rawRedirectUris: string | undefined, problems: string[]): OidcSettings {
+  const providers: OidcSettings['providers'][number][] = [];
+  if (rawProviders !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(rawProviders);
+    } catch {
+      parsed = undefined;
+    }
+    if (!Array.isArray(parsed)) {
+      problems.push('OIDC_PROVIDERS: must be a JSON array of {name, issuer, clientId, clientSecret, scopes?}');
+    } else {
+      parsed.forEach((entry: unknown, index) => {
+        // Never echoes the entry: it holds a client secret.
+        const at = `OIDC_PROVIDERS: entry ${index}`;
+        if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) {
+          problems.push(`${at} is not an object`);
+          return;
+        }
+        const record = entry as Record<string, unknown>;
+        const { name, issuer, clientId, clientSecret, scopes } = record;
+        const scopeList: unknown = scopes === undefined ? OIDC_DEFAULT_SCOPES : typeof scopes === 'string' ? scopes.split(/\s+/).filter(Boolean) : scopes;
+        const bad: string[] = [];
+        const unknownKeys = Object.keys(record).filter((key) => !OIDC_PROVIDER_KEYS.includes(key));
+        if (unknownKeys.length > 0) bad.push(`unknown keys ${unknownKeys.join(', ')}`);
+        const goodName = typeof name === 'string' && OIDC_PROVIDER_NAME.test(name) ? name : undefined;
+        if (goodName === undefined) bad.push('name must be 1-64 characters of [a-z0-9-]');
+        else if (providers.some((provider) => provider.name === goodName)) bad.push(`name "${goodName}" is used twice`);
+        if (typeof issuer !== 'string' || !httpsOrLoopbackUrl(issuer)) bad.push('issuer must be an https URL (http only for a loopback host)');
+        if (typeof clientId !== 'string' || clientId === '') bad.push('clientId must be a non-empty string');
+        if (typeof clientSecret !== 'string' || clientSecret === '') bad.push('clientSecret must be a non-empty string');
+        const scopeNames =
+          Array.isArray(scopeList) && scopeList.every((scope): scope is string => typeof scope === 'string' && /^[\x21\x23-\x5b\x5d-\x7e]+$/.test(scope))
+            ? scopeList
+            : undefined;
+        if (!scopeNames?.includes('openid')) bad.push('scopes must be a list (or a space-separated string) of scope names including openid');
+        if (bad.length > 0 || goodName === undefined || typeof issuer !== 'string' || typeof clientId !== 'string' || typeof clientSecret !== 'string' || !scopeNames) {
+          problems.push(`${at}${goodName === undefined ? '' : ` (${goodName})`}: ${bad.join('; ')}`);
+          return;
+        }
+        providers.push({ name: goodName, issuer, clientId, clientSecret, scopes: [...new Set(scopeNames)] });
+      });
+    }
+  }
+  const redirectUris: string[] = [];
+  for (const uri of (rawRedirectUris ?? '').split(',').map((part) => part.trim()).filter((part) => part !== '')) {
+    const url = httpsOrLoopbackUrl(uri);
+    // The token request repeats the redirect URI without its query (openid-client strips it): one
+    // with a query or fragment could never match what the provider saw in the authorization request.
+    if (!url || uri.includes('?') || uri.includes('#')) {
+      problems.push(`OIDC_REDIRECT_URIS: "${uri}" must be an https URL (http only for a loopback host) without query or fragment`);
+    } else redirectUris.push(uri);
+  }
+  if (providers.length > 0 && redirectUris.length === 0) {
+    problems.push('OIDC_REDIRECT_URIS: required when OIDC_PROVIDERS is set (the URIs a login may return to)');
+  }
+  return { providers, redirectUris };
 }
 
 /** fastify `trustProxy` syntax: true/false, a hop count, or a comma-separated list of addresses/CIDRs. */

@@ -25,7 +25,7 @@ const USAGE = `usage: bastion <command>
   migrate                    apply pending database migrations and exit
   create-admin --email E [--name N]
                              create an admin; the password is read from stdin or ADMIN_PASSWORD
-  keys rotate                add a new access-token signing key and retire the old ones
+  keys rotate                add a new access-token signing key (ACCESS_TOKEN_ALG) and retire the old ones
   ledger check               verify the ledger's invariants on the live database (exit 1 on a violation)
   relay                      publish the outbox's events to EVENTS_PUBLISHERS and webhooks (no HTTP), until SIGTERM
   events status              each publisher's position, backlog and lag, as JSON`;
@@ -57,7 +57,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
       if (rest[0] !== 'rotate') break;
       return withDatabase(config, async (database) => {
         await migrateSchema(database);
-        const kid = await rotateSigningKey(database, keySealerFor(config.keyEncryptionSecret));
+        const kid = await rotateSigningKey(database, { algorithm: config.accessTokenAlg, sealer: keySealerFor(config.keyEncryptionSecret) });
         process.stdout.write(`new signing key ${kid}; older keys verify until their tokens expire\n`);
         return 0;
       });

@@ -11,6 +11,11 @@ import { ledgerRoutes, type LedgerService } from '../components/ledger/index.js'
 import { usersRoutes, type UsersService } from '../components/users/index.js';
 import { webhooksRoutes, type WebhooksService } from '../components/webhooks/index.js';
 import { closuresRoutes, type ClosuresService } from '../components/closures/index.js';
+import { emailFlowsRoutes, type EmailFlowsService } from '../components/email-flows/index.js';
+import { apiKeysRoutes, type ApiKeysService } from '../components/api-keys/index.js';
+import { auditRoutes, type AuditService } from '../components/audit/index.js';
+import { oidcRoutes, type OidcService } from '../components/oidc/index.js';
+import { mfaRoutes, type MfaService } from '../components/mfa/index.js';
 import { COMPRESS_THRESHOLD_BYTES } from '../platform/http.js';
 import type { Logger } from '../platform/logger.js';
 import type { Metrics } from '../platform/metrics.js';
@@ -40,6 +45,11 @@ interface HttpDependencies {
   readonly ledger: LedgerService;
   readonly webhooks: WebhooksService;
   readonly closures: ClosuresService;
+  readonly emailFlows: EmailFlowsService;
+  readonly apiKeys: ApiKeysService;
+  readonly audit: AuditService;
+  readonly oidc: OidcService;
+  readonly mfa: MfaService;
   readonly signingKeys: SigningKeys;
   readonly rateLimiter: Gcra;
   readonly metrics: Metrics;
@@ -55,7 +65,11 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   answerConnectAndExpect(app.server, requestIds);
   app.setValidatorCompiler(createValidatorCompiler());
   acceptJsonBodiesOnly(app);
-  await app.register(authenticatePlugin, { auth: deps.auth });
+  await app.register(authenticatePlugin, {
+    auth: deps.auth,
+    // Each API key's own budget, in the one limiter (shared over Redis when configured).
+    apiKeyRateLimit: { limiter: deps.rateLimiter, max: config.apiKeyRateLimitMax, windowMs: config.apiKeyRateLimitWindowMs },
+  });
 
   // onRequest, in this order: the headers first, so that every answer (a refusal included) has them.
   app.addHook('onRequest', securityHeadersHook);
@@ -82,6 +96,11 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
       await api.register(ledgerRoutes, { ledger: deps.ledger });
       await api.register(webhooksRoutes, { webhooks: deps.webhooks });
       await api.register(closuresRoutes, { closures: deps.closures });
+      await api.register(emailFlowsRoutes, { emailFlows: deps.emailFlows });
+      await api.register(apiKeysRoutes, { apiKeys: deps.apiKeys });
+      await api.register(auditRoutes, { audit: deps.audit });
+      await api.register(oidcRoutes, { oidc: deps.oidc });
+      await api.register(mfaRoutes, { mfa: deps.mfa, auth: deps.auth });
     },
     { prefix: '/api/v1' },
   );

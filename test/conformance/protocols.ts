@@ -32,6 +32,7 @@ export interface UserView {
   readonly email: string;
   readonly name: string;
   readonly role: 'user' | 'admin';
+  readonly emailVerified: boolean;
   readonly createdAt: string;
   readonly updatedAt: string;
 }
@@ -117,6 +118,7 @@ const restUser = (user: User): UserView => ({
   email: user.email,
   name: user.name,
   role: user.role,
+  emailVerified: user.emailVerified,
   createdAt: user.createdAt,
   updatedAt: user.updatedAt,
 });
@@ -196,7 +198,7 @@ const tokens = (pair: TokensView): TokensView => ({
 
 // ------------------------------------------------------------------------------------------- GraphQL
 
-const USER = 'id email name role createdAt updatedAt';
+const USER = 'id email name role emailVerified createdAt updatedAt';
 const ACCOUNT = 'id ownerId currency balance availableBalance';
 const TRANSFER = 'id fromAccountId toAccountId amount currency status description';
 const MONEY = `transfer { ${TRANSFER} } replayed`;
@@ -308,6 +310,8 @@ interface ProtoUser {
   email: string;
   name: string;
   role: string;
+  /** Absent when false (proto3 leaves default values out of the wire). */
+  emailVerified?: boolean;
   createdAt: ProtoTimestamp;
   updatedAt: ProtoTimestamp;
 }
@@ -340,7 +344,15 @@ const STATUSES: Readonly<Record<string, TransferStatus>> = {
 function protoUser(user: ProtoUser): UserView {
   const role = ROLES[user.role];
   assert.ok(role, `gRPC: unknown role ${user.role}`);
-  return { id: user.id, email: user.email, name: user.name, role, createdAt: isoOf(user.createdAt), updatedAt: isoOf(user.updatedAt) };
+  return {
+    id: user.id,
+    email: user.email,
+    name: user.name,
+    role,
+    emailVerified: user.emailVerified === true,
+    createdAt: isoOf(user.createdAt),
+    updatedAt: isoOf(user.updatedAt),
+  };
 }
 const protoAccount = (account: ProtoAccount): AccountView => ({
   id: account.id,

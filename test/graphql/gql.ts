@@ -50,6 +50,6 @@ export function errorOf(response: ApiResponse<GraphqlBody<unknown>>, code: strin
   return error;
 }
 
-export const USER_FIELDS = 'id email name role createdAt updatedAt';
+export const USER_FIELDS = 'id email name role emailVerified createdAt updatedAt';
 export const ACCOUNT_FIELDS = 'id ownerId currency name balance availableBalance createdAt updatedAt';
 export const TRANSFER_FIELDS = 'id fromAccountId toAccountId amount currency status description createdAt';

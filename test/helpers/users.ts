@@ -7,11 +7,12 @@ export interface User {
   email: string;
   name: string;
   role: 'user' | 'admin';
+  emailVerified: boolean;
   createdAt: string;
   updatedAt: string;
 }
 
-const USER_KEYS = ['createdAt', 'email', 'id', 'name', 'role', 'updatedAt'];
+const USER_KEYS = ['createdAt', 'email', 'emailVerified', 'id', 'name', 'role', 'updatedAt'];
 
 /** A user body exactly: its keys, a UUID id, a known role, ISO UTC times. */
 export function expectUser(value: unknown): User {
@@ -20,6 +21,7 @@ export function expectUser(value: unknown): User {
   const user = value as User;
   assert.match(user.id, UUID);
   assert.ok(user.role === 'user' || user.role === 'admin');
+  assert.equal(typeof user.emailVerified, 'boolean');
   assert.match(user.createdAt, ISO_UTC);
   assert.match(user.updatedAt, ISO_UTC);
   return user;

@@ -16,9 +16,23 @@ const cases: readonly Case[] = [
   { name: 'PORT=70000', env: { PORT: '70000' }, bad: ['PORT'] },
   { name: 'RATE_LIMIT_MAX=-1', env: { RATE_LIMIT_MAX: '-1' }, bad: ['RATE_LIMIT_MAX'] },
   { name: 'RATE_LIMIT_MAX=1.5', env: { RATE_LIMIT_MAX: '1.5' }, bad: ['RATE_LIMIT_MAX'] },
+  {
+    name: 'API_KEY_RATE_LIMIT_MAX=0, API_KEY_RATE_LIMIT_WINDOW_MS=x',
+    env: { API_KEY_RATE_LIMIT_MAX: '0', API_KEY_RATE_LIMIT_WINDOW_MS: 'x' },
+    bad: ['API_KEY_RATE_LIMIT_MAX', 'API_KEY_RATE_LIMIT_WINDOW_MS'],
+  },
   { name: 'DATABASE_URL=mysql://x', env: { DATABASE_URL: 'mysql://x' }, bad: ['DATABASE_URL'] },
   { name: 'LOG_LEVEL=loud', env: { LOG_LEVEL: 'loud' }, bad: ['LOG_LEVEL'] },
   { name: 'REDIS_URL=http://x', env: { REDIS_URL: 'http://x' }, bad: ['REDIS_URL'] },
+  { name: 'ACCESS_TOKEN_ALG=HS256', env: { ACCESS_TOKEN_ALG: 'HS256' }, bad: ['ACCESS_TOKEN_ALG'] },
+  {
+    name: 'OIDC_PROVIDERS with a plain-http issuer, OIDC_REDIRECT_URIS with a query',
+    env: {
+      OIDC_PROVIDERS: '[{"name":"corp","issuer":"http://idp.example.com","clientId":"id","clientSecret":"s"}]',
+      OIDC_REDIRECT_URIS: 'https://app.example.com/cb?next=1',
+    },
+    bad: ['OIDC_PROVIDERS', 'OIDC_REDIRECT_URIS'],
+  },
   { name: 'ALLOWED_ORIGINS with a path', env: { ALLOWED_ORIGINS: 'https://ok.example.com,https://bad.example.com/path' }, bad: ['ALLOWED_ORIGINS'] },
   {
     name: 'BOOTSTRAP_ADMIN_PASSWORD without a valid email, too short',

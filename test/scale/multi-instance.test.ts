@@ -198,6 +198,36 @@ describe('three instances on one PostgreSQL and one Redis', async () => {
     }
   });
 
+  it('when A revokes a session whose access token B and C have accepted, then that token is 401 on B and C within 1 s and the other session still works', { skip, timeout: 30_000 }, async () => {
+    const [a, b, c] = trio;
+    const { user, session } = await createUser();
+    const other = await login(a, user.email, 'scale-password-1');
+    for (const client of [b, c]) {
+      for (let read = 0; read < 2; read++) {
+        assert.equal((await client.get('/api/v1/users/me', { token: session.accessToken })).status, 200);
+      }
+    }
+    const sessionId = JSON.parse(Buffer.from(session.accessToken.split('.')[1] ?? '', 'base64url').toString('utf8')).sid as string;
+    const revoked = await a.delete(`/api/v1/auth/sessions/${sessionId}`, { token: other.accessToken });
+    assert.equal(revoked.status, 204, revoked.text);
+    const since = performance.now();
+    const delays = await Promise.all(
+      [b, c].map((client) =>
+        msUntil(since, async () => {
+          const response = await client.get('/api/v1/users/me', { token: session.accessToken });
+          if (response.status === 200) return false;
+          expectError(response, 401, 'UNAUTHENTICATED');
+          return true;
+        }),
+      ),
+    );
+    say(`session revoked on A enforced on B, C after ${formatDelays(delays)}`);
+    for (const [index, delay] of delays.entries()) {
+      assert.ok(delay !== undefined && delay < PROPAGATION_BOUND_MS, `instance ${'BC'[index]} accepted the revoked session's token for ${formatDelays([delay])}`);
+    }
+    for (const client of [a, b, c]) assert.equal((await client.get('/api/v1/users/me', { token: other.accessToken })).status, 200);
+  });
+
   it('when A demotes an admin whose state B and C have cached, then B and C refuse them admin routes within 1 s', { skip, timeout: 30_000 }, async () => {
     const [a, b, c] = trio;
     const { user, session } = await createUser('admin');

@@ -12,7 +12,7 @@ import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import { ISO_UTC, UUID } from '../helpers/errors.js';
 import { adminPrincipal, expectDomainError, registerUser } from '../helpers/services.js';
 
-const USER_KEYS = ['createdAt', 'email', 'id', 'name', 'role', 'updatedAt'];
+const USER_KEYS = ['createdAt', 'email', 'emailVerified', 'id', 'name', 'role', 'updatedAt'];
 
 describeOnBackends('users service', ({ it, before, startApplication }) => {
   let app: Application;

@@ -36,7 +36,9 @@ export type Permission =
   | 'accounts:withdraw'
   | 'transfers:create'
   | 'transfers:read'
-  | 'webhooks:manage';
+  | 'webhooks:manage'
+  | 'audit:read'
+  | 'api-keys:manage';
 
 /** `own`: only resources the principal owns; `any`: every resource. Absent: never. */
 type Scope = 'own' | 'any';
@@ -51,6 +53,7 @@ const GRANTS: Readonly<Record<Role, Partial<Readonly<Record<Permission, Scope>>>
     'accounts:withdraw': 'own',
     'transfers:create': 'own',
     'transfers:read': 'own',
+    'api-keys:manage': 'own',
   },
   admin: {
     'users:list': 'any',
@@ -69,10 +72,44 @@ const GRANTS: Readonly<Record<Role, Partial<Readonly<Record<Permission, Scope>>>
     'transfers:create': 'any',
     'transfers:read': 'any',
     'webhooks:manage': 'any',
+    'audit:read': 'any',
+    'api-keys:manage': 'any',
   },
 };
 
+/**
+ * The one scope of an API key that lets it use a permission; a permission not listed (every admin-only
+ * one, and any added later until listed here) is never an API key's: FORBIDDEN whatever its scopes.
+ */
+const KEY_SCOPE_OF: Partial<Readonly<Record<Permission, ApiKeyScope>>> = {
+  'users:read': 'users:read',
+  'users:update': 'users:write',
+  'accounts:read': 'ledger:read',
+  'accounts:list': 'ledger:read',
+  'transfers:read': 'ledger:read',
+  'accounts:create': 'ledger:write',
+  'accounts:withdraw': 'ledger:write',
+  'transfers:create': 'ledger:write',
+};
+
+/** True when the API key's scopes cover `permission` (the role's rules apply on top). */
+export function keyCovers(scopes: readonly ApiKeyScope[], permission: Permission): boolean {
+  const scope = KEY_SCOPE_OF[permission];
+  return scope !== undefined && scopes.includes(scope);
+}
+
+/**
+ * The scopes a key of a user with this role may hold: those that cover at least one permission the
+ * role grants (a key never does more than its owner could). Today both roles allow all four.
+ */
+export function apiKeyScopesAllowedFor(role: Role): ApiKeyScope[] {
+  const granted = Object.keys(GRANTS[role]) as Permission[];
+  return API_KEY_SCOPES.filter((scope) => granted.some((permission) => KEY_SCOPE_OF[permission] === scope));
+}
+
 export function scopeOf(principal: Principal, permission: Permission): Scope | undefined {
+  // An API key narrows its owner's role to what its scopes cover; never widens it.
+  if (principal.apiKey && !keyCovers(principal.apiKey.scopes, permission)) return undefined;
   return GRANTS[principal.role][permission];
 }
 

@@ -1,11 +1,12 @@
-// Access tokens: short-lived EdDSA JWTs. Verifying a signature costs more than a whole bare HTTP
-// request, so a token is verified once and the verified claims are remembered (keyed by the whole
-// token, bounded, until it expires). Revocation does not depend on this cache: every request still
-// compares the claims with the user's current state.
+// Access tokens: short-lived JWTs signed with ACCESS_TOKEN_ALG (EdDSA, ES256 or RS256), verifiable
+// by anyone through the JWKS. Verifying a signature costs more than a whole bare HTTP request, so a
+// token is verified once and the verified claims are remembered (keyed by the whole token, bounded,
+// until it expires), whatever its algorithm. Revocation does not depend on this cache: every request
+// still compares the claims with the user's current state.
 import { errors as joseErrors, jwtVerify, SignJWT, type JWTHeaderParameters } from 'jose';
 import { LRUCache } from 'lru-cache';
 import { invalidAccessToken } from './auth.errors.js';
-import { SIGNING_ALGORITHM, type SigningKeys } from './signing-keys.js';
+import { SIGNING_ALGORITHMS, type SigningKeys } from './signing-keys.js';
 
 const ISSUER = 'bastion';
 
@@ -37,10 +38,14 @@ export function createAccessTokens(options: {
   const { keys, ttlSeconds } = options;
   const verified = new LRUCache<string, AccessClaims>({ max: options.cacheEntries ?? 50_000 });
 
+  /**
+   * A token verifies only with its kid's key and that key's own algorithm: a header naming another
+   * algorithm (alg confusion: HS256 keyed with the public key, ES256 over an RSA kid, none) is refused.
+   */
   const resolveKey = async (header: JWTHeaderParameters) => {
     const key = header.kid === undefined ? undefined : await keys.verificationKey(header.kid);
-    if (!key) throw new joseErrors.JWKSNoMatchingKey();
-    return key;
+    if (!key || header.alg !== key.algorithm) throw new joseErrors.JWKSNoMatchingKey();
+    return key.publicKey;
   };
 
   /** The first sight of a token: its signature and claims checked, and remembered until it expires. */
@@ -48,7 +53,7 @@ export function createAccessTokens(options: {
     const now = Date.now();
     let claims: AccessClaims;
     try {
-      const { payload } = await jwtVerify(token, resolveKey, { algorithms: [SIGNING_ALGORITHM], issuer: ISSUER });
+      const { payload } = await jwtVerify(token, resolveKey, { algorithms: [...SIGNING_ALGORITHMS], issuer: ISSUER });
       if (
         typeof payload.sub !== 'string' ||
         typeof payload.ver !== 'number' ||
@@ -68,9 +73,9 @@ export function createAccessTokens(options: {
   return {
     ttlSeconds,
     async issue(subject) {
-      const { kid, privateKey } = keys.signingKey();
+      const { kid, algorithm, privateKey } = keys.signingKey();
       return new SignJWT({ ver: subject.tokenVersion, sid: subject.sessionId, role: subject.role })
-        .setProtectedHeader({ alg: SIGNING_ALGORITHM, kid, typ: 'JWT' })
+        .setProtectedHeader({ alg: algorithm, kid, typ: 'JWT' })
         .setSubject(subject.userId)
         .setIssuer(ISSUER)
         .setIssuedAt()

@@ -32,19 +32,31 @@ interface RefreshTokensTable {
   revoked_at: Date | null;
 }
 
+interface SessionsTable {
+  /** The refresh-token family's id; access tokens carry it as `sid`. */
+  id: string;
+  user_id: string;
+  created_at: Generated<Date>;
+  user_agent: string | null;
+  ip: string | null;
+  revoked_at: Date | null;
+}
+
 declare module '../../platform/db/tables.js' {
   interface Tables {
     signing_keys: SigningKeysTable;
     auth_secrets: AuthSecretsTable;
     refresh_tokens: RefreshTokensTable;
+    sessions: SessionsTable;
   }
 }
 
 // ---- signing keys ----
 
 /** Keys that may still verify a token: unretired, or retired less than `graceSeconds` ago. */
-interface SigningKeyRow {
+export interface SigningKeyRow {
   kid: string;
+  algorithm: string;
   public_jwk: Record<string, unknown>;
   private_jwk: Record<string, unknown>;
   retired_at: Date | null;
@@ -53,7 +65,7 @@ interface SigningKeyRow {
 export async function listVerifyingKeys(executor: Executor, graceSeconds: number): Promise<SigningKeyRow[]> {
   return executor
     .selectFrom('signing_keys')
-    .select(['kid', 'public_jwk', 'private_jwk', 'retired_at'])
+    .select(['kid', 'algorithm', 'public_jwk', 'private_jwk', 'retired_at'])
     .where((eb) =>
       eb.or([
         eb('retired_at', 'is', null),
@@ -123,19 +135,34 @@ export async function insertSecretIfAbsent(executor: Executor, name: string, sec
 // ---- refresh tokens ----
 
 /**
- * Starts a family with its first token, only if the user is still live at the version the login was
- * checked under, in the same statement: false (nothing written) when a password change, logout-all or
- * deletion committed since.
+ * Starts a session (a family) with its first token, only if the user is still live at the version the
+ * login was checked under, in the same statement: false (nothing written) when a password change,
+ * logout-all or deletion committed since.
  */
-export async function insertRefreshToken(
+export async function insertSession(
   executor: Executor,
-  token: { id: string; familyId: string; userId: string; tokenVersion: number; tokenHash: Uint8Array; ttlSeconds: number },
+  token: {
+    id: string;
+    familyId: string;
+    userId: string;
+    tokenVersion: number;
+    tokenHash: Uint8Array;
+    ttlSeconds: number;
+    userAgent: string | null;
+    ip: string | null;
+  },
 ): Promise<boolean> {
   const result = await sql<{ id: string }>`
+    with session as (
+      insert into sessions (id, user_id, user_agent, ip)
+      select ${token.familyId}::uuid, ${token.userId}::uuid, ${token.userAgent}, ${token.ip}
+      where ${isLiveAtTokenVersion(token.userId, token.tokenVersion)}
+      returning id, user_id
+    )
     insert into refresh_tokens (id, family_id, user_id, token_hash, parent_id, token_version, expires_at)
-    select ${token.id}::uuid, ${token.familyId}::uuid, ${token.userId}::uuid, ${token.tokenHash}, null,
+    select ${token.id}::uuid, session.id, session.user_id, ${token.tokenHash}, null,
            ${token.tokenVersion}::integer, now() + make_interval(secs => ${token.ttlSeconds})
-    where ${isLiveAtTokenVersion(token.userId, token.tokenVersion)}
+    from session
     returning id`.execute(executor);
   return result.rows.length > 0;
 }
@@ -226,6 +253,11 @@ export async function findPresentedToken(executor: Executor, tokenHash: Uint8Arr
   };
 }
 
+// Ending sessions: the refresh tokens first, then the session rows, each its own statement, always in
+// that order. A rotation locks a token row; were a revoke to lock the session row first (a statement's
+// CTEs run in no fixed order), a rotation and a revoke could each wait for the other's lock.
+
+/** Ends a session (in the caller's transaction): its refresh tokens revoked, the session marked, so its access tokens stop too. */
 export async function revokeFamily(executor: Executor, familyId: string): Promise<void> {
   await executor
     .updateTable('refresh_tokens')
@@ -233,15 +265,21 @@ export async function revokeFamily(executor: Executor, familyId: string): Promis
     .where('family_id', '=', familyId)
     .where('revoked_at', 'is', null)
     .execute();
+  await executor
+    .updateTable('sessions')
+    .set({ revoked_at: sql<Date>`now()` })
+    .where('id', '=', familyId)
+    .where('revoked_at', 'is', null)
+    .execute();
 }
 
-export async function revokeFamilyOfToken(executor: Executor, tokenHash: Uint8Array): Promise<void> {
-  await sql`
-    update refresh_tokens set revoked_at = now()
-    where revoked_at is null
-      and family_id = (select family_id from refresh_tokens where token_hash = ${tokenHash})`.execute(executor);
+/** The session (family) a refresh token belongs to, or undefined for an unknown token. */
+export async function findFamilyOfToken(executor: Executor, tokenHash: Uint8Array): Promise<string | undefined> {
+  const row = await executor.selectFrom('refresh_tokens').select('family_id').where('token_hash', '=', tokenHash).executeTakeFirst();
+  return row?.family_id;
 }
 
+/** Every session of the user ends (logout-all, password change, deletion), in the caller's transaction. */
 export async function revokeAllOfUser(executor: Executor, userId: string): Promise<void> {
   await executor
     .updateTable('refresh_tokens')
@@ -249,6 +287,66 @@ export async function revokeAllOfUser(executor: Executor, userId: string): Promi
     .where('user_id', '=', userId)
     .where('revoked_at', 'is', null)
     .execute();
+  await executor
+    .updateTable('sessions')
+    .set({ revoked_at: sql<Date>`now()` })
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .execute();
+}
+
+// ---- sessions ----
+
+export interface SessionRow {
+  id: string;
+  created_at: Date;
+  /** When the session's newest refresh token was issued: its login or its last refresh. */
+  last_used_at: Date;
+  user_agent: string | null;
+  ip: string | null;
+}
+
+/**
+ * The user's live sessions, newest first, after `before`: not revoked, with a refresh token that is
+ * neither revoked nor expired and was issued under the user's current token version.
+ */
+export async function listLiveSessions(
+  executor: Executor,
+  userId: string,
+  page: { limit: number; before: { createdAt: Date; id: string } | null },
+): Promise<SessionRow[]> {
+  const after = page.before
+    ? sql`and (s.created_at, s.id) < (${page.before.createdAt}::timestamptz, ${page.before.id}::uuid)`
+    : sql``;
+  const result = await sql<SessionRow>`
+    select s.id, s.created_at, s.user_agent, s.ip,
+           (select max(t.created_at) from refresh_tokens t where t.family_id = s.id) as last_used_at
+    from sessions s
+    where s.user_id = ${userId}::uuid and s.revoked_at is null ${after}
+      and exists (
+        select 1 from refresh_tokens t
+        where t.family_id = s.id and t.revoked_at is null and t.expires_at > now()
+          and ${isLiveAtTokenVersion(sql.ref('t.user_id'), sql.ref('t.token_version'))}
+      )
+    order by s.created_at desc, s.id desc
+    limit ${page.limit}`.execute(executor);
+  return result.rows;
+}
+
+/** Whether the user has this session (someone else's, or none: false). */
+export async function sessionBelongsTo(executor: Executor, userId: string, sessionId: string): Promise<boolean> {
+  const row = await executor.selectFrom('sessions').select('id').where('id', '=', sessionId).where('user_id', '=', userId).executeTakeFirst();
+  return row !== undefined;
+}
+
+/** Whether a session is live for access tokens (not revoked), or undefined if there is no such session. */
+export async function findSessionState(executor: Executor, sessionId: string): Promise<{ userId: string; revoked: boolean } | undefined> {
+  const row = await executor
+    .selectFrom('sessions')
+    .select(['user_id', 'revoked_at'])
+    .where('id', '=', sessionId)
+    .executeTakeFirst();
+  return row ? { userId: row.user_id, revoked: row.revoked_at !== null } : undefined;
 }
 
 /**
@@ -257,7 +355,7 @@ export async function revokeAllOfUser(executor: Executor, userId: string): Promi
  * statement's end). Uses the expires_at and family_id indexes.
  */
 export async function deleteExpiredFamilies(executor: Executor, limit: number): Promise<{ rows: number; families: number }> {
-  const result = await sql<{ family_id: string }>`
+  const result = await sql<{ rows: number; families: number }>`
     with dead as (
       select distinct expired.family_id
       from refresh_tokens expired
@@ -266,8 +364,10 @@ export async function deleteExpiredFamilies(executor: Executor, limit: number): 
           select 1 from refresh_tokens live where live.family_id = expired.family_id and live.expires_at > now()
         )
       limit ${limit}
-    )
-    delete from refresh_tokens where family_id in (select family_id from dead)
-    returning family_id`.execute(executor);
-  return { rows: result.rows.length, families: new Set(result.rows.map((row) => row.family_id)).size };
+    ),
+    tokens as (delete from refresh_tokens where family_id in (select family_id from dead) returning 1),
+    ended as (delete from sessions where id in (select family_id from dead) returning 1)
+    select (select count(*) from tokens)::integer as rows, (select count(*) from ended)::integer as families`.execute(executor);
+  const row = result.rows[0];
+  return { rows: row?.rows ?? 0, families: row?.families ?? 0 };
 }

@@ -23,16 +23,42 @@ const TokenFields = {
 };
 export const TokenPairSchema = Type.Object(TokenFields);
 export const LoginResultSchema = Type.Object({ ...TokenFields, user: UserSchema });
+/** What a login of a user with MFA answers instead of tokens. */
+export const MfaChallengeSchema = Type.Object({
+  mfaRequired: Type.Literal(true),
+  mfaToken: Type.String({ description: 'Single use; send it with a code to POST /api/v1/auth/mfa/verify' }),
+  expiresIn: Type.Integer({ description: 'Seconds the challenge stays valid' }),
+});
 
+export const SessionSchema = Type.Object({
+  id: Type.String({ format: 'uuid' }),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastUsedAt: Type.String({ format: 'date-time', description: 'The last login or refresh of this session' }),
+  userAgent: Type.Union([Type.String(), Type.Null()]),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  current: Type.Boolean({ description: 'The session whose access token made this request' }),
+});
+export const SessionListQuery = Type.Object(
+  {
+    limit: Type.Integer({ minimum: 1, maximum: 100, default: 10 }),
+    cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+
+/** A public key as JWKS publishes it: OKP (crv, x), EC (crv, x, y) or RSA (n, e) members, never private ones. */
 export const JwksSchema = Type.Object({
   keys: Type.Array(
     Type.Object({
       kty: Type.String(),
-      crv: Type.String(),
-      x: Type.String(),
       kid: Type.String(),
       alg: Type.String(),
       use: Type.String(),
+      crv: Type.Optional(Type.String()),
+      x: Type.Optional(Type.String()),
+      y: Type.Optional(Type.String()),
+      n: Type.Optional(Type.String()),
+      e: Type.Optional(Type.String()),
     }),
   ),
 });

@@ -1,19 +1,25 @@
 // Auth use cases: login, refresh-token rotation (grace window, reuse detection, family revocation),
 // logout, logout-all, password change, and resolving a bearer token to a Principal.
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Principal } from '../access/index.js';
-import type { EventOrigin, Outbox } from '../events/index.js';
-import type { Database } from '../../platform/db/index.js';
-import { newId } from '../../platform/ids.js';
+import { requireSession, type Principal } from '../access/index.js';
+import type { AuditEntry, AuditTrail } from '../audit/index.js';
+import type { Outbox } from '../events/index.js';
+import type { MaybePromise, ReadThroughCache } from '../../platform/cache.js';
+import { decodeCursor, encodeCursor } from '../../platform/cursor.js';
+import type { Database, Executor } from '../../platform/db/index.js';
+import { notFound, unauthenticated } from '../../platform/errors.js';
+import { isUuid, newId } from '../../platform/ids.js';
+import type { RequestOrigin } from '../../platform/request-origin.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Schedule } from '../../platform/jobs.js';
 import { localSchedule } from '../../platform/periodic.js';
 import { toUser, type User, type UserState, type UsersService } from '../users/index.js';
 import type { AccessClaims, AccessTokens } from './access-tokens.js';
-import { invalidAccessToken, invalidCredentials, invalidRefreshToken, tokenReused, tooManyLoginAttempts } from './auth.errors.js';
+import { invalidAccessToken, invalidCredentials, mfaRequired, invalidRefreshToken, tokenReused, tooManyLoginAttempts } from './auth.errors.js';
 import * as repo from './auth.repo.js';
 import { isSealedBytes, openBytes, sealBytes, type KeySealer } from './key-sealing.js';
 import { throttleKey, type LoginThrottle } from './login-throttle.js';
+import type { MfaChallenge, SecondFactor } from './second-factor.js';
 
 export interface TokenPair {
   readonly accessToken: string;
@@ -26,12 +32,53 @@ export interface LoginResult extends TokenPair {
   readonly user: User;
 }
 
+/** A login (refresh-token family) as its user sees it. */
+export interface Session {
+  readonly id: string;
+  readonly createdAt: string;
+  readonly lastUsedAt: string;
+  readonly userAgent: string | null;
+  readonly ip: string | null;
+  /** The session whose access token made the request. */
+  readonly current: boolean;
+}
+
+/** What access tokens need to know of their session: whose it is, and whether it was ended. */
+export interface SessionState {
+  readonly userId: string;
+  readonly revoked: boolean;
+}
+
+/** Resolves `bsk_…` bearer secrets (the api-keys component). */
+export interface ApiKeyAuthenticator {
+  authenticate(secret: string): MaybePromise<Principal>;
+}
+
+export const API_KEY_PREFIX = 'bsk_';
+
 export interface AuthService {
-  login(input: { email: string; password: string; clientIp: string }, origin?: EventOrigin): Promise<LoginResult>;
-  refresh(refreshToken: string, origin?: EventOrigin): Promise<TokenPair>;
-  logout(refreshToken: string): Promise<void>;
-  logoutAll(principal: Principal): Promise<void>;
-  changePassword(principal: Principal, input: { currentPassword: string; newPassword: string }): Promise<LoginResult>;
+  /**
+   * Checks the password; a user with a confirmed second factor gets a challenge instead of tokens
+   * (completeMfaLogin finishes it). The session records the origin's user agent and address.
+   */
+  beginLogin(input: { email: string; password: string; clientIp: string }, origin?: RequestOrigin): Promise<LoginResult | MfaChallenge>;
+  /** beginLogin for a transport that carries no challenge: a user with MFA gets MFA_REQUIRED. */
+  login(input: { email: string; password: string; clientIp: string }, origin?: RequestOrigin): Promise<LoginResult>;
+  /** The second step of a login with MFA: a right code for the challenge starts the session. */
+  completeMfaLogin(input: { mfaToken: string; code: string }, origin?: RequestOrigin): Promise<LoginResult>;
+  /**
+   * Starts a session for a user another authority vouched for (OpenID Connect): no password, no
+   * second factor. UNAUTHENTICATED when the user is absent or deleted.
+   */
+  loginAs(userId: string, origin?: RequestOrigin): Promise<LoginResult>;
+  refresh(refreshToken: string, origin?: RequestOrigin): Promise<TokenPair>;
+  logout(refreshToken: string, origin?: RequestOrigin): Promise<void>;
+  logoutAll(principal: Principal, origin?: RequestOrigin): Promise<void>;
+  changePassword(principal: Principal, input: { currentPassword: string; newPassword: string }, origin?: RequestOrigin): Promise<LoginResult>;
+  /** The caller's live sessions, newest first (`current` marks the caller's own). */
+  listSessions(principal: Principal, query: { limit: number; cursor?: string }): Promise<{ data: Session[]; meta: { nextCursor: string | null } }>;
+  /** Ends one of the caller's sessions: its refresh tokens at once, its access tokens within a second everywhere. */
+  revokeSession(principal: Principal, sessionId: string, origin?: RequestOrigin): Promise<void>;
   /**
    * Resolves a bearer token to the caller, checking it against the user's current state, or fails
    * UNAUTHENTICATED. Synchronous (the principal returned, or the error thrown) when every fact is in
@@ -63,6 +110,14 @@ interface AuthServiceDeps {
   readonly logger: Logger;
   /** Where security events (reuse detected, login locked) are written; none: no events. */
   readonly outbox?: Outbox;
+  /** Sessions' revocation state, shared across instances like the users' state. */
+  readonly sessionStates: ReadThroughCache<SessionState>;
+  /** Where sign-ins, failures and credential changes are recorded; none: not recorded. */
+  readonly audit?: AuditTrail;
+  /** Challenges users who confirmed a second factor (MFA); none: passwords alone. */
+  readonly secondFactor?: SecondFactor;
+  /** Resolves API keys presented as bearer tokens; none: `bsk_` tokens are refused like any bad token. */
+  readonly apiKeys?: ApiKeyAuthenticator;
   /** Runs the background work once per tick across instances; absent: on this instance's timer. */
   readonly schedule?: Schedule;
 }
@@ -97,33 +152,38 @@ export async function loadSuccessorSecret(database: Database, sealer?: KeySealer
  * user exists (not deleted) with the token's version (no logout-all, password change since), and the
  * caller has the role the user has now, not the one in the token.
  */
-function principalFor(claims: AccessClaims, state: UserState | null): Principal {
+function principalFor(claims: AccessClaims, state: UserState | null, session: SessionState | null): Principal {
   if (!state || state.tokenVersion !== claims.tokenVersion) throw invalidAccessToken();
-  return { userId: state.id, role: state.role };
+  if (!session || session.revoked || session.userId !== state.id) throw invalidAccessToken();
+  return { userId: state.id, role: state.role, sessionId: claims.sessionId };
 }
 
+const SESSION_PAGE_LIMIT_DEFAULT = 10;
+
 export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer): AuthService {
-  const { database, users, accessTokens, loginThrottle, outbox } = deps;
+  const { database, users, accessTokens, loginThrottle, outbox, sessionStates, audit } = deps;
   const db = database.db;
 
+  /** Records in `executor` when the audit trail is on. */
+  const record = async (executor: Executor, entry: AuditEntry, origin: RequestOrigin | undefined) => {
+    if (audit) await audit.record(executor, entry, origin);
+  };
+  const loadSessionState = async (id: string): Promise<SessionState | null> => (await repo.findSessionState(db, id)) ?? null;
+
   /** auth.login_locked: the attempts for an email from an address are used up until the window ends. */
-  const emitLoginLocked = async (email: string, clientIp: string, lockSeconds: number, origin: EventOrigin | undefined) => {
-    if (!outbox) return;
+  const emitLoginLocked = async (email: string, clientIp: string, lockSeconds: number, origin: RequestOrigin | undefined) => {
+    if (!outbox && !audit) return;
     const lockedAt = new Date();
-    await database.transaction((tx) =>
-      outbox.append(
+    const lockedUntil = new Date(lockedAt.getTime() + lockSeconds * 1000).toISOString();
+    await database.transaction(async (tx) => {
+      await outbox?.append(
         tx,
-        [
-          {
-            type: 'auth.login_locked',
-            subject: `logins/${email}`,
-            data: { email, ip: clientIp, lockedAt: lockedAt.toISOString(), lockedUntil: new Date(lockedAt.getTime() + lockSeconds * 1000).toISOString() },
-          },
-        ],
+        [{ type: 'auth.login_locked', subject: `logins/${email}`, data: { email, ip: clientIp, lockedAt: lockedAt.toISOString(), lockedUntil } }],
         origin,
-      ),
-    );
-    outbox.committed();
+      );
+      await record(tx, { action: 'auth.locked', actorId: null, targetId: null, details: { email, lockedUntil } }, origin);
+    });
+    outbox?.committed();
   };
   const stops: Array<() => void> = [];
   const successorOf = (token: string): string =>
@@ -133,21 +193,31 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     accessTokens.issue({ userId: state.id, tokenVersion: state.tokenVersion, role: state.role, sessionId });
 
   /**
-   * Starts a new refresh-token family (a login) under the token version the password was checked
-   * under; its access token carries the same version. A password change, logout-all or deletion that
-   * committed since the check leaves no session: INVALID_CREDENTIALS, as if the password were wrong.
+   * Starts a new refresh-token family (a login, a session) under the token version the credential was
+   * checked under; its access token carries the same version. A password change, logout-all or
+   * deletion that committed since the check leaves no session: INVALID_CREDENTIALS, as if the password
+   * were wrong.
    */
-  const startSession = async (state: UserState): Promise<LoginResult> => {
+  const startSession = async (state: UserState, method: string, origin: RequestOrigin | undefined): Promise<LoginResult> => {
     const refreshToken = randomBytes(32).toString('base64url');
     const familyId = newId();
-    const started = await repo.insertRefreshToken(db, {
+    const session = {
       id: newId(),
       familyId,
       userId: state.id,
       tokenVersion: state.tokenVersion,
       tokenHash: sha256(refreshToken),
       ttlSeconds: deps.refreshTokenTtlSeconds,
-    });
+      userAgent: origin?.userAgent ?? null,
+      ip: origin?.ip ?? null,
+    };
+    const started = audit
+      ? await database.transaction(async (tx) => {
+          const inserted = await repo.insertSession(tx, session);
+          if (inserted) await record(tx, { action: 'auth.login', actorId: state.id, targetId: state.id, details: { method, sessionId: familyId } }, origin);
+          return inserted;
+        })
+      : await repo.insertSession(db, session);
     if (!started) throw invalidCredentials();
     return {
       accessToken: await issueAccess(state, familyId),
@@ -158,10 +228,17 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     };
   };
 
+  /** Ends a session everywhere: its tokens in the database, its cached state on every instance. */
+  const forgetSession = (sessionId: string) => sessionStates.delete(sessionId);
+
   /** The caller behind verified claims: synchronous when the user's state is in memory. */
   const principalOfClaims = (claims: AccessClaims): Principal | Promise<Principal> => {
     const state = users.getState(claims.userId);
-    return state instanceof Promise ? state.then((loaded) => principalFor(claims, loaded)) : principalFor(claims, state);
+    const session = sessionStates.get(claims.sessionId, loadSessionState);
+    if (state instanceof Promise || session instanceof Promise) {
+      return Promise.all([state, session]).then(([loadedState, loadedSession]) => principalFor(claims, loadedState, loadedSession));
+    }
+    return principalFor(claims, state, session);
   };
 
   /** The pair for a redeemed refresh token: its access token only for the version the family carries. */
@@ -177,7 +254,13 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
   };
 
   return {
-    async login({ email, password, clientIp }, origin) {
+    async login(input, origin) {
+      const result = await this.beginLogin(input, origin);
+      if ('mfaRequired' in result) throw mfaRequired();
+      return result;
+    },
+
+    async beginLogin({ email, password, clientIp }, origin) {
       const key = throttleKey(email, clientIp);
       // Reserved before the check, so racing attempts cannot all pass a count none has raised yet.
       const reservation = await loginThrottle.reserve(key);
@@ -189,11 +272,28 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
       if (!state) {
         // The reservation stays counted: it is the failure. The one that used the window's last
         // attempt locks the client out: told once per lock.
+        await record(db, { action: 'auth.login_failed', actorId: null, targetId: null, details: { email } }, origin);
         if (reservation.last) await emitLoginLocked(email, clientIp, reservation.lockSeconds, origin);
         throw invalidCredentials();
       }
       await loginThrottle.reset(key);
-      return startSession(state);
+      const challenge = await deps.secondFactor?.challenge({ id: state.id, tokenVersion: state.tokenVersion }, origin);
+      return challenge ?? startSession(state, 'password', origin);
+    },
+
+    async completeMfaLogin({ mfaToken, code }, origin) {
+      if (!deps.secondFactor) throw unauthenticated('Multi-factor authentication is not enabled on this server');
+      const redeemed = await deps.secondFactor.redeem(mfaToken, code, origin);
+      const state = await users.getState(redeemed.userId);
+      // A password change, logout-all or deletion since the password was checked ends the login.
+      if (!state || state.tokenVersion !== redeemed.tokenVersion) throw invalidCredentials();
+      return startSession(state, 'password+totp', origin);
+    },
+
+    async loginAs(userId, origin) {
+      const state = isUuid(userId) ? await users.getState(userId.toLowerCase()) : null;
+      if (!state) throw unauthenticated('The user does not exist');
+      return startSession(state, 'oidc', origin);
     },
 
     async refresh(refreshToken, origin) {
@@ -215,6 +315,11 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
         if (!withinGrace) {
           await database.transaction(async (tx) => {
             await repo.revokeFamily(tx, presented.familyId);
+            await record(
+              tx,
+              { action: 'auth.refresh_reuse', actorId: null, targetId: presented.userId, details: { sessionId: presented.familyId } },
+              origin,
+            );
             await outbox?.append(
               tx,
               [
@@ -228,6 +333,7 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
             );
           });
           outbox?.committed();
+          forgetSession(presented.familyId);
           deps.logger.warn({ userId: presented.userId, familyId: presented.familyId }, 'auth: refresh token reuse, family revoked');
           throw tokenReused();
         }
@@ -240,24 +346,71 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     },
 
     async logout(refreshToken) {
-      await repo.revokeFamilyOfToken(db, sha256(refreshToken));
+      const sessionId = await repo.findFamilyOfToken(db, sha256(refreshToken));
+      if (!sessionId) return;
+      await database.transaction((tx) => repo.revokeFamily(tx, sessionId));
+      forgetSession(sessionId);
     },
 
-    async logoutAll(principal) {
-      await users.revokeAccessTokens(principal.userId, (tx, userId) => repo.revokeAllOfUser(tx, userId));
+    async logoutAll(principal, origin) {
+      requireSession(principal);
+      await users.revokeAccessTokens(principal.userId, async (tx, userId) => {
+        await repo.revokeAllOfUser(tx, userId);
+        await record(tx, { action: 'auth.logout_all', actorId: principal.userId, targetId: userId }, origin);
+      });
     },
 
-    async changePassword(principal, input) {
+    async changePassword(principal, input, origin) {
+      requireSession(principal);
       const state = await users.changePassword(
         principal.userId,
         input.currentPassword,
         input.newPassword,
         (tx, userId) => repo.revokeAllOfUser(tx, userId),
+        origin,
       );
-      return startSession(state);
+      return startSession(state, 'password', origin);
+    },
+
+    async listSessions(principal, query) {
+      requireSession(principal);
+      const limit = query.limit ?? SESSION_PAGE_LIMIT_DEFAULT;
+      const before = query.cursor !== undefined ? decodeCursor(query.cursor) : null;
+      const rows = await repo.listLiveSessions(db, principal.userId, { limit: limit + 1, before });
+      const page = rows.slice(0, limit);
+      const last = page.at(-1);
+      return {
+        data: page.map((row) => ({
+          id: row.id,
+          createdAt: row.created_at.toISOString(),
+          lastUsedAt: row.last_used_at.toISOString(),
+          userAgent: row.user_agent,
+          ip: row.ip,
+          current: row.id === principal.sessionId,
+        })),
+        meta: { nextCursor: rows.length > limit && last ? encodeCursor(last) : null },
+      };
+    },
+
+    async revokeSession(principal, rawId, origin) {
+      requireSession(principal);
+      const sessionId = rawId.toLowerCase();
+      if (!isUuid(sessionId)) throw notFound('Session');
+      const revoked = await database.transaction(async (tx) => {
+        if (!(await repo.sessionBelongsTo(tx, principal.userId, sessionId))) return false;
+        await repo.revokeFamily(tx, sessionId);
+        await record(tx, { action: 'auth.session_revoked', actorId: principal.userId, targetId: principal.userId, details: { sessionId } }, origin);
+        return true;
+      });
+      if (!revoked) throw notFound('Session');
+      forgetSession(sessionId);
     },
 
     authenticate(accessToken) {
+      if (accessToken.startsWith(API_KEY_PREFIX)) {
+        if (!deps.apiKeys) throw invalidAccessToken();
+        return deps.apiKeys.authenticate(accessToken);
+      }
       const claims = accessTokens.verify(accessToken);
       return claims instanceof Promise ? claims.then(principalOfClaims) : principalOfClaims(claims);
     },

@@ -5,15 +5,26 @@ import {
   bearerSecurity,
   emptyBodyAsObject,
   errorResponses,
+  IdParams,
   NoBody,
   normalizeEmail,
+  originOfRequest,
 } from '../../platform/http.js';
 import { principalOf } from '../access/index.js';
 import { RegisterBody, UserSchema, type UsersService } from '../users/index.js';
-import { ChangePasswordBody, JwksSchema, LoginBody, LoginResultSchema, RefreshBody, TokenPairSchema } from './auth.schemas.js';
+import {
+  ChangePasswordBody,
+  JwksSchema,
+  LoginBody,
+  LoginResultSchema,
+  MfaChallengeSchema,
+  RefreshBody,
+  SessionListQuery,
+  SessionSchema,
+  TokenPairSchema,
+} from './auth.schemas.js';
 import type { AuthService } from './auth.service.js';
 import type { SigningKeys } from './signing-keys.js';
-import { originOfRequest } from '../../platform/http.js';
 
 export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: UsersService }> = async (
   app,
@@ -41,12 +52,15 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
       preValidation: normalizeEmail,
       schema: {
         tags,
-        summary: 'Log in: an access token and a rotating refresh token',
+        summary: 'Log in: an access token and a rotating refresh token (or, with MFA, a challenge)',
         body: LoginBody,
-        response: { 200: Type.Object({ data: LoginResultSchema }), ...errorResponses(400, 401, 415, 429, 503) },
+        response: {
+          200: Type.Object({ data: Type.Union([LoginResultSchema, MfaChallengeSchema]) }),
+          ...errorResponses(400, 401, 415, 429, 503),
+        },
       },
     },
-    async (request) => ({ data: await auth.login({ ...request.body, clientIp: request.ip }, originOfRequest(request)) }),
+    async (request) => ({ data: await auth.beginLogin({ ...request.body, clientIp: request.ip }, originOfRequest(request)) }),
   );
 
   app.post(
@@ -73,7 +87,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
       },
     },
     async (request, reply) => {
-      await auth.logout(request.body.refreshToken);
+      await auth.logout(request.body.refreshToken, originOfRequest(request));
       return reply.code(204).send(null);
     },
   );
@@ -92,7 +106,7 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
       },
     },
     async (request, reply) => {
-      await auth.logoutAll(principalOf(request));
+      await auth.logoutAll(principalOf(request), originOfRequest(request));
       return reply.code(204).send(null);
     },
   );
@@ -109,7 +123,43 @@ export const authRoutes: FastifyPluginAsyncTypebox<{ auth: AuthService; users: U
         response: { 200: Type.Object({ data: LoginResultSchema }), ...errorResponses(400, 401, 403, 415, 429, 503) },
       },
     },
-    async (request) => ({ data: await auth.changePassword(principalOf(request), request.body) }),
+    async (request) => ({ data: await auth.changePassword(principalOf(request), request.body, originOfRequest(request)) }),
+  );
+
+  app.get(
+    '/auth/sessions',
+    {
+      onRequest: app.authenticate,
+      schema: {
+        tags,
+        summary: "The caller's live sessions (logins), newest first",
+        security: bearerSecurity,
+        querystring: SessionListQuery,
+        response: {
+          200: Type.Object({ data: Type.Array(SessionSchema), meta: Type.Object({ nextCursor: Type.Union([Type.String(), Type.Null()]) }) }),
+          ...errorResponses(400, 401, 403, 429),
+        },
+      },
+    },
+    async (request) => auth.listSessions(principalOf(request), request.query),
+  );
+
+  app.delete(
+    '/auth/sessions/:id',
+    {
+      onRequest: app.authenticate,
+      schema: {
+        tags,
+        summary: 'End one of your sessions: its refresh tokens at once, its access tokens within a second',
+        security: bearerSecurity,
+        params: IdParams,
+        response: { 204: Type.Null(), ...errorResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (request, reply) => {
+      await auth.revokeSession(principalOf(request), request.params.id, originOfRequest(request));
+      return reply.code(204).send(null);
+    },
   );
 };
 

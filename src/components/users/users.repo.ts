@@ -11,6 +11,7 @@ interface UsersTable {
   role: Role;
   password_hash: string;
   token_version: number;
+  email_verified: boolean;
   created_at: Date;
   updated_at: Date;
   deleted_at: Date | null;
@@ -23,7 +24,7 @@ declare module '../../platform/db/tables.js' {
 }
 
 export type UserRow = Omit<UsersTable, 'password_hash' | 'deleted_at'>;
-const USER_COLUMNS = ['id', 'email', 'name', 'role', 'token_version', 'created_at', 'updated_at'] as const;
+const USER_COLUMNS = ['id', 'email', 'name', 'role', 'token_version', 'email_verified', 'created_at', 'updated_at'] as const;
 
 function rethrowUnique(error: unknown): never {
   if (sqlState(error) === UNIQUE_VIOLATION) throw emailTaken();
@@ -32,12 +33,12 @@ function rethrowUnique(error: unknown): never {
 
 export async function insertUser(
   executor: Executor,
-  user: Omit<UsersTable, 'deleted_at' | 'token_version'>,
+  user: Omit<UsersTable, 'deleted_at' | 'token_version' | 'email_verified'>,
 ): Promise<UserRow> {
   try {
     return await executor
       .insertInto('users')
-      .values({ ...user, token_version: 0, deleted_at: null })
+      .values({ ...user, token_version: 0, email_verified: false, deleted_at: null })
       .returning(USER_COLUMNS)
       .executeTakeFirstOrThrow();
   } catch (error) {
@@ -118,7 +119,13 @@ export async function updateUser(
   try {
     return await executor
       .updateTable('users')
-      .set(patch)
+      // A new address is not verified, whatever the old one was.
+      .set((eb) => ({
+        ...patch,
+        ...(patch.email === undefined
+          ? {}
+          : { email_verified: eb.case().when('email', '=', patch.email).then(eb.ref('email_verified')).else(sql<boolean>`false`).end() }),
+      }))
       .where('id', '=', id)
       .where('deleted_at', 'is', null)
       .returning(USER_COLUMNS)
@@ -167,6 +174,32 @@ export function isLiveAtTokenVersion(
     where users.id = ${userId} and users.token_version = ${tokenVersion} and users.deleted_at is null)`;
 }
 
+/** A password reset: the new hash whatever the old one was, and the token version moves on (logout-all). */
+export async function resetPasswordHash(executor: Executor, id: string, passwordHash: string, now: Date): Promise<UserRow | undefined> {
+  return executor
+    .updateTable('users')
+    .set((eb) => ({ password_hash: passwordHash, updated_at: now, token_version: eb('token_version', '+', 1) }))
+    .where('id', '=', id)
+    .where('deleted_at', 'is', null)
+    .returning(USER_COLUMNS)
+    .executeTakeFirst();
+}
+
+/** Marks the live user's email verified if it is still `email`; updated_at moves only when the flag does. */
+export async function markEmailVerified(executor: Executor, id: string, email: string, now: Date): Promise<UserRow | undefined> {
+  return executor
+    .updateTable('users')
+    .set((eb) => ({
+      email_verified: true,
+      updated_at: eb.case().when('email_verified', '=', false).then(now).else(eb.ref('updated_at')).end(),
+    }))
+    .where('id', '=', id)
+    .where('email', '=', email)
+    .where('deleted_at', 'is', null)
+    .returning(USER_COLUMNS)
+    .executeTakeFirst();
+}
+
 export async function bumpTokenVersion(executor: Executor, id: string): Promise<UserRow | undefined> {
   return executor
     .updateTable('users')
@@ -211,6 +244,18 @@ export async function liveAdminExists(executor: Executor): Promise<boolean> {
     .limit(1)
     .executeTakeFirst();
   return row !== undefined;
+}
+
+/** lockLiveUser for the live user with this email (compared as the unique index does): its id, or undefined. */
+export async function lockLiveUserIdByEmail(executor: Executor, email: string): Promise<string | undefined> {
+  const row = await executor
+    .selectFrom('users')
+    .select('id')
+    .where(sql<string>`lower(email)`, '=', email.toLowerCase())
+    .where('deleted_at', 'is', null)
+    .forNoKeyUpdate()
+    .executeTakeFirst();
+  return row?.id;
 }
 
 /** lockLiveUser, returning the role the user has under the lock (undefined: absent or deleted). */

@@ -12,6 +12,7 @@ export const UserSchema = Type.Object(
     email: Type.String(),
     name: Type.String(),
     role: RoleSchema,
+    emailVerified: Type.Boolean(),
     createdAt: Type.String({ format: 'date-time' }),
     updatedAt: Type.String({ format: 'date-time' }),
   },

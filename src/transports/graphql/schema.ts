@@ -36,6 +36,8 @@ type User {
   email: String!
   name: String!
   role: Role!
+  """Whether the user confirmed the address by the link mailed to it."""
+  emailVerified: Boolean!
   createdAt: DateTime!
   updatedAt: DateTime!
 }

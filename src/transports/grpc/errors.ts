@@ -14,10 +14,16 @@ export const GRPC_CODE_BY_ERROR: Readonly<Record<ErrorCode, Code>> = {
   INVALID_CREDENTIALS: Code.Unauthenticated,
   INVALID_REFRESH_TOKEN: Code.Unauthenticated,
   TOKEN_REUSED: Code.Unauthenticated,
+  OIDC_FAILED: Code.Unauthenticated,
+  MFA_REQUIRED: Code.Unauthenticated,
+  INVALID_MFA_CODE: Code.Unauthenticated,
   FORBIDDEN: Code.PermissionDenied,
   INVALID_CURRENT_PASSWORD: Code.PermissionDenied,
+  // A mailed token unknown, spent or expired: the argument is wrong (REST 400).
+  INVALID_TOKEN: Code.InvalidArgument,
   NOT_FOUND: Code.NotFound,
   EMAIL_TAKEN: Code.AlreadyExists,
+  MFA_ALREADY_ENABLED: Code.AlreadyExists,
   ACCOUNT_NOT_EMPTY: Code.FailedPrecondition,
   // Retry later with the same key: the first call is still running (REST 409).
   IDEMPOTENCY_IN_PROGRESS: Code.Aborted,

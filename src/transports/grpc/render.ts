@@ -22,6 +22,7 @@ export function renderUser(user: User): MessageInitShape<typeof UserSchema> {
     email: user.email,
     name: user.name,
     role: user.role === 'admin' ? Role.ADMIN : Role.USER,
+    emailVerified: user.emailVerified,
     createdAt: timestamp(user.createdAt),
     updatedAt: timestamp(user.updatedAt),
   };
