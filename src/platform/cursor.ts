@@ -20,3 +20,20 @@ export function decodeCursor(cursor: string): CursorPosition {
   if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
   return { createdAt, id: id.toLowerCase() };
 }
+
+/** Where a page starts: after the cursor's position, or at the newest row when there is no cursor. */
+export const positionAfter = (cursor: string | undefined): CursorPosition | null => (cursor === undefined ? null : decodeCursor(cursor));
+
+/**
+ * A newest-first page from rows read with `limit + 1`: the extra row only tells that another page
+ * exists, and the page's last row is where the next one starts.
+ */
+export function keysetPage<R extends { created_at: Date; id: string }, T>(
+  rows: readonly R[],
+  limit: number,
+  render: (row: R) => T,
+): { data: T[]; meta: { nextCursor: string | null } } {
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { data: page.map(render), meta: { nextCursor: rows.length > limit && last ? encodeCursor(last) : null } };
+}

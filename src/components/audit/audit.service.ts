@@ -3,8 +3,8 @@
 // table refuses it too (migrations/0016_audit.sql), except the retention delete of expired ones.
 import { authorize, type Principal } from '../access/index.js';
 import type { Database, Executor } from '../../platform/db/index.js';
-import { forbidden, validationFailed } from '../../platform/errors.js';
-import { isUuid, newId } from '../../platform/ids.js';
+import { keysetPage, positionAfter } from '../../platform/cursor.js';
+import { newId } from '../../platform/ids.js';
 import { MAX_USER_AGENT_LENGTH, type RequestOrigin } from '../../platform/request-origin.js';
 import type { AuditAction, AuditEntry, AuditTrail } from './audit.js';
 import * as repo from './audit.repo.js';
@@ -53,19 +53,6 @@ const MAX_REQUEST_ID_LENGTH = 128;
  */
 const SECRET_LIKE_KEY = /password|secret|hash|token/i;
 
-const encodeCursor = (row: { created_at: Date; id: string }): string =>
-  Buffer.from(`${row.created_at.toISOString()}|${row.id}`).toString('base64url');
-
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  const invalid = () => validationFailed([{ path: 'cursor', message: 'is not a cursor this API issued' }]);
-  if (!/^[A-Za-z0-9_-]{1,200}$/.test(cursor)) throw invalid();
-  const [iso, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
-  if (rest.length > 0 || !id || !isUuid(id) || !iso || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(iso)) throw invalid();
-  const createdAt = new Date(iso);
-  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
-  return { createdAt, id: id.toLowerCase() };
-}
-
 function toAuditEvent(row: repo.AuditEventRow): AuditEvent {
   return {
     id: row.id,
@@ -105,9 +92,7 @@ export function createAuditService(deps: AuditServiceDeps): AuditService {
 
     async list(principal, filters) {
       authorize(principal, 'audit:read');
-      // No API key scope covers the audit log: like every admin-only route, a key is refused.
-      if (principal.apiKey) throw forbidden();
-      const before = filters.cursor !== undefined ? decodeCursor(filters.cursor) : null;
+      const before = positionAfter(filters.cursor);
       const rows = await repo.listEvents(
         database.db,
         {
@@ -117,9 +102,7 @@ export function createAuditService(deps: AuditServiceDeps): AuditService {
         },
         { limit: filters.limit + 1, before },
       );
-      const page = rows.slice(0, filters.limit);
-      const last = page[page.length - 1];
-      return { data: page.map(toAuditEvent), meta: { nextCursor: rows.length > filters.limit && last ? encodeCursor(last) : null } };
+      return keysetPage(rows, filters.limit, toAuditEvent);
     },
 
     async purgeExpired() {

@@ -5,8 +5,8 @@ import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
 import { assert, DomainError, notFound, unauthenticated, validationFailed } from '../../platform/errors.js';
-import { decodeCursor, encodeCursor } from '../../platform/cursor.js';
-import { isUuid, newId } from '../../platform/ids.js';
+import { keysetPage, positionAfter } from '../../platform/cursor.js';
+import { newId } from '../../platform/ids.js';
 import { createLiveEvents, type LiveEvents } from '../../platform/live-events.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Schedule } from '../../platform/jobs.js';
@@ -513,12 +513,10 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
 
     async listAccountTransfers(principal, rawAccountId, query) {
       const accountId = rawAccountId.toLowerCase();
-      const before = query.cursor !== undefined ? decodeCursor(query.cursor) : null;
+      const before = positionAfter(query.cursor);
       await readVisibleAccount(principal, accountId);
       const rows = await repo.listAccountTransfers(db, accountId, { limit: query.limit + 1, before });
-      const page = rows.slice(0, query.limit);
-      const last = page[page.length - 1];
-      return { data: page.map(toTransfer), meta: { nextCursor: rows.length > query.limit && last ? encodeCursor(last) : null } };
+      return keysetPage(rows, query.limit, toTransfer);
     },
 
     async freezeAccountsOf(tx, userId) {
