@@ -149,7 +149,17 @@ export async function createApplication(config: Config, options: ApplicationOpti
     metrics.observeCache('sessions', sessionStates.stats);
     const apiKeyStates = revocationStateCache<ApiKeyState>('api-keys');
     metrics.observeCache('api-keys', apiKeyStates.stats);
-    const apiKeys = createApiKeysService({ database, users, keyStates: apiKeyStates, logger, audit });
+    // One limiter for every transport: a client's REST and gRPC calls count against one budget, and an
+    // API key's calls against its own on top, whatever the protocol.
+    const rateLimiter = redis ? createSharedGcra(redis) : createLocalGcra();
+    const apiKeys = createApiKeysService({
+      database,
+      users,
+      keyStates: apiKeyStates,
+      logger,
+      audit,
+      rateLimit: { limiter: rateLimiter, max: config.apiKeyRateLimitMax, windowMs: config.apiKeyRateLimitWindowMs },
+    });
     // TOTP second factor: login asks it for a challenge, and completes only on a right code.
     const mfa = createMfa({ database, users, sealer, audit, ...options.mfa });
     const auth = createAuthService(
@@ -230,8 +240,6 @@ export async function createApplication(config: Config, options: ApplicationOpti
     }
 
     let shuttingDown = false;
-    // One limiter for every transport: a client's REST and gRPC calls count against one budget.
-    const rateLimiter = redis ? createSharedGcra(redis) : createLocalGcra();
     const http = await buildServer({
       config,
       logger,

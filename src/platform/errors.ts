@@ -30,7 +30,12 @@ export class DomainError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly details: { readonly fieldErrors?: readonly FieldError[]; readonly retryAfterSeconds?: number } = {},
+    readonly details: {
+      readonly fieldErrors?: readonly FieldError[];
+      readonly retryAfterSeconds?: number;
+      /** The budget a RATE_LIMITED answer ran out of (REST shows it as RateLimit-* headers). */
+      readonly rateLimit?: { readonly limit: number; readonly remaining: number; readonly resetSeconds: number };
+    } = {},
     /**
      * The request that first produced this error, when it is a kept outcome answered again (an
      * idempotent replay): transports report it instead of the current request's id.

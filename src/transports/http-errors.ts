@@ -87,6 +87,7 @@ export interface ErrorPayload {
   readonly message: string;
   readonly errors?: readonly FieldError[];
   readonly retryAfterSeconds?: number;
+  readonly rateLimit?: { readonly limit: number; readonly remaining: number; readonly resetSeconds: number };
   /**
    * The id of the request that first produced this outcome, when it was another (an idempotent
    * replay of an error): the body names it instead of the replaying request's id.
@@ -105,6 +106,7 @@ export function toErrorPayload(error: unknown): ErrorPayload {
       message: error.message,
       ...(error.details.fieldErrors ? { errors: error.details.fieldErrors } : {}),
       ...(error.details.retryAfterSeconds !== undefined ? { retryAfterSeconds: error.details.retryAfterSeconds } : {}),
+      ...(error.details.rateLimit ? { rateLimit: error.details.rateLimit } : {}),
       ...(error.requestId !== undefined ? { requestId: error.requestId } : {}),
     };
   }
@@ -131,6 +133,10 @@ export function toErrorPayload(error: unknown): ErrorPayload {
 
 export function sendError(request: FastifyRequest, reply: FastifyReply, payload: ErrorPayload) {
   if (payload.retryAfterSeconds !== undefined) void reply.header('retry-after', String(payload.retryAfterSeconds));
+  if (payload.rateLimit) {
+    const { limit, remaining, resetSeconds } = payload.rateLimit;
+    void reply.headers({ 'ratelimit-limit': limit, 'ratelimit-remaining': remaining, 'ratelimit-reset': resetSeconds });
+  }
   return reply
     .code(payload.status)
     .header('x-request-id', request.id)

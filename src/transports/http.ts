@@ -65,11 +65,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
   answerConnectAndExpect(app.server, requestIds);
   app.setValidatorCompiler(createValidatorCompiler());
   acceptJsonBodiesOnly(app);
-  await app.register(authenticatePlugin, {
-    auth: deps.auth,
-    // Each API key's own budget, in the one limiter (shared over Redis when configured).
-    apiKeyRateLimit: { limiter: deps.rateLimiter, max: config.apiKeyRateLimitMax, windowMs: config.apiKeyRateLimitWindowMs },
-  });
+  await app.register(authenticatePlugin, { auth: deps.auth });
 
   // onRequest, in this order: the headers first, so that every answer (a refusal included) has them.
   app.addHook('onRequest', securityHeadersHook);

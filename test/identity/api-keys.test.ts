@@ -14,6 +14,7 @@ import type { ApiResponse, Client } from '../helpers/client.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import { expectError, ISO_UTC, pathsOf, UUID } from '../helpers/errors.js';
 import type { TestServer } from '../helpers/server.js';
+import { dataOf as graphqlData, errorOf, gql } from '../graphql/gql.js';
 
 const KEYS = '/api/v1/api-keys';
 const ME = '/api/v1/users/me';
@@ -500,6 +501,18 @@ describeOnBackends('api keys', ({ it, before, startServer }) => {
     const other = await createKey(user.accessToken, { name: 'idle', scopes: ['users:read'] });
     assert.equal((await client.get(ME, { token: other.secret })).status, 200);
     assert.equal((await client.get(ME, { token: user.accessToken })).status, 200);
+  });
+
+  it('when a key spends its budget over REST and GraphQL together, then both protocols refuse it: one budget per key, whatever the transport', async () => {
+    const key = await createKey(user.accessToken, { name: 'two protocols', scopes: ['users:read'] });
+    const meQuery = '{ me { id } }';
+    for (let index = 0; index < KEY_RATE_LIMIT; index++) {
+      if (index % 2 === 0) assert.equal((await client.get(ME, { token: key.secret })).status, 200, `REST request ${index + 1}`);
+      else graphqlData(await gql(client, meQuery, {}, { token: key.secret }));
+    }
+    const error = errorOf(await gql(client, meQuery, {}, { token: key.secret }), 'RATE_LIMITED', 429);
+    assert.ok(typeof error.extensions['retryAfterSeconds'] === 'number' && error.extensions['retryAfterSeconds'] >= 1, JSON.stringify(error));
+    expectError(await client.get(ME, { token: key.secret }), 429, 'RATE_LIMITED');
   });
 
   it('when a key is used, then lastUsedAt is written by the next flush (not per request) and never moves back', async () => {

@@ -12,9 +12,10 @@
 //   most every USAGE_FLUSH_INTERVAL_MS per instance, and on stop.
 import { createHash, randomBytes } from 'node:crypto';
 import type { MaybePromise, ReadThroughCache } from '../../platform/cache.js';
-import { decodeCursor, encodeCursor } from '../../platform/cursor.js';
+import { keysetPage, positionAfter } from '../../platform/cursor.js';
 import type { Database, Executor, Tx } from '../../platform/db/index.js';
-import { forbidden, notFound, unauthenticated, validationFailed } from '../../platform/errors.js';
+import { DomainError, forbidden, notFound, unauthenticated, validationFailed } from '../../platform/errors.js';
+import type { Gcra, GcraDecision } from '../../platform/rate-limit.js';
 import { isUuid, newId } from '../../platform/ids.js';
 import type { Logger } from '../../platform/logger.js';
 import type { RequestOrigin } from '../../platform/request-origin.js';
@@ -92,6 +93,11 @@ export interface ApiKeysServiceDeps {
   readonly logger: Logger;
   /** Where creations and revocations are recorded; none: not recorded. */
   readonly audit?: AuditTrail;
+  /**
+   * Each key's own budget (API_KEY_RATE_LIMIT_*), on top of the per-client one: taken where a key is
+   * resolved, so every transport (REST, GraphQL, gRPC) spends the same budget. None: unlimited.
+   */
+  readonly rateLimit?: { readonly limiter: Gcra; readonly max: number; readonly windowMs: number };
   /** Test seam: how often uses are written; USAGE_FLUSH_INTERVAL_MS by default. */
   readonly usageFlushIntervalMs?: number;
   readonly now?: () => number;
@@ -175,10 +181,28 @@ export function createApiKeysService(deps: ApiKeysServiceDeps): ApiKeysService {
     return { userId: owner.id, role: owner.role, apiKey: { id: key.id, scopes: key.scopes } };
   };
 
+  /** The principal, once the key's budget allows one more request (a limiter failure lets it through). */
+  const withinBudget = (principal: Principal, keyId: string): MaybePromise<Principal> => {
+    if (!deps.rateLimit) return principal;
+    const { limiter, max, windowMs } = deps.rateLimit;
+    const admit = (decision: GcraDecision): Principal => {
+      if (decision.allowed) return principal;
+      const retryAfterSeconds = Math.max(1, Math.ceil(decision.waitMs / 1000));
+      throw new DomainError('RATE_LIMITED', 'Too many requests with this API key; retry later', {
+        retryAfterSeconds,
+        rateLimit: { limit: max, remaining: 0, resetSeconds: retryAfterSeconds },
+      });
+    };
+    const decision = limiter.take(`api-key:${keyId}`, max, windowMs);
+    return decision instanceof Promise ? decision.then(admit, () => principal) : admit(decision);
+  };
+
   const ownerOf = (key: ApiKeyState | null): MaybePromise<Principal> => {
     if (!key || (key.expiresAtMs !== null && now() >= key.expiresAtMs)) throw invalidKey();
     const owner = users.getState(key.ownerId);
-    return owner instanceof Promise ? owner.then((loaded) => principalFor(key, loaded)) : principalFor(key, owner);
+    return owner instanceof Promise
+      ? owner.then((loaded) => withinBudget(principalFor(key, loaded), key.id))
+      : withinBudget(principalFor(key, owner), key.id);
   };
 
   // ---- use cases ----
@@ -243,11 +267,9 @@ export function createApiKeysService(deps: ApiKeysServiceDeps): ApiKeysService {
     async list(principal, query) {
       const ownerId = managedOwner(principal, query.ownerId);
       const limit = query.limit ?? PAGE_LIMIT_DEFAULT;
-      const before = query.cursor !== undefined ? decodeCursor(query.cursor) : null;
+      const before = positionAfter(query.cursor);
       const rows = isUuid(ownerId) ? await repo.listLiveKeys(db, ownerId, { limit: limit + 1, before }) : [];
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return { data: page.map(toApiKey), meta: { nextCursor: rows.length > limit && last ? encodeCursor(last) : null } };
+      return keysetPage(rows, limit, toApiKey);
     },
 
     async revoke(principal, rawId, origin) {

@@ -5,7 +5,7 @@ import { requireSession, type Principal } from '../access/index.js';
 import type { AuditEntry, AuditTrail } from '../audit/index.js';
 import type { Outbox } from '../events/index.js';
 import type { MaybePromise, ReadThroughCache } from '../../platform/cache.js';
-import { decodeCursor, encodeCursor } from '../../platform/cursor.js';
+import { keysetPage, positionAfter } from '../../platform/cursor.js';
 import type { Database, Executor } from '../../platform/db/index.js';
 import { notFound, unauthenticated } from '../../platform/errors.js';
 import { isUuid, newId } from '../../platform/ids.js';
@@ -375,21 +375,15 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     async listSessions(principal, query) {
       requireSession(principal);
       const limit = query.limit ?? SESSION_PAGE_LIMIT_DEFAULT;
-      const before = query.cursor !== undefined ? decodeCursor(query.cursor) : null;
-      const rows = await repo.listLiveSessions(db, principal.userId, { limit: limit + 1, before });
-      const page = rows.slice(0, limit);
-      const last = page.at(-1);
-      return {
-        data: page.map((row) => ({
-          id: row.id,
-          createdAt: row.created_at.toISOString(),
-          lastUsedAt: row.last_used_at.toISOString(),
-          userAgent: row.user_agent,
-          ip: row.ip,
-          current: row.id === principal.sessionId,
-        })),
-        meta: { nextCursor: rows.length > limit && last ? encodeCursor(last) : null },
-      };
+      const rows = await repo.listLiveSessions(db, principal.userId, { limit: limit + 1, before: positionAfter(query.cursor) });
+      return keysetPage(rows, limit, (row) => ({
+        id: row.id,
+        createdAt: row.created_at.toISOString(),
+        lastUsedAt: row.last_used_at.toISOString(),
+        userAgent: row.user_agent,
+        ip: row.ip,
+        current: row.id === principal.sessionId,
+      }));
     },
 
     async revokeSession(principal, rawId, origin) {

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { principalOf, requireSession } from '../access/index.js';
-import { LoginResultSchema } from '../auth/auth.schemas.js';
+import { LoginResultSchema } from '../auth/index.js';
 import type { AuthService } from '../auth/index.js';
 import { bearerSecurity, emptyBodyAsObject, errorResponses, NoBody, originOfRequest } from '../../platform/http.js';
 import { DomainError } from '../../platform/errors.js';

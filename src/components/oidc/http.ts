@@ -1,7 +1,7 @@
 // REST adapter of the oidc component: parse -> service -> map.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { LoginResultSchema } from '../auth/auth.schemas.js';
+import { LoginResultSchema } from '../auth/index.js';
 import { errorResponses, originOfRequest } from '../../platform/http.js';
 import { AuthorizeQuery, CallbackQuery, ProviderParams } from './oidc.schemas.js';
 import type { OidcService } from './oidc.service.js';
