@@ -205,7 +205,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     const oidc = createOidcService({
       database,
       users,
-      startSession: (userId, origin) => auth.loginAs(userId, origin),
+      startSession: (userId, provider, origin) => auth.loginAs(userId, provider, origin),
       settings: config.oidc,
       logger,
       audit,

@@ -180,6 +180,16 @@ describeOnBackends('oidc login', ({ backend, it, before, startApplication, defer
       .execute();
     assert.equal(audited.length, 1);
     assert.equal((audited[0]?.details as { provider?: string }).provider, 'test');
+    // Each OIDC sign-in is audited once, naming the method and the provider.
+    const signIns = await db()
+      .selectFrom('audit_events')
+      .select('details')
+      .where('target_id', '=', registered.body.data.id)
+      .where('action', '=', 'auth.login')
+      .execute();
+    const viaOidc = signIns.map((row) => row.details as { method?: string; provider?: string }).filter((details) => details.method === 'oidc');
+    assert.equal(viaOidc.length, 2);
+    for (const details of viaOidc) assert.equal(details.provider, 'test');
   });
 
   it('when the email is not verified by the provider, then an existing account is not linked and none is created (409 EMAIL_TAKEN)', async () => {

@@ -67,10 +67,10 @@ export interface AuthService {
   /** The second step of a login with MFA: a right code for the challenge starts the session. */
   completeMfaLogin(input: { mfaToken: string; code: string }, origin?: RequestOrigin): Promise<LoginResult>;
   /**
-   * Starts a session for a user another authority vouched for (OpenID Connect): no password, no
-   * second factor. UNAUTHENTICATED when the user is absent or deleted.
+   * Starts a session for a user an OpenID provider vouched for: no password, no second factor.
+   * UNAUTHENTICATED when the user is absent or deleted.
    */
-  loginAs(userId: string, origin?: RequestOrigin): Promise<LoginResult>;
+  loginAs(userId: string, provider: string, origin?: RequestOrigin): Promise<LoginResult>;
   refresh(refreshToken: string, origin?: RequestOrigin): Promise<TokenPair>;
   logout(refreshToken: string, origin?: RequestOrigin): Promise<void>;
   logoutAll(principal: Principal, origin?: RequestOrigin): Promise<void>;
@@ -198,7 +198,12 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
    * deletion that committed since the check leaves no session: INVALID_CREDENTIALS, as if the password
    * were wrong.
    */
-  const startSession = async (state: UserState, method: string, origin: RequestOrigin | undefined): Promise<LoginResult> => {
+  const startSession = async (
+    state: UserState,
+    method: string,
+    origin: RequestOrigin | undefined,
+    details: Readonly<Record<string, string>> = {},
+  ): Promise<LoginResult> => {
     const refreshToken = randomBytes(32).toString('base64url');
     const familyId = newId();
     const session = {
@@ -214,7 +219,7 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
     const started = audit
       ? await database.transaction(async (tx) => {
           const inserted = await repo.insertSession(tx, session);
-          if (inserted) await record(tx, { action: 'auth.login', actorId: state.id, targetId: state.id, details: { method, sessionId: familyId } }, origin);
+          if (inserted) await record(tx, { action: 'auth.login', actorId: state.id, targetId: state.id, details: { ...details, method, sessionId: familyId } }, origin);
           return inserted;
         })
       : await repo.insertSession(db, session);
@@ -290,10 +295,10 @@ export function createAuthService(deps: AuthServiceDeps, successorSecret: Buffer
       return startSession(state, 'password+totp', origin);
     },
 
-    async loginAs(userId, origin) {
+    async loginAs(userId, provider, origin) {
       const state = isUuid(userId) ? await users.getState(userId.toLowerCase()) : null;
       if (!state) throw unauthenticated('The user does not exist');
-      return startSession(state, 'oidc', origin);
+      return startSession(state, 'oidc', origin, { provider });
     },
 
     async refresh(refreshToken, origin) {

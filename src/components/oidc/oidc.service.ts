@@ -53,7 +53,7 @@ interface OidcServiceDeps {
   readonly database: Database;
   readonly users: UsersService;
   /** Starts a session for a user the provider vouched for (auth.loginAs). */
-  readonly startSession: (userId: string, origin?: RequestOrigin) => Promise<LoginResult>;
+  readonly startSession: (userId: string, provider: string, origin?: RequestOrigin) => Promise<LoginResult>;
   readonly settings: OidcSettings;
   readonly logger: Logger;
   readonly audit?: AuditTrail;
@@ -343,7 +343,7 @@ export function createOidcService(deps: OidcServiceDeps): OidcService {
         throw oidcFailed();
       }
       const userId = await resolveUser(name, identity, origin);
-      return deps.startSession(userId, origin);
+      return deps.startSession(userId, name, origin);
     },
 
     forgetUser: (tx, userId) => repo.deleteIdentitiesOfUser(tx, userId),
