@@ -17,7 +17,8 @@ export function decodeCursor(cursor: string): CursorPosition {
   const [iso, id, ...rest] = Buffer.from(cursor, 'base64url').toString('utf8').split('|');
   if (rest.length > 0 || !id || !isUuid(id) || !iso || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/.test(iso)) throw invalid();
   const createdAt = new Date(iso);
-  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso) throw invalid();
+  // Year 0000 is a JavaScript date but no PostgreSQL one (PGlite would fail the query on it).
+  if (Number.isNaN(createdAt.getTime()) || createdAt.toISOString() !== iso || createdAt.getUTCFullYear() < 1) throw invalid();
   return { createdAt, id: id.toLowerCase() };
 }
 
