@@ -2,11 +2,29 @@
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from '../../platform/logger.js';
 
-/** Query parameters that carry a credential (an OIDC callback's code and state, a mailed token): never logged. */
-const SECRET_QUERY_VALUE = /([?&](?:code|state|token|[a-z_]*token|secret)=)[^&#]*/gi;
+/**
+ * Query parameters that may carry a credential (an OIDC callback's code and state, a mailed token, a
+ * secret or password a client put in the wrong place), matched on the decoded name: never logged.
+ */
+const SECRET_QUERY_NAME = /code|state|token|secret|password|key/i;
 
-/** The URL as logged: credential-bearing query values replaced. */
-export const loggableUrl = (url: string): string => (url.includes('?') ? url.replace(SECRET_QUERY_VALUE, '$1[redacted]') : url);
+/** The URL as logged: the values of credential-bearing query parameters replaced. */
+export function loggableUrl(url: string): string {
+  const at = url.indexOf('?');
+  if (at === -1) return url;
+  const parts = url.slice(at + 1).split('&').map((part) => {
+    const equals = part.indexOf('=');
+    if (equals === -1) return part;
+    let name: string;
+    try {
+      name = decodeURIComponent(part.slice(0, equals).replaceAll('+', ' '));
+    } catch {
+      return `${part.slice(0, equals)}=[redacted]`; // a name that does not decode is not worth the risk
+    }
+    return SECRET_QUERY_NAME.test(name) ? `${part.slice(0, equals)}=[redacted]` : part;
+  });
+  return `${url.slice(0, at)}?${parts.join('&')}`;
+}
 
 export function registerAccessLog(app: FastifyInstance, accessLogger: Logger): void {
   if (!accessLogger.isLevelEnabled('info')) return;
