@@ -3,20 +3,17 @@
 // mail is parsed (mailparser) to take the token from its text part, as a user's click would.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { sql } from 'kysely';
-import { simpleParser } from 'mailparser';
-import { SMTPServer } from 'smtp-server';
 import { login, loginAdmin, registerAndLogin, uniqueEmail } from '../helpers/auth.js';
 import type { ApiResponse } from '../helpers/client.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import { expectError, ISO_UTC, UUID } from '../helpers/errors.js';
 import { eventually } from '../helpers/poll.js';
 import { freePort } from '../helpers/ports.js';
+import { startSmtp, type Mail, type SmtpSink } from '../helpers/smtp.js';
 import type { TestServer } from '../helpers/server.js';
 import { gql } from '../graphql/gql.js';
 import { UserService } from '../../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
@@ -33,13 +30,6 @@ const ME = '/api/v1/users/me';
 
 const PUBLIC_URL = 'https://bastion.example.test';
 const MAIL_FROM = 'Bastion <no-reply@bastion.example.test>';
-
-interface Mail {
-  readonly to: readonly string[];
-  readonly from: string;
-  readonly subject: string;
-  readonly text: string;
-}
 
 interface MailUser {
   id: string;
@@ -61,60 +51,6 @@ function expectMailUser(value: unknown): MailUser {
   assert.match(user.createdAt, ISO_UTC);
   assert.match(user.updatedAt, ISO_UTC);
   return user;
-}
-
-/** An SMTP server that keeps every message it accepts. */
-async function startSmtp() {
-  const mails: Mail[] = [];
-  const waiters = new Set<() => void>();
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onData(stream, session, callback) {
-      simpleParser(stream).then(
-        (parsed) => {
-          mails.push({
-            to: session.envelope.rcptTo.map((recipient) => recipient.address),
-            from: parsed.from?.value.map((sender) => `${sender.name} <${sender.address ?? ''}>`).join(', ') ?? '',
-            subject: parsed.subject ?? '',
-            text: parsed.text ?? '',
-          });
-          for (const wake of waiters) wake();
-          callback();
-        },
-        (error: Error) => callback(error),
-      );
-    },
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  const { port } = server.server.address() as AddressInfo;
-  const mailsTo = (address: string) => mails.filter((mail) => mail.to.includes(address));
-  return {
-    url: `smtp://127.0.0.1:${port}`,
-    mailsTo,
-    /** The `count`-th mail to `address` (1-based), waiting up to `withinMs` for it. */
-    async mailTo(address: string, count = 1, withinMs = 5_000): Promise<Mail> {
-      const deadline = Date.now() + withinMs;
-      for (;;) {
-        const found = mailsTo(address);
-        if (found.length >= count) return found[count - 1] as Mail;
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`no mail #${count} to ${address} within ${withinMs} ms (got ${found.length})`);
-        await new Promise<void>((resolve) => {
-          const wake = () => {
-            waiters.delete(wake);
-            clearTimeout(timer);
-            resolve();
-          };
-          const timer = setTimeout(wake, left);
-          waiters.add(wake);
-        });
-      }
-    },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
 }
 
 /** The token of the link in a mail's text part (`token=...`), checking the link points at PUBLIC_URL. */
@@ -142,7 +78,7 @@ function expectFieldError(response: ApiResponse<unknown>, path: string): void {
 
 describeOnBackends('email verification and password reset', ({ it, before, defer, startServer }) => {
   let server: TestServer;
-  let smtp: Awaited<ReturnType<typeof startSmtp>>;
+  let smtp: SmtpSink;
 
   before(async () => {
     smtp = await startSmtp();

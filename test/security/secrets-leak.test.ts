@@ -5,15 +5,12 @@
 // of the response that issued them), access tokens and Authorization header values (never in logs).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { sql } from 'kysely';
-import { simpleParser } from 'mailparser';
 import { generate as generateTotp } from 'otplib';
-import { SMTPServer } from 'smtp-server';
 import { clientFrom, createClient, type ApiResponse, type Client, type RequestOptions } from '../helpers/client.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import { freePort } from '../helpers/ports.js';
+import { startSmtp, type Mail } from '../helpers/smtp.js';
 import { ADMIN_EMAIL, ADMIN_PASSWORD, type TestServer } from '../helpers/server.js';
 import { startLocalIdp } from '../identity/oidc-idp.js';
 
@@ -352,50 +349,8 @@ describeOnBackends('secrets never leak', ({ it, before, startServer }) => {
 // at info level by design, so a log line holding a mailed token is not a leak there and is not
 // asserted against.
 
-interface SmtpMail {
-  readonly to: readonly string[];
-  readonly text: string;
-}
-
-/** An SMTP server that keeps every message it accepts (as test/identity/email-flows.test.ts does). */
-async function startSmtp() {
-  const mails: SmtpMail[] = [];
-  const server = new SMTPServer({
-    authOptional: true,
-    disabledCommands: ['STARTTLS', 'AUTH'],
-    logger: false,
-    onData(stream, session, callback) {
-      simpleParser(stream).then(
-        (parsed) => {
-          mails.push({ to: session.envelope.rcptTo.map((recipient) => recipient.address), text: parsed.text ?? '' });
-          callback();
-        },
-        (error: Error) => callback(error),
-      );
-    },
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server.server, 'listening');
-  const { port } = server.server.address() as AddressInfo;
-  return {
-    url: `smtp://127.0.0.1:${port}`,
-    mails,
-    /** The `count`-th mail to `address` (1-based), within 5 s. */
-    async mailTo(address: string, count: number): Promise<SmtpMail> {
-      const deadline = Date.now() + 5_000;
-      for (;;) {
-        const found = mails.filter((mail) => mail.to.includes(address));
-        if (found.length >= count) return found[count - 1] as SmtpMail;
-        if (Date.now() > deadline) throw new Error(`no mail #${count} to ${address} within 5 s (got ${found.length})`);
-        await sleep(20);
-      }
-    },
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
-}
-
 const PUBLIC_URL = 'https://bastion.example.test';
-const mailedToken = (mail: SmtpMail, path: '/verify-email' | '/reset-password'): string => {
+const mailedToken = (mail: Mail, path: '/verify-email' | '/reset-password'): string => {
   const match = new RegExp(`${PUBLIC_URL.replace(/\./g, '\\.')}${path}\\?token=([A-Za-z0-9_-]+)`).exec(mail.text);
   assert.ok(match?.[1], `no ${path} link in the mail: ${mail.text}`);
   return match[1];
