@@ -248,5 +248,47 @@ describeOnBackends('credential races', ({ backend, it, before, startServer }) =>
         }
       },
     );
+
+    it(
+      'when a rotation and a session revocation race under READ COMMITTED, then the successor the revoke did not see is refused too',
+      { skip: backend.name === 'pglite' ? 'PGlite has one connection: statements cannot interleave' : undefined },
+      async () => {
+        const session = await registerAndLogin(client());
+        const other = (await login(session.user.email, session.password)).body.data;
+        const presented = await db()
+          .selectFrom('refresh_tokens')
+          .select(['id', 'family_id'])
+          .where('token_hash', '=', sha256(session.refreshToken))
+          .executeTakeFirstOrThrow();
+        const blocker = new pg.Client({ connectionString: server.database.databaseUrl });
+        await blocker.connect();
+        try {
+          await blocker.query('begin');
+          await blocker.query('select 1 from refresh_tokens where id = $1 for update', [presented.id]);
+          // The rotation queues on the row first; the revocation's token update queues behind it with
+          // its snapshot already taken: the successor the rotation inserts is not in it.
+          const rotation = refresh(session.refreshToken);
+          await untilLockWaiters(blocker, 1, 'the held row', 200);
+          const revocation = client().delete(`/api/v1/auth/sessions/${presented.family_id}`, { token: other.accessToken });
+          await untilLockWaiters(blocker, 2, 'the held row', 200);
+          await blocker.query('commit');
+
+          assert.equal((await revocation).status, 204);
+          const rotated = await rotation;
+          const successorRow = await db()
+            .selectFrom('refresh_tokens')
+            .select('revoked_at')
+            .where('parent_id', '=', presented.id)
+            .executeTakeFirstOrThrow();
+          assert.equal(successorRow.revoked_at, null, 'the successor escaped the revoke (the race was the one forced)');
+          assert.equal(rotated.status, 200, rotated.text);
+          expectError(await refresh(rotated.body.data.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
+          expectError(await eventually(() => me(rotated.body.data.accessToken), 401), 401, 'UNAUTHENTICATED');
+          assert.equal((await me(other.accessToken)).status, 200, 'the other session is untouched');
+        } finally {
+          await blocker.end();
+        }
+      },
+    );
   });
 });

@@ -1,5 +1,5 @@
 // All SQL of the auth component: signing keys, server secrets and refresh-token families.
-import { sql, type Generated } from 'kysely';
+import { sql, type Generated, type RawBuilder } from 'kysely';
 import type { Executor } from '../../platform/db/index.js';
 import { isLiveAtTokenVersion } from '../users/index.js';
 
@@ -167,6 +167,14 @@ export async function insertSession(
   return result.rows.length > 0;
 }
 
+/**
+ * The session of a family was not ended. Read with the statement's snapshot: a successor that a
+ * rotation inserted while a revocation committed escapes the revocation's update (READ COMMITTED),
+ * and this check refuses it at its next use instead.
+ */
+const sessionLive = (familyId: RawBuilder<unknown> | ReturnType<typeof sql.ref>) =>
+  sql<boolean>`not exists (select 1 from sessions ended where ended.id = ${familyId} and ended.revoked_at is not null)`;
+
 interface RotatedToken {
   readonly id: string;
   readonly familyId: string;
@@ -191,6 +199,7 @@ export async function rotateRefreshToken(
       where token_hash = ${input.presentedHash}
         and rotated_at is null and revoked_at is null and expires_at > now()
         and ${isLiveAtTokenVersion(sql.ref('refresh_tokens.user_id'), sql.ref('refresh_tokens.token_version'))}
+        and ${sessionLive(sql.ref('refresh_tokens.family_id'))}
       returning id, family_id, user_id, token_version
     )
     insert into refresh_tokens (id, family_id, user_id, token_hash, parent_id, token_version, expires_at)
@@ -206,7 +215,7 @@ interface PresentedToken {
   readonly familyId: string;
   readonly userId: string;
   readonly tokenVersion: number;
-  /** The user is live at the token's version (read in the same statement as the token). */
+  /** The user is live at the token's version and its session was not ended (read in the same statement as the token). */
   readonly userCurrent: boolean;
   readonly revoked: boolean;
   readonly expired: boolean;
@@ -229,7 +238,7 @@ export async function findPresentedToken(executor: Executor, tokenHash: Uint8Arr
     successor_revoked: boolean | null;
   }>`
     select t.family_id, t.user_id, t.token_version,
-           ${isLiveAtTokenVersion(sql.ref('t.user_id'), sql.ref('t.token_version'))} as user_current,
+           ${isLiveAtTokenVersion(sql.ref('t.user_id'), sql.ref('t.token_version'))} and ${sessionLive(sql.ref('t.family_id'))} as user_current,
            t.revoked_at is not null as revoked,
            t.expires_at <= now() as expired,
            extract(epoch from now() - t.rotated_at)::float8 as seconds_since_rotation,
