@@ -235,3 +235,16 @@ export function assertContractResponse(response: ApiResponse, what: string): voi
   });
   assert.doesNotMatch(withoutEchoedPaths, /\bat [^\s]+ \(|node_modules|\/src\/|\.ts:\d+|syntax error at|violates|relation "|pg_|SQLSTATE/i, `internals leaked: ${context}`);
 }
+
+/** Percent-encodes every byte, so any string (lone surrogates included) makes a valid URL. */
+export const encodeAll = (value: string): string =>
+  [...Buffer.from(value, 'utf8')].map((byte) => `%${byte.toString(16).padStart(2, '0').toUpperCase()}`).join('');
+export const encodeSome = (value: string): string => {
+  try {
+    return encodeURIComponent(value);
+  } catch {
+    return encodeAll(value);
+  }
+};
+
+export const shortText = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom(...SPECIAL_STRINGS));

@@ -26,7 +26,9 @@ import {
   numberLikeString,
   passwordValue,
   runOptions,
-  SPECIAL_STRINGS,
+  encodeAll,
+  encodeSome,
+  shortText,
   type Payload,
 } from '../helpers/fuzz.js';
 import type { TestServer } from '../helpers/server.js';
@@ -60,17 +62,6 @@ const REDIRECT_URI = 'http://127.0.0.1:1/oidc-callback';
 
 // ---------- generators ----------
 
-const encodeAll = (value: string): string =>
-  [...Buffer.from(value, 'utf8')].map((byte) => `%${byte.toString(16).padStart(2, '0').toUpperCase()}`).join('');
-const encodeSome = (value: string): string => {
-  try {
-    return encodeURIComponent(value);
-  } catch {
-    return encodeAll(value);
-  }
-};
-
-const shortText = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom(...SPECIAL_STRINGS));
 const b64url = (text: string): string => Buffer.from(text, 'utf8').toString('base64url');
 
 /** Cursors: well-formed ones at odd instants (year 0000 to 9999), near misses, and junk. */

@@ -27,34 +27,19 @@ import {
   contentType,
   describePayload,
   emailValue,
-  field,
-  hex12,
-  json,
   nameValue,
   numberLikeString,
   passwordValue,
-  raw,
   rawText,
   refreshTokenValue,
   roleValue,
   runOptions,
-  SPECIAL_STRINGS,
-  text,
+  encodeAll,
+  encodeSome,
+  shortText,
   type Payload,
 } from '../helpers/fuzz.js';
 
-/** Percent-encodes every byte, so any string (lone surrogates included) makes a valid URL. */
-const encodeAll = (value: string): string =>
-  [...Buffer.from(value, 'utf8')].map((byte) => `%${byte.toString(16).padStart(2, '0').toUpperCase()}`).join('');
-const encodeSome = (value: string): string => {
-  try {
-    return encodeURIComponent(value);
-  } catch {
-    return encodeAll(value);
-  }
-};
-
-const shortText = fc.oneof(fc.string({ maxLength: 40 }), fc.string({ unit: 'binary', maxLength: 40 }), fc.constantFrom(...SPECIAL_STRINGS));
 
 /** A path segment for :id. */
 function idSegment(realIds: () => string[]): fc.Arbitrary<string> {
