@@ -1,6 +1,7 @@
 // Auth use cases: login, refresh-token rotation (grace window, reuse detection, family revocation),
 // logout, logout-all, password change, and resolving a bearer token to a Principal.
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { sha256 } from '../../platform/digest.js';
 import { requireSession, type Principal } from '../access/index.js';
 import type { AuditEntry, AuditTrail } from '../audit/index.js';
 import type { Outbox } from '../events/index.js';
@@ -124,7 +125,6 @@ interface AuthServiceDeps {
 
 const SUCCESSOR_SECRET_NAME = 'refresh-successor-v1';
 
-const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest();
 const sameBytes = (a: Uint8Array, b: Uint8Array): boolean =>
   a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 

@@ -6,7 +6,7 @@
 // The window is fixed: it opens at the first counted attempt and the client waits until it closes.
 // The counting is rate-limiter-flexible's (its login-protection pattern): in memory for one
 // instance; in Redis to share it between instances, with memory as the insurance while Redis is away.
-import { createHash } from 'node:crypto';
+import { sha256 } from '../../platform/digest.js';
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../../platform/redis.js';
 
@@ -34,7 +34,7 @@ export const throttleKey = (email: string, clientIp: string): string => `${email
 const KEY_PREFIX = 'bastion:v1:login-attempts';
 
 // Hashed: keys of one bounded length, and no email address stored in Redis.
-const digest = (key: string): string => createHash('sha256').update(key).digest('base64url');
+const digest = (key: string): string => sha256(key).toString('base64url');
 
 const memoryLimiter = (options: LoginThrottleOptions): RateLimiterMemory =>
   new RateLimiterMemory({ keyPrefix: KEY_PREFIX, points: options.maxFailures, duration: options.windowSeconds });

@@ -2,7 +2,8 @@
 // bytes; only its SHA-256 is stored, and it is spent by the statement that checks it (see the repo).
 // Mail goes out in the background, after the work that produces the response: a slow or failing mail
 // server never delays or fails a request, and close() waits for what is still being sent.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { sha256 } from '../../platform/digest.js';
 import { requireSession, type Principal } from '../access/index.js';
 import type { AlsoInTransaction, User, UsersService } from '../users/index.js';
 import type { Database, Executor } from '../../platform/db/index.js';
@@ -54,7 +55,6 @@ interface EmailFlowsDeps {
   readonly revokeSessionsOfUser: (executor: Executor, userId: string) => Promise<void>;
 }
 
-const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest();
 const newToken = (): { token: string; hash: Buffer } => {
   const token = randomBytes(32).toString('base64url');
   return { token, hash: sha256(token) };

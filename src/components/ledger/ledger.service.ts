@@ -1,6 +1,6 @@
 // Ledger use cases: accounts, money movements (transfers, deposits, withdrawals, two-phase), history,
 // idempotency, and the background work that expires pending transfers and old idempotency keys.
-import { createHash } from 'node:crypto';
+import { sha256 } from '../../platform/digest.js';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
 import { isConnectionError, sqlState } from '../../platform/db/index.js';
@@ -251,7 +251,7 @@ function canonicalJson(value: unknown): string {
  * What an Idempotency-Key is bound to: the operation and its parameters as given (whatever the
  * transport), so the same key with another operation or other parameters is IDEMPOTENCY_KEY_REUSED.
  */
-const fingerprintOf = (operation: object): Uint8Array => createHash('sha256').update(canonicalJson(operation)).digest();
+const fingerprintOf = (operation: object): Uint8Array => sha256(canonicalJson(operation));
 
 const isRetryable = (error: unknown): boolean => RETRYABLE_STATES.has(sqlState(error) ?? '');
 const backoff = (attempt: number) =>

@@ -7,7 +7,8 @@
 // MAX_WRONG_CODES_PER_USER wrong codes per window, counted before the code is checked. What stops
 // replay: a TOTP code is accepted only for a time step newer than the user's last accepted one, by
 // compare-and-set; a recovery code and a challenge are spent by the one statement that marks them.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { sha256 } from '../../platform/digest.js';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import QRCode from 'qrcode';
 import { requireSession, type Principal } from '../access/index.js';
@@ -77,7 +78,6 @@ export interface MfaDeps {
   readonly pauses?: MfaPauses | undefined;
 }
 
-const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest();
 
 function newRecoveryCode(): string {
   const bytes = randomBytes(RECOVERY_CODE_LENGTH);

@@ -3,7 +3,7 @@
 // its state and spent by the callback; the provider's subject then names the user (user_identities),
 // or a verified email links an existing user, or a new user without a password is created. Whether
 // the person also passed a second factor is the provider's business: no MFA challenge follows.
-import { createHash } from 'node:crypto';
+import { sha256 } from '../../platform/digest.js';
 import * as client from 'openid-client';
 import type { AuditTrail } from '../audit/index.js';
 import type { LoginResult } from '../auth/index.js';
@@ -76,7 +76,6 @@ const MAX_RESOLVE_ATTEMPTS = 3;
 const NAME_MAX_LENGTH = 100;
 const EMAIL_MAX_LENGTH = 254;
 
-const sha256 = (value: string): Buffer => createHash('sha256').update(value).digest();
 
 /** True for failures to reach the provider at all (refused, reset, DNS, timeout), as opposed to its answers. */
 function isUnreachable(error: unknown): boolean {
