@@ -162,6 +162,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
     });
     // TOTP second factor: login asks it for a challenge, and completes only on a right code.
     const mfa = createMfa({ database, users, sealer, audit, ...options.mfa });
+    await mfa.sealStoredSecrets(logger);
     const auth = createAuthService(
       {
         database,

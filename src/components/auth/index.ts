@@ -16,7 +16,7 @@ export type { MfaChallenge, SecondFactor } from './second-factor.js';
 export { authRoutes, jwksRoutes } from './http.js';
 export { authenticatePlugin, bearerTokenOf } from './http-authenticate.js';
 export { createMemoryLoginThrottle, createSharedLoginThrottle, type LoginThrottle } from './login-throttle.js';
-export { createKeySealer, keySealerFor, openBytes, sealBytes, SealedKeyError, type KeySealer } from './key-sealing.js';
+export { createKeySealer, isSealedBytes, keySealerFor, openBytes, sealBytes, SEALED_BYTES_PREFIX, SealedKeyError, type KeySealer } from './key-sealing.js';
 export { loadSigningKeys, rotateSigningKey, type SigningKeys } from './signing-keys.js';
 /** Request schemas the transports (REST, GraphQL, gRPC) validate with. */
 export { ChangePasswordBody, LoginBody, LoginResultSchema, RefreshBody } from './auth.schemas.js';

@@ -48,7 +48,7 @@ function sealerToOpen(sealer: KeySealer | undefined): KeySealer {
 }
 
 /** A sealed value as stored in a bytea column: a marker that 32 random bytes never begin with. */
-const SEALED_BYTES_PREFIX = 'bastion-sealed:';
+export const SEALED_BYTES_PREFIX = 'bastion-sealed:';
 
 export const isSealedBytes = (stored: Uint8Array): boolean =>
   Buffer.from(stored).subarray(0, SEALED_BYTES_PREFIX.length).toString('latin1') === SEALED_BYTES_PREFIX;

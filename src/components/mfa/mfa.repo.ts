@@ -112,6 +112,53 @@ export async function deleteEnrolment(
   return result.rows.length > 0;
 }
 
+// ---- sealing at rest ----
+
+export interface StoredSecretRow {
+  user_id: string;
+  secret: Uint8Array;
+}
+
+/**
+ * Up to `limit` secrets (pending or confirmed) that do not begin with `sealedPrefix`, i.e. are stored
+ * in the clear, in user order after `afterUserId` (a page of a walk over the table).
+ */
+export async function listClearSecrets(
+  executor: Executor,
+  input: { sealedPrefix: Uint8Array; afterUserId: string | undefined; limit: number },
+): Promise<StoredSecretRow[]> {
+  const after = input.afterUserId === undefined ? sql`true` : sql`user_id > ${input.afterUserId}::uuid`;
+  const result = await sql<StoredSecretRow>`
+    select user_id, secret from mfa_totp
+    where ${after} and substring(secret from 1 for ${input.sealedPrefix.length}::integer) <> ${input.sealedPrefix}
+    order by user_id
+    limit ${input.limit}::integer`.execute(executor);
+  return result.rows;
+}
+
+/** One secret that begins with `sealedPrefix` (stored sealed), if any. */
+export async function findSealedSecret(executor: Executor, sealedPrefix: Uint8Array): Promise<Uint8Array | undefined> {
+  const result = await sql<{ secret: Uint8Array }>`
+    select secret from mfa_totp
+    where substring(secret from 1 for ${sealedPrefix.length}::integer) = ${sealedPrefix}
+    limit 1`.execute(executor);
+  return result.rows[0]?.secret;
+}
+
+/**
+ * Replaces the user's secret by its sealed form if it still is exactly the clear value read
+ * (compare-and-set): false when it changed meanwhile (sealed by another instance starting at the
+ * same time, or replaced by a new enrolment). Only the secret is written, so the step, the failures
+ * and the confirmation that requests write meanwhile are kept.
+ */
+export async function replaceClearSecret(executor: Executor, input: { userId: string; clear: Uint8Array; sealed: Uint8Array }): Promise<boolean> {
+  const result = await sql<{ user_id: string }>`
+    update mfa_totp set secret = ${input.sealed}
+    where user_id = ${input.userId}::uuid and secret = ${input.clear}
+    returning user_id`.execute(executor);
+  return result.rows.length > 0;
+}
+
 // ---- recovery codes ----
 
 export async function replaceRecoveryCodes(executor: Executor, userId: string, codes: readonly { id: string; hash: Uint8Array }[]): Promise<void> {

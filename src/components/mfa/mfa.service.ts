@@ -7,16 +7,30 @@
 // MAX_WRONG_CODES_PER_USER wrong codes per window, counted before the code is checked. What stops
 // replay: a TOTP code is accepted only for a time step newer than the user's last accepted one, by
 // compare-and-set; a recovery code and a challenge are spent by the one statement that marks them.
+//
+// At rest: with KEY_ENCRYPTION_SECRET, secrets are stored sealed (the auth component's sealBytes: a
+// 'bastion-sealed:' marker, then a JWE); without it, as the base32 text, which never begins with the
+// marker (no lower case, no colon). Secrets stored before the secret was set are sealed at the next
+// start (sealStoredSecrets), each by a compare-and-set on the clear value read.
 import { randomBytes } from 'node:crypto';
 import { sha256 } from '../../platform/digest.js';
 import { generateSecret, generateURI, verify as verifyTotp } from 'otplib';
 import QRCode from 'qrcode';
 import { requireSession, type Principal } from '../access/index.js';
 import type { AuditEntry, AuditTrail } from '../audit/index.js';
-import { openBytes, sealBytes, type KeySealer, type MfaChallenge, type SecondFactor } from '../auth/index.js';
+import {
+  isSealedBytes,
+  openBytes,
+  sealBytes,
+  SEALED_BYTES_PREFIX,
+  type KeySealer,
+  type MfaChallenge,
+  type SecondFactor,
+} from '../auth/index.js';
 import type { UsersService } from '../users/index.js';
 import type { Database, Executor, Tx } from '../../platform/db/index.js';
 import { unauthenticated, type DomainError } from '../../platform/errors.js';
+import type { Logger } from '../../platform/logger.js';
 import { newId } from '../../platform/ids.js';
 import type { RequestOrigin } from '../../platform/request-origin.js';
 import { invalidMfaCode, invalidMfaToken, mfaAlreadyEnabled, noEnrolment, tooManyWrongCodes, wrongPassword } from './mfa.errors.js';
@@ -36,6 +50,8 @@ const RECOVERY_CODE_COUNT = 10;
 const RECOVERY_CODE_LENGTH = 16;
 /** Crockford's base32 (no i, l, o, u): 32 symbols, so `byte & 31` is uniform. */
 const RECOVERY_SYMBOLS = '0123456789abcdefghjkmnpqrstvwxyz';
+/** Secrets read per query when sealing those stored in the clear. */
+const SEAL_PAGE_SIZE = 500;
 
 export interface TotpEnrolment {
   /** Base32, for typing into an authenticator app. */
@@ -56,6 +72,15 @@ export interface MfaService extends SecondFactor {
   disableTotp(principal: Principal, proof: DisableProof, origin?: RequestOrigin): Promise<void>;
   /** In a user's deletion: their secret, recovery codes and challenges go with them. */
   forgetUser(tx: Tx, userId: string): Promise<void>;
+  /**
+   * At start. First opens one sealed secret, so that a wrong KEY_ENCRYPTION_SECRET (SealedKeyError:
+   * does not open) or a missing one (SealedKeyError: set it) stops the start before anything is
+   * written, as the signing keys do. Then, with the secret set, seals every secret stored in the
+   * clear (from before it was set), each by a compare-and-set on the clear value read, so that
+   * instances starting together seal each once and a request's write meanwhile is never undone.
+   * Returns how many this call sealed.
+   */
+  sealStoredSecrets(logger: Logger): Promise<number>;
 }
 
 /**
@@ -65,6 +90,8 @@ export interface MfaService extends SecondFactor {
 export interface MfaPauses {
   /** After a TOTP code was found right (confirm, disable, verify), before anything is written on its strength. */
   afterCodeCheck?(userId: string): Promise<void>;
+  /** At start, after a secret stored in the clear was read and sealed, before the sealed one is written. */
+  beforeSealWrite?(userId: string): Promise<void>;
 }
 
 export interface MfaDeps {
@@ -225,6 +252,30 @@ export function createMfa(deps: MfaDeps): MfaService {
       await repo.deleteEnrolment(tx, { userId });
       await repo.deleteRecoveryCodes(tx, userId);
       await repo.deleteChallengesOfUser(tx, userId);
+    },
+
+    async sealStoredSecrets(logger) {
+      const sealedPrefix = Buffer.from(SEALED_BYTES_PREFIX, 'latin1');
+      // Sealing clear secrets under a wrong secret would leave some that open under neither.
+      const sample = await repo.findSealedSecret(db, sealedPrefix);
+      if (sample) await openBytes(sealer, sample);
+      if (!sealer) return 0;
+      let sealed = 0;
+      let afterUserId: string | undefined;
+      for (;;) {
+        const page = await repo.listClearSecrets(db, { sealedPrefix, afterUserId, limit: SEAL_PAGE_SIZE });
+        for (const row of page) {
+          const clear = Buffer.from(row.secret);
+          if (isSealedBytes(clear)) continue;
+          const sealedSecret = await sealBytes(sealer, clear);
+          await pauses?.beforeSealWrite?.(row.user_id);
+          if (await repo.replaceClearSecret(db, { userId: row.user_id, clear, sealed: sealedSecret })) sealed += 1;
+        }
+        if (page.length < SEAL_PAGE_SIZE) break;
+        afterUserId = page[page.length - 1]?.user_id;
+      }
+      if (sealed > 0) logger.info({ secrets: sealed }, 'mfa: sealed TOTP secrets stored in the clear');
+      return sealed;
     },
 
     async challenge(user): Promise<MfaChallenge | undefined> {
