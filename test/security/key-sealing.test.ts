@@ -4,7 +4,7 @@
 // error instead of minting a new key behind the operators' back.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { createKeySealer, SealedKeyError } from '../../src/components/auth/index.js';
+import { createKeySealer, rotateSigningKey, SealedKeyError } from '../../src/components/auth/index.js';
 import { loginAdmin } from '../helpers/auth.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
 import type { TestServer } from '../helpers/server.js';
@@ -81,6 +81,28 @@ describeOnBackends('private keys at rest', ({ it, startServer, createDatabase })
 
     const again = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
     assert.deepEqual(await storedMaterial(again), before, 'no key was replaced or added');
+    await again.stop();
+  });
+
+  it('when clear and sealed keys are mixed, then a wrong secret stops the start before any clear key is sealed under it', async () => {
+    const database = await createDatabase();
+    const sealed = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    // The newest key stored in the clear beside a sealed one (as a rotation without the secret leaves).
+    await rotateSigningKey(sealed.app.database, {});
+    const before = await storedMaterial(sealed);
+    assert.ok(before.keys.some((key) => typeof key.private_jwk['d'] === 'string'));
+    assert.ok(before.keys.some((key) => typeof key.private_jwk['sealed'] === 'string'));
+    await sealed.stop();
+
+    // Sealing the clear key under the wrong secret first would let this start succeed, and every
+    // later start with the right secret fail on the newest key.
+    await assert.rejects(startServer({ KEY_ENCRYPTION_SECRET: OTHER_SECRET }, { database }), SealedKeyError);
+    const again = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
+    const after = await storedMaterial(again);
+    assert.deepEqual(after.keys.map((key) => key.kid).sort(), before.keys.map((key) => key.kid).sort());
+    for (const key of after.keys) assert.equal(key.private_jwk['d'], undefined);
+    const session = await loginAdmin(again.client);
+    assert.equal((await again.client.get('/api/v1/users/me', { token: session.accessToken })).status, 200);
     await again.stop();
   });
 

@@ -231,7 +231,12 @@ export async function loadSigningKeys(options: {
 
 /** Seals every private key still stored in the clear (kept from before KEY_ENCRYPTION_SECRET was set). */
 async function sealStoredKeys(database: Database, sealer: KeySealer, logger: Logger): Promise<void> {
-  const inTheClear = (await repo.listPrivateKeys(database.db)).filter((row) => !isSealedJwk(row.private_jwk));
+  const stored = await repo.listPrivateKeys(database.db);
+  // A wrong secret must stop the start before it seals anything: keys sealed under it would open
+  // under neither secret.
+  const sealedOne = stored.find((row) => isSealedJwk(row.private_jwk));
+  if (sealedOne) await openJwk(sealer, sealedOne.private_jwk);
+  const inTheClear = stored.filter((row) => !isSealedJwk(row.private_jwk));
   for (const row of inTheClear) await repo.replacePrivateKey(database.db, row.kid, await sealJwk(sealer, row.private_jwk));
   if (inTheClear.length > 0) logger.info({ keys: inTheClear.length }, 'auth: sealed private signing keys stored in the clear');
 }
