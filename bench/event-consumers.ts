@@ -87,7 +87,9 @@ export async function consumeRedisStream(url: string, stream: string): Promise<L
   const lagsMs: number[] = [];
   const ids = new Set<string>();
   let stopped = false;
-  let last = '$';
+  // From the stream's start (it is this run's own): '$' only sees entries added during each call, so
+  // entries that arrived between two blocking reads were missed until the first one was read.
+  let last = '0-0';
   const done = (async () => {
     while (!stopped) {
       const reply = (await redis.xread('COUNT', 1_000, 'BLOCK', 200, 'STREAMS', stream, last)) as Array<[string, Array<[string, string[]]>]> | null;
