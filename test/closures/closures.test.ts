@@ -207,7 +207,7 @@ describeOnBackends('user closure saga', ({ backend, it, before, startApplication
     'when the service is SIGKILLed in the middle of a closure, then the service started again finishes it: each payout made once, the ledger balanced',
     { skip: backend.name === 'pglite' ? 'a second process cannot open a PGlite directory while the test reads it; the resume logic is the same' : undefined },
     async () => {
-      const database = await createDatabase();
+      const database = await createDatabase({ pgliteTemplate: true });
       let service: ServiceProcess = await startServiceProcess(serviceEnv(database, { LOG_LEVEL: 'warn' }));
       defer(() => service.kill());
       const call = async <T>(method: string, path: string, token: string | undefined, body?: unknown, key?: string) => {

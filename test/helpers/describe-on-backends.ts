@@ -21,7 +21,9 @@
 //   PGlite only) counts when the suite itself runs. Test names stay exactly as written.
 // - `before` is node:test's `before`, not run when the suite is skipped.
 // - `startServer` / `startApplication` start the real service (with / without an HTTP listener) on a
-//   fresh database of this backend; `createDatabase` makes an empty one. All are stopped or dropped
+//   fresh database of this backend (on PGlite, a copy of one migrated once per run: see
+//   CreateDatabaseOptions in backends.ts); `createDatabase` makes an empty one, or such a copy with
+//   `{ pgliteTemplate: true }`. All are stopped or dropped
 //   when the suite ends, as is whatever is handed to `defer`: last in, first out, so a server stops
 //   before the database it runs on is dropped. Stopping early (`await server.stop()`) is fine.
 //   Nesting node:test's `describe` inside the body is fine too; use the body's `it` there as well.
@@ -31,7 +33,7 @@
 // `{ skip: skip ?? pgliteReason }` becomes `{ skip: pgliteReason }`; `startServer(backend, env,
 // options)` becomes `startServer(env, options)`; `backend` is still there for what else needs it.
 import { after, before as beforeAll, describe, it as test, type TestContext, type TestOptions } from 'node:test';
-import { backends, type Backend, type TestDatabase } from './backends.js';
+import { backends, type Backend, type CreateDatabaseOptions, type TestDatabase } from './backends.js';
 import { startApplication, startServer, type StartOptions, type TestApplication, type TestServer } from './server.js';
 
 type TestBody = (context: TestContext) => void | Promise<void>;
@@ -53,8 +55,8 @@ export interface BackendSuite {
   startServer(env?: Record<string, string>, options?: StartOptions): Promise<TestServer>;
   /** The real service without an HTTP listener, for calling its services directly; stopped when the suite ends. */
   startApplication(env?: Record<string, string>, options?: StartOptions): Promise<TestApplication>;
-  /** An empty database on this backend; dropped when the suite ends. */
-  createDatabase(): Promise<TestDatabase>;
+  /** An empty database on this backend (see CreateDatabaseOptions); dropped when the suite ends. */
+  createDatabase(options?: CreateDatabaseOptions): Promise<TestDatabase>;
   /** Runs `cleanup` when the suite ends (last deferred, first run). */
   defer(cleanup: () => unknown): void;
 }
@@ -116,8 +118,8 @@ export function describeOnBackends(
           defer(() => application.stop());
           return application;
         },
-        async createDatabase() {
-          const database = await backend.createDatabase();
+        async createDatabase(databaseOptions = {}) {
+          const database = await backend.createDatabase(databaseOptions);
           defer(() => database.drop());
           return database;
         },

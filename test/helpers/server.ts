@@ -33,7 +33,8 @@ export interface StartOptions {
 }
 
 export async function startApplication(backend: Backend, env: Record<string, string> = {}, options: StartOptions = {}): Promise<TestApplication> {
-  const database = options.database ?? (await backend.createDatabase());
+  // The service migrates on start as ever; on PGlite it finds the schema already there (see pgliteTemplate).
+  const database = options.database ?? (await backend.createDatabase({ pgliteTemplate: true }));
   const logs: string[] = [];
   let pending = '';
   const destination = new Writable({

@@ -117,7 +117,7 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
     startServer(env, { database, application: { mfa: { now: clock, ...(pauses ? { pauses } : {}) } } });
 
   it('when secrets were stored in the clear, then a start with KEY_ENCRYPTION_SECRET seals each in place, says how many, and MFA keeps working', async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const clear = await start(database, {});
     const confirmed = await enrolledUser(clear);
     const pending = await pendingUser(clear);
@@ -155,7 +155,7 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
   });
 
   it('when KEY_ENCRYPTION_SECRET is wrong or missing, then sealing refuses before writing anything, so no secret is sealed under the wrong one', async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const clear = await start(database, {});
     const sealedUser = await enrolledUser(clear);
     await clear.stop();
@@ -194,7 +194,7 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
   });
 
   it('when two instances start at once with KEY_ENCRYPTION_SECRET over clear secrets, then each secret is sealed exactly once', { skip: postgresOnly }, async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const clear = await start(database, {});
     const users: User[] = [];
     for (let index = 0; index < 6; index += 1) users.push(await enrolledUser(clear));
@@ -233,7 +233,7 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
   });
 
   it('when requests change a secret\'s row while it is being sealed, then the step a login used and a new enrolment\'s secret are kept', { skip: postgresOnly }, async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     // An instance without the secret keeps serving while another starts with it.
     const old = await start(database, {});
     const loggingIn = await enrolledUser(old);

@@ -187,7 +187,7 @@ function assertGracefulOutcome(
 
 describeOnBackends('graceful shutdown of the real process', ({ it, createDatabase, defer }) => {
   const start = async (extra: Record<string, string> = {}) => {
-    const service = await startServiceProcess(baseEnv(await createDatabase(), extra));
+    const service = await startServiceProcess(baseEnv(await createDatabase({ pgliteTemplate: true }), extra));
     defer(() => service.kill());
     return service;
   };

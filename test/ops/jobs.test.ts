@@ -15,7 +15,7 @@ describeOnBackends('scheduled jobs', ({ backend, it, before, createDatabase, def
   let openInstance: () => Promise<Database>;
 
   before(async () => {
-    const testDatabase = await createDatabase();
+    const testDatabase = await createDatabase({ pgliteTemplate: true });
     openInstance = async () => {
       const opened = await openDatabase({ databaseUrl: testDatabase.databaseUrl, dataDir: testDatabase.dataDir, poolSize: 2, logger });
       defer(() => opened.close());

@@ -40,7 +40,7 @@ describe('key sealing (unit)', () => {
 
 describeOnBackends('private keys at rest', ({ it, startServer, createDatabase }) => {
   it('when KEY_ENCRYPTION_SECRET is set, then nothing private is stored in the clear, and a restart with it keeps every token valid', async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const first = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
     const session = await loginAdmin(first.client);
     const stored = await storedMaterial(first);
@@ -67,7 +67,7 @@ describeOnBackends('private keys at rest', ({ it, startServer, createDatabase })
   });
 
   it('when the secret is wrong or missing, then the service refuses to start with a clear error and keeps the stored keys', async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const sealed = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
     const before = await storedMaterial(sealed);
     await sealed.stop();
@@ -85,7 +85,7 @@ describeOnBackends('private keys at rest', ({ it, startServer, createDatabase })
   });
 
   it('when clear and sealed keys are mixed, then a wrong secret stops the start before any clear key is sealed under it', async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const sealed = await startServer({ KEY_ENCRYPTION_SECRET: SECRET }, { database });
     // The newest key stored in the clear beside a sealed one (as a rotation without the secret leaves).
     await rotateSigningKey(sealed.app.database, {});
@@ -107,7 +107,7 @@ describeOnBackends('private keys at rest', ({ it, startServer, createDatabase })
   });
 
   it('when keys were stored in the clear, then starting with the secret seals them in place and earlier tokens stay valid', async () => {
-    const database = await createDatabase();
+    const database = await createDatabase({ pgliteTemplate: true });
     const clear = await startServer({}, { database });
     assert.ok(clear.logs.some((line) => line.includes('"level":"warn"') && line.includes('set KEY_ENCRYPTION_SECRET')));
     const session = await loginAdmin(clear.client);

@@ -175,7 +175,7 @@ describeOnBackends('access tokens verified elsewhere', ({ it, before, startServe
     };
 
     before(async () => {
-      database = await createDatabase();
+      database = await createDatabase({ pgliteTemplate: true });
       let server = await restartWith('EdDSA');
       const first = await registerAndLogin(server.client);
       ({ email, password } = { email: first.user.email, password: first.password });

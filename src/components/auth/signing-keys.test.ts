@@ -68,7 +68,7 @@ describeOnBackends('signing keys under a flood of unknown kids', ({ it, before, 
   let database: Database;
 
   before(async () => {
-    const testDatabase = await createDatabase();
+    const testDatabase = await createDatabase({ pgliteTemplate: true });
     database = await openDatabase({ databaseUrl: testDatabase.databaseUrl, dataDir: testDatabase.dataDir, poolSize: 4, logger });
     defer(() => database.close());
     await migrate(database);
@@ -148,7 +148,7 @@ const verifies = async (tokens: AccessTokens, token: string): Promise<boolean> =
 
 describeOnBackends('signing keys of each ACCESS_TOKEN_ALG', ({ it, createDatabase, defer }) => {
   const freshDatabase = async (): Promise<Database> => {
-    const testDatabase = await createDatabase();
+    const testDatabase = await createDatabase({ pgliteTemplate: true });
     const database = await openDatabase({ databaseUrl: testDatabase.databaseUrl, dataDir: testDatabase.dataDir, poolSize: 8, logger });
     defer(() => database.close());
     await migrate(database);
