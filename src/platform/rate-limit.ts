@@ -138,16 +138,23 @@ function makeRoom<V>(map: Map<string, V>, maxKeys: number, expired: (value: V) =
 }
 
 export function createLocalGcra(maxKeys = 100_000, now: () => number = Date.now): Gcra {
-  const tats = new Map<string, number>();
+  // Each client's theoretical arrival time is a record updated in place, not a number put into the
+  // Map per request: that is a fresh heap number held by a long-lived object, the pattern that led V8
+  // to allocate a request's objects in the old generation on the API-key path (api-keys.service.ts).
+  const tats = new Map<string, { tat: number }>();
   return {
     take(key, max, windowMs) {
       const at = now();
       const interval = windowMs / max;
-      const tat = Math.max(tats.get(key) ?? at, at);
+      const entry = tats.get(key);
+      const tat = Math.max(entry?.tat ?? at, at);
       const nextTat = tat + interval;
       if (nextTat - windowMs > at) return decide(max, windowMs, false, Math.ceil(nextTat - windowMs - at), 0);
-      if (!tats.has(key)) makeRoom(tats, maxKeys, (value) => value <= at);
-      tats.set(key, nextTat);
+      if (entry) entry.tat = nextTat;
+      else {
+        makeRoom(tats, maxKeys, (value) => value.tat <= at);
+        tats.set(key, { tat: nextTat });
+      }
       return decide(max, windowMs, true, 0, Math.ceil(nextTat - at));
     },
   };
