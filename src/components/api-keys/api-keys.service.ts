@@ -113,7 +113,6 @@ export const USAGE_FLUSH_INTERVAL_MS = 30_000;
 const MAX_LIFETIME_MS = 366 * 86_400_000;
 const PAGE_LIMIT_DEFAULT = 10;
 
-
 const invalidKey = () => unauthenticated('The API key is unknown, revoked or expired');
 
 const isScope = (value: string): value is ApiKeyScope => (API_KEY_SCOPES as readonly string[]).includes(value);
@@ -150,8 +149,8 @@ export function createApiKeysService(deps: ApiKeysServiceDeps): ApiKeysService {
   /**
    * Key id -> latest use (epoch ms) not yet written. The record is updated in place: a Map value
    * replaced per request is a fresh heap number, and on this path that was enough for V8 to start
-   * allocating the request's objects in the old generation (measured: GC took 4 s of a 25 s load,
-   * and a key-authenticated read ran at half the speed of a token one).
+   * allocating the request's objects in the old generation (measured under --cpu-prof: GC took 4 s of
+   * a 25 s load against 0.6 s with a token, and key-authenticated reads ran at half the speed).
    */
   let uses = new Map<string, { at: number }>();
   let flushTimer: NodeJS.Timeout | undefined;
