@@ -77,6 +77,28 @@ describeOnBackends('credential races', ({ backend, it, before, startServer }) =>
     client().post<{ data: TokenPair }>(PASSWORD, { currentPassword, newPassword }, { token: session.accessToken });
   const me = (accessToken: string) => client().get(ME, { token: accessToken });
 
+  /**
+   * The forced interleaving under READ COMMITTED (PostgreSQL): a row lock held on the presented
+   * token, the rotation queued on it first, then `second` queued behind it with its snapshot already
+   * taken, then the lock released. Resolves to both answers, `second`'s first.
+   */
+  const rotationThenBehindHeldRow = async <T>(rowId: string, refreshToken: string, second: () => Promise<T>) => {
+    const blocker = new pg.Client({ connectionString: server.database.databaseUrl });
+    await blocker.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from refresh_tokens where id = $1 for update', [rowId]);
+      const rotation = refresh(refreshToken);
+      await untilLockWaiters(blocker, 1, 'the held row', 200);
+      const queued = second();
+      await untilLockWaiters(blocker, 2, 'the held row', 200);
+      await blocker.query('commit');
+      return { second: await queued, rotated: await rotation };
+    } finally {
+      await blocker.end();
+    }
+  };
+
   const db = () => server.app.database.db;
   const liveRefreshTokensOf = async (userId: string): Promise<number> => {
     const rows = await db().selectFrom('refresh_tokens').select('id').where('user_id', '=', userId).where('revoked_at', 'is', null).execute();
@@ -209,43 +231,31 @@ describeOnBackends('credential races', ({ backend, it, before, startServer }) =>
       async () => {
         const session = await registerAndLogin(client());
         const presented = await db().selectFrom('refresh_tokens').select('id').where('token_hash', '=', sha256(session.refreshToken)).executeTakeFirstOrThrow();
-        const blocker = new pg.Client({ connectionString: server.database.databaseUrl });
-        await blocker.connect();
-        try {
-          await blocker.query('begin');
-          await blocker.query('select 1 from refresh_tokens where id = $1 for update', [presented.id]);
-          // The rotation queues on the row first; the logout-all bumps the version, then queues behind it
-          // with its revoke's snapshot already taken: the successor the rotation inserts is not in it.
-          const rotation = refresh(session.refreshToken);
-          await untilLockWaiters(blocker, 1, 'the held row', 200);
-          const logoutAll = client().post(LOGOUT_ALL, undefined, { token: session.accessToken });
-          await untilLockWaiters(blocker, 2, 'the held row', 200);
-          await blocker.query('commit');
+        // The rotation queues on the row first; the logout-all bumps the version, then queues behind it
+        // with its revoke's snapshot already taken: the successor the rotation inserts is not in it.
+        const { second: logoutAll, rotated } = await rotationThenBehindHeldRow(presented.id, session.refreshToken, () =>
+          client().post(LOGOUT_ALL, undefined, { token: session.accessToken }),
+        );
+        assert.equal(logoutAll.status, 204);
+        // The race was the one forced: the successor was inserted, and the revoke did not see it.
+        const successorRow = await db()
+          .selectFrom('refresh_tokens')
+          .select(['revoked_at', 'token_version'])
+          .where('parent_id', '=', presented.id)
+          .executeTakeFirstOrThrow();
+        assert.equal(successorRow.revoked_at, null, 'the successor escaped the revoke');
+        const user = await db().selectFrom('users').select('token_version').where('id', '=', session.user.id).executeTakeFirstOrThrow();
+        assert.ok(successorRow.token_version < user.token_version, 'the successor carries the version before the logout-all');
 
-          assert.equal((await logoutAll).status, 204);
-          const rotated = await rotation;
-          // The race was the one forced: the successor was inserted, and the revoke did not see it.
-          const successorRow = await db()
-            .selectFrom('refresh_tokens')
-            .select(['revoked_at', 'token_version'])
-            .where('parent_id', '=', presented.id)
-            .executeTakeFirstOrThrow();
-          assert.equal(successorRow.revoked_at, null, 'the successor escaped the revoke');
-          const user = await db().selectFrom('users').select('token_version').where('id', '=', session.user.id).executeTakeFirstOrThrow();
-          assert.ok(successorRow.token_version < user.token_version, 'the successor carries the version before the logout-all');
-
-          // Depending on whether the rotation read the user before or after the logout-all's commit, it
-          // answers a pair of dead tokens or is refused; either way nothing it made works.
-          if (rotated.status !== 200) {
-            expectError(rotated, 401, 'INVALID_REFRESH_TOKEN');
-          } else {
-            expectError(await refresh(rotated.body.data.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
-            expectError(await eventually(() => me(rotated.body.data.accessToken), 401), 401, 'UNAUTHENTICATED');
-          }
-          expectError(await refresh(session.refreshToken), 401, 'INVALID_REFRESH_TOKEN'); // within grace, revoked
-        } finally {
-          await blocker.end();
+        // Depending on whether the rotation read the user before or after the logout-all's commit, it
+        // answers a pair of dead tokens or is refused; either way nothing it made works.
+        if (rotated.status !== 200) {
+          expectError(rotated, 401, 'INVALID_REFRESH_TOKEN');
+        } else {
+          expectError(await refresh(rotated.body.data.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
+          expectError(await eventually(() => me(rotated.body.data.accessToken), 401), 401, 'UNAUTHENTICATED');
         }
+        expectError(await refresh(session.refreshToken), 401, 'INVALID_REFRESH_TOKEN'); // within grace, revoked
       },
     );
 
@@ -260,34 +270,22 @@ describeOnBackends('credential races', ({ backend, it, before, startServer }) =>
           .select(['id', 'family_id'])
           .where('token_hash', '=', sha256(session.refreshToken))
           .executeTakeFirstOrThrow();
-        const blocker = new pg.Client({ connectionString: server.database.databaseUrl });
-        await blocker.connect();
-        try {
-          await blocker.query('begin');
-          await blocker.query('select 1 from refresh_tokens where id = $1 for update', [presented.id]);
-          // The rotation queues on the row first; the revocation's token update queues behind it with
-          // its snapshot already taken: the successor the rotation inserts is not in it.
-          const rotation = refresh(session.refreshToken);
-          await untilLockWaiters(blocker, 1, 'the held row', 200);
-          const revocation = client().delete(`/api/v1/auth/sessions/${presented.family_id}`, { token: other.accessToken });
-          await untilLockWaiters(blocker, 2, 'the held row', 200);
-          await blocker.query('commit');
-
-          assert.equal((await revocation).status, 204);
-          const rotated = await rotation;
-          const successorRow = await db()
-            .selectFrom('refresh_tokens')
-            .select('revoked_at')
-            .where('parent_id', '=', presented.id)
-            .executeTakeFirstOrThrow();
-          assert.equal(successorRow.revoked_at, null, 'the successor escaped the revoke (the race was the one forced)');
-          assert.equal(rotated.status, 200, rotated.text);
-          expectError(await refresh(rotated.body.data.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
-          expectError(await eventually(() => me(rotated.body.data.accessToken), 401), 401, 'UNAUTHENTICATED');
-          assert.equal((await me(other.accessToken)).status, 200, 'the other session is untouched');
-        } finally {
-          await blocker.end();
-        }
+        // The rotation queues on the row first; the revocation's token update queues behind it with
+        // its snapshot already taken: the successor the rotation inserts is not in it.
+        const { second: revocation, rotated } = await rotationThenBehindHeldRow(presented.id, session.refreshToken, () =>
+          client().delete(`/api/v1/auth/sessions/${presented.family_id}`, { token: other.accessToken }),
+        );
+        assert.equal(revocation.status, 204);
+        const successorRow = await db()
+          .selectFrom('refresh_tokens')
+          .select('revoked_at')
+          .where('parent_id', '=', presented.id)
+          .executeTakeFirstOrThrow();
+        assert.equal(successorRow.revoked_at, null, 'the successor escaped the revoke (the race was the one forced)');
+        assert.equal(rotated.status, 200, rotated.text);
+        expectError(await refresh(rotated.body.data.refreshToken), 401, 'INVALID_REFRESH_TOKEN');
+        expectError(await eventually(() => me(rotated.body.data.accessToken), 401), 401, 'UNAUTHENTICATED');
+        assert.equal((await me(other.accessToken)).status, 200, 'the other session is untouched');
       },
     );
   });
