@@ -7,17 +7,17 @@
 //   any of the service's own work;
 // - /bare-coalesced writes its response the way the service does (coalesceWrite, in the check phase
 //   of the event loop): what that technique gives a route that does nothing else.
-// With BARE_GRPC_PORT, a third: bastion.v1.UserService/GetMe served by a bare Connect handler on an
-// h2c server, answering a fixed user (no auth, no database): the ceiling of gRPC through Connect on
-// this machine, against which the service's gRPC row can be read. And /bare-graphql: Mercurius
+// With BARE_GRPC_PORT, a third: bastion.v1.UserService/GetMe served by a bare @grpc/grpc-js server
+// (through the service's own adapter, src/transports/grpc/native.ts), answering a fixed user (no
+// auth, no database, no guard): the ceiling of gRPC through grpc-js on this machine, against which
+// the service's gRPC row can be read. And /bare-graphql: Mercurius
 // with a one-type schema whose `me` returns a constant (JIT on, as in the service): the ceiling of
 // GraphQL through Mercurius, for the service's GraphQL row.
-import http2 from 'node:http2';
-import type { Socket } from 'node:net';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import * as grpc from '@grpc/grpc-js';
 import Fastify from 'fastify';
 import mercurius from 'mercurius';
 import { Role, UserService } from '../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
+import { nativeService } from '../src/transports/grpc/native.js';
 import { API_SECURITY_HEADERS } from '../src/transports/http/security-headers.js';
 import { coalesceWrite } from '../src/transports/http/write-coalescing.js';
 
@@ -53,10 +53,12 @@ await app.register(mercurius, {
 const grpcPort = process.env['BARE_GRPC_PORT'];
 if (grpcPort) {
   const grpcUser = { id: user.id, email: user.email, name: user.name, role: Role.USER };
-  const handler = connectNodeAdapter({ routes: (router) => router.service(UserService, { getMe: async () => ({ user: grpcUser }) }) });
-  const grpc = http2.createServer({}, handler);
-  grpc.on('connection', (socket: Socket) => socket.setNoDelay(true));
-  grpc.listen(Number(grpcPort), '127.0.0.1');
+  const { definition, handlers } = nativeService(UserService, { getMe: async () => ({ user: grpcUser }) }, undefined);
+  const server = new grpc.Server();
+  server.addService(definition, handlers);
+  server.bindAsync(`127.0.0.1:${grpcPort}`, grpc.ServerCredentials.createInsecure(), (error) => {
+    if (error) throw error;
+  });
 }
 
 await app.listen({ port: Number(process.env['PORT'] ?? 0), host: '127.0.0.1' });

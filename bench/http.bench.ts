@@ -36,6 +36,7 @@ import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -44,6 +45,7 @@ import { create, toBinary } from '@bufbuild/protobuf';
 import { freePort } from '../test/helpers/ports.js';
 import { CreateTransferRequestSchema, LedgerService } from '../src/transports/grpc/gen/bastion/v1/ledger_service_pb.js';
 import { UserService } from '../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
+import { available, cLoad, type CLoadSpec } from './c-load.js';
 import type { GrpcLoadSpec } from './grpc-load.js';
 import type { LoadSpec, LoadSummary } from './load-runner.js';
 
@@ -104,12 +106,16 @@ async function startProcess(name: string, args: readonly string[], env: NodeJS.P
   return { child, port, output: () => output };
 }
 
-type AnyLoadSpec = LoadSpec | GrpcLoadSpec;
+type AnyLoadSpec = LoadSpec | GrpcLoadSpec | CLoadSpec;
 const isGrpc = (spec: AnyLoadSpec | Omit<AnyLoadSpec, 'durationSeconds'>): spec is GrpcLoadSpec => 'origin' in spec;
 const targetOf = (spec: AnyLoadSpec): string => (isGrpc(spec) ? `${spec.origin}${spec.path}` : spec.url);
 
-/** One load in its own process: autocannon (bench/load-runner.ts), or gRPC unary calls (bench/grpc-load.ts). */
+/**
+ * One load in its own process: autocannon (bench/load-runner.ts), gRPC unary calls
+ * (bench/grpc-load.ts), or a C load generator (wrk, h2load: bench/c-load.ts).
+ */
 async function load(spec: AnyLoadSpec): Promise<LoadSummary> {
+  if ('tool' in spec) return cLoad(spec);
   const runner = isGrpc(spec) ? 'bench/grpc-load.ts' : 'bench/load-runner.ts';
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, runner), JSON.stringify(spec)], {
     cwd: ROOT,
@@ -213,7 +219,11 @@ interface ScenarioOptions {
   readonly around?: (run: () => Promise<Measured>) => Promise<Measured>;
 }
 
-type Scenario = [name: string, spec: Omit<LoadSpec, 'durationSeconds'> | Omit<GrpcLoadSpec, 'durationSeconds'>, options?: ScenarioOptions];
+type Scenario = [
+  name: string,
+  spec: Omit<LoadSpec, 'durationSeconds'> | Omit<GrpcLoadSpec, 'durationSeconds'> | Omit<CLoadSpec, 'durationSeconds'>,
+  options?: ScenarioOptions,
+];
 
 const HEADERS_DIAGNOSTIC = 'bare route + the service\'s response headers (diagnostic)';
 const REST_ME = 'GET /api/v1/users/me';
@@ -233,7 +243,49 @@ async function adminAccessToken(api: string): Promise<string> {
 }
 const GRAPHQL_ME = 'POST /graphql { me }';
 const GRPC_ME = 'gRPC UserService/GetMe (unary, h2c)';
-const BARE_CONNECT_DIAGNOSTIC = 'bare Connect handler, GetMe answering a fixed user (diagnostic)';
+const BARE_GRPC_DIAGNOSTIC = 'bare @grpc/grpc-js server, GetMe answering a fixed user, h2load (diagnostic)';
+/** The `me` pair from C load generators (wrk for REST, h2load for gRPC): the protocols on equal terms. */
+const REST_ME_WRK = 'GET /api/v1/users/me, wrk';
+const GRPC_ME_H2LOAD = 'gRPC UserService/GetMe (unary, h2c), h2load';
+/** Both C loaders installed (Debian: wrk, nghttp2-client); their rows are left out otherwise. */
+const C_LOADERS = available('wrk') && available('h2load');
+const GET_ME_PATH = `/${UserService.typeName}/${UserService.method.getMe.name}`;
+/** h2load's calls in flight: as many as REST's connections, over a few HTTP/2 sessions (as gRPC clients multiplex). */
+const H2LOAD_SESSIONS = 4;
+const H2LOAD_STREAMS = Math.max(1, Math.round(CONNECTIONS / H2LOAD_SESSIONS));
+/** An empty protobuf message, gRPC-framed (no compression, length 0): GetMe's request, for h2load's -d. */
+const EMPTY_GRPC_FRAME = path.join(os.tmpdir(), `bastion-bench-empty-${process.pid}.grpc`);
+
+const h2loadCalls = (url: string, headers: Record<string, string>): Omit<CLoadSpec, 'durationSeconds'> => ({
+  tool: 'h2load',
+  url,
+  connections: H2LOAD_SESSIONS,
+  streamsPerConnection: H2LOAD_STREAMS,
+  headers: { 'content-type': 'application/grpc', te: 'trailers', ...headers },
+  bodyFile: EMPTY_GRPC_FRAME,
+});
+
+/** One unary call's grpc-status (h2load counts only HTTP 2xx): fails the bench unless it is 0. */
+async function probeGrpcStatus(url: string, headers: Record<string, string>): Promise<void> {
+  const target = new URL(url);
+  const session = http2.connect(target.origin);
+  try {
+    const stream = session.request({ ':method': 'POST', ':path': target.pathname, 'content-type': 'application/grpc', te: 'trailers', ...headers });
+    const status = new Promise<string | undefined>((resolve, reject) => {
+      stream.on('response', (responseHeaders) => {
+        if (responseHeaders['grpc-status'] !== undefined) resolve(String(responseHeaders['grpc-status']));
+      });
+      stream.on('trailers', (trailers) => resolve(trailers['grpc-status'] === undefined ? undefined : String(trailers['grpc-status'])));
+      stream.on('error', reject);
+    });
+    stream.resume();
+    stream.end(Buffer.alloc(5));
+    const code = await status;
+    if (code !== '0') throw new Error(`${url}: grpc-status ${code}, not 0: the h2load rows would count failures as successes`);
+  } finally {
+    session.close();
+  }
+}
 const BARE_MERCURIUS_DIAGNOSTIC = 'bare Mercurius route, me answering a fixed user (diagnostic)';
 const REST_TRANSFER = 'POST /api/v1/transfers';
 const GRAPHQL_TRANSFER = 'POST /graphql mutation transfer';
@@ -353,7 +405,7 @@ async function main(): Promise<void> {
     '/bare',
   );
   for (let attempt = 0; !(await reachable(bareGrpcPort)); attempt++) {
-    if (attempt > 100) throw new Error('the bare Connect server did not listen');
+    if (attempt > 100) throw new Error('the bare gRPC server did not listen');
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 
@@ -435,6 +487,14 @@ async function main(): Promise<void> {
     ...(uniqueKeyField !== undefined ? { uniqueKeyField } : {}),
   });
   const onService: ScenarioOptions = { serverPid: service.child.pid };
+  if (C_LOADERS) {
+    await writeFile(EMPTY_GRPC_FRAME, Buffer.alloc(5));
+    cleanups.push(() => rm(EMPTY_GRPC_FRAME, { force: true }));
+    await probeGrpcStatus(`${grpcOrigin}${GET_ME_PATH}`, auth);
+    await probeGrpcStatus(`http://127.0.0.1:${bareGrpcPort}${GET_ME_PATH}`, {});
+  } else {
+    log('wrk or h2load is not installed (Debian packages wrk, nghttp2-client): the C-loader rows are left out');
+  }
   const onBare: ScenarioOptions = { serverPid: bare.child.pid };
 
   const backend = DATABASE_URL ? 'PostgreSQL' : 'PGlite (a data directory on disk, the default)';
@@ -482,11 +542,13 @@ async function main(): Promise<void> {
       },
       onBare,
     ],
-    [
-      BARE_CONNECT_DIAGNOSTIC,
-      { ...grpcCalls(`/${UserService.typeName}/${UserService.method.getMe.name}`), origin: `http://127.0.0.1:${bareGrpcPort}` },
-      onBare,
-    ],
+    ...(C_LOADERS
+      ? ([
+          [REST_ME_WRK, { tool: 'wrk', url: `${api}/api/v1/users/me`, connections: CONNECTIONS, headers: auth }, onService],
+          [GRPC_ME_H2LOAD, h2loadCalls(`${grpcOrigin}${GET_ME_PATH}`, auth), onService],
+          [BARE_GRPC_DIAGNOSTIC, h2loadCalls(`http://127.0.0.1:${bareGrpcPort}${GET_ME_PATH}`, {}), onBare],
+        ] satisfies Scenario[])
+      : []),
     ['GET /api/v1/users/:id (admin)', { url: `${api}/api/v1/users/${session.user.id}`, connections: CONNECTIONS, headers: auth }, onService],
   ];
   const meRounds = await interleaved(scenarios);
@@ -497,6 +559,9 @@ async function main(): Promise<void> {
   const meTargets: Target[] = [
     { row: rowOf(rows, GRAPHQL_ME), ratio: meRounds.paired(GRAPHQL_ME, REST_ME), target: '≥ 0.60', met: (ratio) => ratio >= 0.6 },
     { row: rowOf(rows, GRPC_ME), ratio: meRounds.paired(GRPC_ME, REST_ME), target: '≥ 1.00', met: (ratio) => ratio >= 1 },
+    ...(C_LOADERS
+      ? [{ row: rowOf(rows, GRPC_ME_H2LOAD), ratio: meRounds.paired(GRPC_ME_H2LOAD, REST_ME_WRK), target: '≥ 1.00', met: (ratio: number) => ratio >= 1 }]
+      : []),
   ];
   // Issue 13: once verified, a token is answered from the cache, whatever its algorithm.
   const algTargets: Target[] = OTHER_ACCESS_TOKEN_ALGS.map((alg) => ({
@@ -581,8 +646,14 @@ async function main(): Promise<void> {
       `gRPC: bench/grpc-load.ts in its own process, raw node:http2, ${Math.ceil(CONNECTIONS / GRPC_STREAMS)} h2c sessions × ` +
       `${GRPC_STREAMS} call(s) in flight (${Math.ceil(CONNECTIONS / GRPC_STREAMS) * GRPC_STREAMS} calls in all, as REST's ${CONNECTIONS} connections), ` +
       'the request framed once, the answer counted by its grpc-status and not decoded. ' +
-      `"${BARE_CONNECT_DIAGNOSTIC}": the same calls to a bare connectNodeAdapter on node:http2 whose GetMe returns a constant ` +
-      '(bench/bare-server.ts): the most gRPC through Connect gives on this machine, before any of the service\'s work. ' +
+      (C_LOADERS
+        ? `"${GRPC_ME_H2LOAD}" against "${REST_ME_WRK}": the same two reads from C load generators (h2load -c ${H2LOAD_SESSIONS} -m ${H2LOAD_STREAMS}, ` +
+          `wrk -c ${CONNECTIONS}, one thread each), which cost a few percent of a core whatever the protocol, where the Node loaders ` +
+          'cost the gRPC row more than REST\'s (see the CPU column); h2load counts HTTP 2xx, so the service\'s and the bare ' +
+          'server\'s grpc-status is checked on a call before the rounds; its latency column is the mean (h2load gives no percentiles). ' +
+          `"${BARE_GRPC_DIAGNOSTIC}": the same h2load calls to a bare @grpc/grpc-js server (through the service's adapter) whose GetMe ` +
+          'returns a constant (bench/bare-server.ts): the most gRPC through grpc-js gives on this machine, before any of the service\'s work. '
+        : 'wrk or h2load is not installed (Debian packages wrk, nghttp2-client): the C-loader rows were left out. ') +
       `"${BARE_MERCURIUS_DIAGNOSTIC}": the same GraphQL document to Mercurius (JIT on) on the bare server, a one-type schema ` +
       'whose me returns a constant: the most GraphQL through Mercurius gives here.',
     '',

@@ -254,6 +254,50 @@ describeOnBackends('gRPC transport', ({ it, before, startServer, defer }) => {
     assert.equal(await balanceOf(from.accountId, from.session.accessToken), '900');
   });
 
+  /** One raw HTTP/2 call on the port: its status (headers of a trailers-only answer, or trailers) and :status. */
+  async function rawCall(headers: http2.OutgoingHttpHeaders, body: Buffer): Promise<{ status: number | undefined; grpcStatus: string | undefined }> {
+    const session = http2.connect(baseUrl);
+    try {
+      const stream = session.request({ ':method': 'POST', te: 'trailers', ...headers });
+      return await new Promise((resolve, reject) => {
+        let status: number | undefined;
+        stream.on('response', (responseHeaders) => {
+          status = responseHeaders[':status'];
+          if (responseHeaders['grpc-status'] !== undefined) resolve({ status, grpcStatus: String(responseHeaders['grpc-status']) });
+        });
+        stream.on('trailers', (trailers) => resolve({ status, grpcStatus: trailers['grpc-status'] === undefined ? undefined : String(trailers['grpc-status']) }));
+        stream.on('end', () => resolve({ status, grpcStatus: undefined }));
+        stream.on('error', reject);
+        stream.resume();
+        stream.end(body);
+      });
+    } finally {
+      session.close();
+    }
+  }
+
+  it('when a message is not protobuf, then INVALID_ARGUMENT (not INTERNAL); when an HTTP/2 call is not gRPC, then a refusal, not a hang', async () => {
+    // A frame whose payload is a field with wire type 7 (no such type): no protobuf parser accepts it.
+    // GetMe, whose empty request would otherwise succeed with this token.
+    const garbage = Buffer.from([0, 0, 0, 0, 3, 0x0f, 0xff, 0xff]);
+    const bad = await rawCall({ ':path': '/bastion.v1.UserService/GetMe', 'content-type': 'application/grpc', authorization: `Bearer ${admin.accessToken}` }, garbage);
+    assert.equal(bad.grpcStatus, String(grpc.status.INVALID_ARGUMENT));
+    const json = await rawCall({ ':path': '/bastion.v1.UserService/GetMe', 'content-type': 'application/json' }, Buffer.from('{}'));
+    assert.ok(json.status === 415 || (json.grpcStatus !== undefined && json.grpcStatus !== '0'), JSON.stringify(json));
+  });
+
+  it('when a connection speaks neither HTTP/2 nor HTTP/1.1, then it gets a 400 and is closed', async () => {
+    const net = await import('node:net');
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(baseUrl).port), '127.0.0.1', () => socket.write('HELLO THERE\r\n\r\n'));
+      let received = '';
+      socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+      socket.on('close', () => resolve(received));
+      socket.on('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 400/);
+  });
+
   it('when the standard health service is asked, then the server and each bastion.v1 service are SERVING, an unknown one NOT_FOUND', async () => {
     for (const service of ['', 'bastion.v1.LedgerService', 'bastion.v1.UserService', 'bastion.v1.AuthService']) {
       const { response } = await client.call<{ status: string }>('grpc.health.v1.Health', 'Check', { service });
@@ -284,10 +328,10 @@ describeOnBackends('gRPC transport', ({ it, before, startServer, defer }) => {
     assert.equal((missing?.['errorResponse'] as { errorCode: number }).errorCode, grpc.status.NOT_FOUND);
   });
 
-  it('when Connect\'s own clients call the same port over the gRPC, gRPC-Web and Connect protocols, then all three are answered by the same handler', async () => {
+  it('when Connect\'s own clients call the same port over gRPC (HTTP/2), gRPC-Web and the Connect protocol (HTTP/1.1), then all three answer from the same services', async () => {
     const viaGrpc = createClient(UserService, createGrpcTransport({ baseUrl }));
-    const viaGrpcWeb = createClient(UserService, createGrpcWebTransport({ baseUrl, httpVersion: '2' }));
-    const viaConnect = createClient(UserService, createConnectTransport({ baseUrl, httpVersion: '2' }));
+    const viaGrpcWeb = createClient(UserService, createGrpcWebTransport({ baseUrl, httpVersion: '1.1' }));
+    const viaConnect = createClient(UserService, createConnectTransport({ baseUrl, httpVersion: '1.1' }));
     const headers = { authorization: `Bearer ${admin.accessToken}` };
     assert.equal((await viaGrpc.getMe({}, { headers })).user?.id, admin.user.id);
     assert.equal((await viaGrpcWeb.getMe({}, { headers })).user?.id, admin.user.id);
