@@ -215,73 +215,45 @@ export function nativeService(
     const run = fn.bind(impl) as (request: unknown, context: HandlerContext) => unknown;
     const guarded = <T>(context: NativeHandlerContext, work: () => Promise<T>): Promise<T> => (guard ? guard(context, work) : work());
 
-    switch (method.methodKind) {
-      case 'unary':
-        handlers[method.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const context = new NativeHandlerContext(service, method, call);
-          guarded(context, async () => run(parsed(call.request), context)).then(
-            (response) => {
-              context.done();
-              const headers = context.headersToSend();
-              if (headers) call.sendMetadata(headers);
-              callback(null, response, context.trailersToSend());
-            },
-            (error: unknown) => {
-              context.done();
-              callback(failure(error));
-            },
-          );
-        };
-        break;
-      case 'server_streaming':
-        handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown>) => {
-          const context = new NativeHandlerContext(service, method, call);
-          guarded(context, async () => {
-            for await (const response of run(parsed(call.request), context) as AsyncIterable<unknown>) call.write(response);
-          }).then(
-            () => {
-              context.done();
-              call.end(context.trailersToSend());
-            },
-            (error: unknown) => {
-              context.done();
-              call.emit('error', failure(error));
-            },
-          );
-        };
-        break;
-      case 'client_streaming':
-        handlers[method.localName] = (call: grpc.ServerReadableStream<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-          const context = new NativeHandlerContext(service, method, call);
-          guarded(context, async () => run(parsedMessages(call as unknown as Readable), context)).then(
-            (response) => {
-              context.done();
-              callback(null, response, context.trailersToSend());
-            },
-            (error: unknown) => {
-              context.done();
-              callback(failure(error));
-            },
-          );
-        };
-        break;
-      case 'bidi_streaming':
-        handlers[method.localName] = (call: grpc.ServerDuplexStream<unknown, unknown>) => {
-          const context = new NativeHandlerContext(service, method, call);
-          guarded(context, async () => {
-            for await (const response of run(parsedMessages(call as unknown as Readable), context) as AsyncIterable<unknown>) call.write(response);
-          }).then(
-            () => {
-              context.done();
-              call.end(context.trailersToSend());
-            },
-            (error: unknown) => {
-              context.done();
-              call.emit('error', failure(error));
-            },
-          );
-        };
-        break;
+    // The request: one message, or a client stream's messages (as Connect's impls take them).
+    const clientStreams = method.methodKind === 'client_streaming' || method.methodKind === 'bidi_streaming';
+    const requestOf = (call: NativeCall & { readonly request?: unknown }): unknown =>
+      clientStreams ? parsedMessages(call as unknown as Readable) : parsed(call.request);
+
+    if (method.methodKind === 'unary' || method.methodKind === 'client_streaming') {
+      // One answer: the response headers (x-request-id, idempotent-replayed), then message and trailers.
+      handlers[method.localName] = (call: NativeCall & { readonly request?: unknown; sendMetadata(metadata: grpc.Metadata): void }, callback: grpc.sendUnaryData<unknown>) => {
+        const context = new NativeHandlerContext(service, method, call);
+        guarded(context, async () => run(requestOf(call), context)).then(
+          (response) => {
+            context.done();
+            const headers = context.headersToSend();
+            if (headers) call.sendMetadata(headers);
+            callback(null, response, context.trailersToSend());
+          },
+          (error: unknown) => {
+            context.done();
+            callback(failure(error));
+          },
+        );
+      };
+    } else {
+      // A stream of answers, written as the impl yields them.
+      handlers[method.localName] = (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
+        const context = new NativeHandlerContext(service, method, call);
+        guarded(context, async () => {
+          for await (const response of run(requestOf(call), context) as AsyncIterable<unknown>) call.write(response);
+        }).then(
+          () => {
+            context.done();
+            call.end(context.trailersToSend());
+          },
+          (error: unknown) => {
+            context.done();
+            call.emit('error', failure(error));
+          },
+        );
+      };
     }
   }
   return { definition, handlers };
