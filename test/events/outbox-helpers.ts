@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { sql } from 'kysely';
 import type { Application } from '../../src/app.js';
 import { createOutbox, type CloudEvent, type EventPublisher, type NewEvent } from '../../src/components/events/index.js';
+import { derivedData, publishedData } from '../../src/components/events/events.repo.js';
 
 export interface OutboxRow {
   seq: number;
@@ -16,7 +17,7 @@ export interface OutboxRow {
   createdAt: Date;
 }
 
-/** The outbox's rows after `afterSeq`, in outbox order. */
+/** The outbox's rows after `afterSeq`, in outbox order, with the data the relay publishes (built for transfer events). */
 export async function readOutbox(app: Application, afterSeq = 0): Promise<OutboxRow[]> {
   const { rows } = await sql<{
     seq: string;
@@ -26,8 +27,8 @@ export async function readOutbox(app: Application, afterSeq = 0): Promise<Outbox
     data: Record<string, unknown>;
     traceparent: string | null;
     created_at: Date;
-  }>`select seq::text as seq, id, type, subject, data, traceparent, created_at
-     from outbox_events o where o.seq > ${afterSeq} order by o.seq`.execute(app.database.db);
+  }>`select o.seq::text as seq, o.id, o.type, o.subject, ${publishedData} as data, o.traceparent, o.created_at
+     from outbox_events o ${derivedData} where o.seq > ${afterSeq} order by o.seq`.execute(app.database.db);
   return rows.map((row) => ({
     seq: Number(row.seq),
     id: row.id,

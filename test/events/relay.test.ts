@@ -223,6 +223,54 @@ describeOnBackends('relay', ({ backend, it, before, startApplication }) => {
     assert.ok(leaseAttempts <= 3, `the standby asked for the lease ${leaseAttempts} times in 1 s (expected about 1000 / (leaseMs / 2) + 1)`);
   });
 
+  it('when a publisher wants no events, then the relay moves its cursor past them at its poll interval, not at every commit; once it wants them, it publishes those written since, in order', async (t) => {
+    const log: Delivery[] = [];
+    const name = `unwanted-${randomUUID()}`;
+    let wanting = false;
+    let asked = 0;
+    const publisher: EventPublisher = {
+      ...recordingPublisher(name, log),
+      async wants() {
+        asked++;
+        return wanting;
+      },
+    };
+    const pollIntervalMs = 200;
+    const relay = relayOn([publisher], { pollIntervalMs });
+    t.after(() => relay.stop());
+    // Caught up with what earlier tests wrote (read a batch at a time, without waiting) first.
+    const existing = await lastSeq(app);
+    await waitUntil(async () => (await cursorOf(app, name))?.position === existing, 'the relay past the earlier events', 2_000);
+
+    // 30 commits, each waking the relay as a local commit does: a relay that read and moved its cursor
+    // per wake-up would ask about 30 times; one that waits for its poll asks once per interval.
+    const prefix = `unwanted-${randomUUID()}`;
+    const askedBefore = asked;
+    const startedAt = Date.now();
+    for (let n = 0; n < 30; n++) {
+      await appendEvents(app, `${prefix}/${n}`, 1);
+      relay.wake();
+      await sleep(10);
+    }
+    const last = await lastSeq(app);
+    await waitUntil(async () => (await cursorOf(app, name))?.position === last, 'the cursor past the unwanted events', 2_000);
+    const polls = Math.ceil((Date.now() - startedAt) / pollIntervalMs) + 2;
+    assert.ok(asked - askedBefore <= polls, `asked ${asked - askedBefore} times in at most ${polls} polls`);
+    assert.deepEqual(about(log, prefix), [], 'nothing published while unwanted');
+
+    wanting = true;
+    const later = `wanted-${randomUUID()}`;
+    await appendEvents(app, later, 5, 2);
+    relay.wake();
+    await waitUntil(() => about(log, later).length === 5, 'the events written once wanted', 2_000);
+    assert.deepEqual(
+      about(log, later).map((delivery) => delivery.event.id),
+      (await stored(later)).map((row) => row.id),
+    );
+    assert.deepEqual(about(log, prefix), [], 'the unwanted ones are not published later');
+    assertStrictlyInOrder(log);
+  });
+
   it('when a publisher fails for a while, then its events wait at its cursor and all arrive in order once it recovers; another publisher keeps flowing meanwhile', async (t) => {
     const flakyLog: Delivery[] = [];
     const steadyLog: Delivery[] = [];

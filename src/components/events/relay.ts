@@ -176,8 +176,11 @@ export function startRelay(options: RelayOptions): Relay {
         }
 
         const wanted = publisher.wants ? await publisher.wants() : true;
-        const batch = await repo.readAfter(database.db, position, options.batchSize, wanted);
-        const ready: repo.StoredEvent[] = [];
+        // A publisher that wants no events now (the webhooks' fan-out without endpoints) only moves
+        // its cursor: positions alone are read, and no envelope is built.
+        const full = wanted ? await repo.readAfter(database.db, position, options.batchSize) : undefined;
+        const batch = full ?? (await repo.readPositionsAfter(database.db, position, options.batchSize));
+        let ready = 0;
         let next = position + 1n;
         for (const event of batch.events) {
           if (event.seq !== next) {
@@ -189,19 +192,19 @@ export function startRelay(options: RelayOptions): Relay {
             // Every transaction that could write the missing positions has ended: they are gone.
             gap = undefined;
           }
-          ready.push(event);
+          ready++;
           next = event.seq + 1n;
         }
         metrics.backlog.set({ publisher: name }, Number(batch.lastSeq - position));
 
-        if (ready.length > 0) {
-          const events = ready.map((event) => toCloudEvent(event, options.source));
+        const last = batch.events[ready - 1];
+        if (last) {
+          const stored = full ? full.events.slice(0, ready) : [];
+          const events = stored.map((event) => toCloudEvent(event, options.source));
           if (wanted) {
             await publisher.publish(events);
             await options.afterPublish?.(name, events);
           }
-          const last = ready[ready.length - 1];
-          if (!last) continue;
           if (!(await repo.advance(database.db, name, owner, last.seq, options.leaseMs))) {
             logger.warn({ publisher: name }, 'events: relay lost its lease; another relay continues');
             held = false;
@@ -213,13 +216,20 @@ export function startRelay(options: RelayOptions): Relay {
           const now = Date.now();
           if (wanted) {
             metrics.published.inc({ publisher: name }, events.length);
-            for (const event of ready) metrics.lagSeconds.observe({ publisher: name }, (now - event.createdAt.getTime()) / 1000);
+            for (const event of stored) metrics.lagSeconds.observe({ publisher: name }, (now - event.createdAt.getTime()) / 1000);
           }
           metrics.backlog.set({ publisher: name }, Number(batch.lastSeq - position));
           if (failing) logger.info({ publisher: name }, 'events: publisher recovered');
           failing = false;
           backoffMs = BACKOFF_MIN_MS;
-          if (ready.length === options.batchSize) continue;
+          if (ready === options.batchSize) continue;
+        }
+        if (!wanted) {
+          // Nothing to publish: look again at the next poll, not at every local commit (which would
+          // read and move the cursor at the ledger's commit rate, competing with it for nothing).
+          // The first events after a webhook endpoint is enabled wait up to one poll interval.
+          await waker.wait(options.pollIntervalMs, false);
+          continue;
         }
         await waker.wait(gap ? GAP_RECHECK_MS : options.pollIntervalMs);
       } catch (error) {

@@ -13,7 +13,8 @@ export interface EventPublisher {
   publish(events: readonly CloudEvent[]): Promise<void>;
   /**
    * Optional: false when it has no use for events now (the webhooks' fan-out with no endpoint
-   * enabled); the relay then moves its cursor past them without reading their data or publishing.
+   * enabled); the relay then moves its cursor past them without reading their data or publishing,
+   * and looks again at its poll interval rather than at every commit.
    */
   wants?(): Promise<boolean>;
   close(): Promise<void>;
