@@ -197,7 +197,8 @@ export function createGrpcServer(deps: GrpcDependencies): GrpcServer {
     });
     // A reset before or after the handover is the client's problem, never a crash.
     socket.on('error', (error) => deps.logger.debug({ err: error }, 'grpc: connection error'));
-    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    const silent = () => socket.destroy();
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, silent);
     let head: Buffer = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
       head = head.length === 0 ? chunk : Buffer.concat([head, chunk]);
@@ -205,7 +206,9 @@ export function createGrpcServer(deps: GrpcDependencies): GrpcServer {
       const mayBeHttp2 = head.subarray(0, known).equals(HTTP2_PREFACE_START.subarray(0, known));
       if (mayBeHttp2 && known < HTTP2_PREFACE_START.length) return;
       socket.off('data', onData);
+      // The protocol's server owns the socket's timeouts from here (node:http's keep-alive uses them).
       socket.setTimeout(0);
+      socket.off('timeout', silent);
       socket.pause();
       socket.unshift(head);
       if (mayBeHttp2) {
