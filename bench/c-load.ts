@@ -6,8 +6,8 @@
 // bench leaves their rows out with a line when one is not.
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
 import type { LoadSummary } from './load-runner.js';
+import { cpuSecondsOf } from './proc-stat.js';
 
 export interface CLoadSpec {
   readonly tool: 'wrk' | 'h2load';
@@ -30,16 +30,6 @@ export function available(tool: CLoadSpec['tool']): boolean {
   } catch (error) {
     // wrk prints its version and exits 1; only a missing binary is "not available".
     return (error as NodeJS.ErrnoException).code !== 'ENOENT';
-  }
-}
-
-/** A process's CPU time so far (user + system), in seconds, or undefined once it has gone. */
-function cpuSecondsOf(pid: number): number | undefined {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return undefined;
   }
 }
 
@@ -75,7 +65,7 @@ export async function cLoad(spec: CLoadSpec): Promise<LoadSummary> {
   let cpu = 0;
   const pid = child.pid;
   const sampler = setInterval(() => {
-    if (pid !== undefined) cpu = cpuSecondsOf(pid) ?? cpu;
+    cpu = cpuSecondsOf(pid) ?? cpu;
   }, 100);
   const [code] = (await once(child, 'exit')) as [number | null];
   clearInterval(sampler);

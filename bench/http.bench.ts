@@ -31,7 +31,7 @@
 // database, or one whose admin is BENCH_ADMIN_EMAIL / BENCH_ADMIN_PASSWORD); otherwise embedded PGlite
 // in a fresh data directory.
 // Prints a markdown table and writes it to bench/results/latest.md.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
@@ -46,6 +46,7 @@ import { freePort } from '../test/helpers/ports.js';
 import { CreateTransferRequestSchema, LedgerService } from '../src/transports/grpc/gen/bastion/v1/ledger_service_pb.js';
 import { UserService } from '../src/transports/grpc/gen/bastion/v1/user_service_pb.js';
 import { available, cLoad, type CLoadSpec } from './c-load.js';
+import { cpuSecondsOf } from './proc-stat.js';
 import type { GrpcLoadSpec } from './grpc-load.js';
 import type { LoadSpec, LoadSummary } from './load-runner.js';
 
@@ -166,27 +167,6 @@ function memoryOf(pid: number | undefined): { residentMb: number; peakMb: number
   }
 }
 const IDLE_SETTLE_MS = 3_000;
-
-const CLOCK_TICKS = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
-
-/** A process's CPU time so far (user + system, all its threads), in seconds (Linux /proc; undefined elsewhere). */
-function cpuSecondsOf(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return undefined;
-  }
-}
 
 const ratioOf = (values: readonly number[]): Ratio => ({ median: medianOf(values), min: Math.min(...values), max: Math.max(...values) });
 

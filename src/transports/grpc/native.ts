@@ -169,10 +169,11 @@ async function* parsedMessages(call: Readable): AsyncIterable<unknown> {
   for await (const message of call.iterator({ destroyOnReturn: false })) yield parsed(message as unknown);
 }
 
-const errorOf = (error: unknown): ConnectError => ConnectError.from(error);
-
 /** The call's answer as a grpc-js error (status, trailers). */
-const failure = (error: unknown): grpc.ServerErrorResponse => Object.assign(new Error(errorOf(error).rawMessage), grpcStatusOf(errorOf(error)));
+function failure(thrown: unknown): grpc.ServerErrorResponse {
+  const error = ConnectError.from(thrown);
+  return Object.assign(new Error(error.rawMessage), grpcStatusOf(error));
+}
 
 type Impl = (...args: never[]) => unknown;
 
