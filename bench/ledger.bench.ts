@@ -7,7 +7,7 @@
 // bench/results/ledger-latest.md.
 //
 //   npm run bench:ledger            (BENCH_DATABASE_URL to use another server; BENCH_SECONDS=15;
-//                                    BENCH_OUTBOX_ROUNDS=4, BENCH_WARMUP_SECONDS=3;
+//                                    BENCH_OUTBOX_ROUNDS=12, BENCH_OUTBOX_ROUND_SECONDS=5, BENCH_WARMUP_SECONDS=3;
 //                                    BENCH_EVENTS_PUBLISHERS=nats,rabbitmq,redis; NATS_URL, AMQP_URL, REDIS_URL)
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -23,11 +23,18 @@ import { Redis } from 'ioredis';
 import { untilReady } from '../test/helpers/poll.js';
 import { freePort } from '../test/helpers/ports.js';
 import type { ConsumerReport, ConsumersSpec } from './event-consumers.js';
+import { cpuSecondsByCommand, cpuSecondsOf } from './proc-stat.js';
 
 const ADMIN_URL = process.env['BENCH_DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test';
 const SECONDS = Number(process.env['BENCH_SECONDS'] ?? 15);
-/** Rounds of events off against the outbox alone (BENCH_OUTBOX_ROUNDS), each mode warmed up first. */
-const OUTBOX_ROUNDS = Number(process.env['BENCH_OUTBOX_ROUNDS'] ?? 4);
+/**
+ * The outbox's price: BENCH_OUTBOX_ROUNDS pairs of short runs (BENCH_OUTBOX_ROUND_SECONDS each), events
+ * off against the outbox alone, on two services running side by side, so that the pairs follow each
+ * other within seconds (this VM drifts by ±10 % within a minute; the database also grows as the
+ * rounds go on, which a pair shares).
+ */
+const OUTBOX_ROUNDS = Number(process.env['BENCH_OUTBOX_ROUNDS'] ?? 12);
+const OUTBOX_ROUND_SECONDS = Number(process.env['BENCH_OUTBOX_ROUND_SECONDS'] ?? 5);
 const WARMUP_SECONDS = Number(process.env['BENCH_WARMUP_SECONDS'] ?? 3);
 const ACCOUNTS = 1_000;
 const CONNECTIONS = 64;
@@ -117,6 +124,49 @@ interface Row {
   p99: number;
   non2xx: number;
   errors: number;
+  /** Requests answered (autocannon's count). */
+  total: number;
+}
+
+/** Where the machine's CPU went, in seconds: the service under load, PostgreSQL, the brokers, the consumers, the load generator. */
+interface CpuSpent {
+  service: number;
+  postgres: number;
+  brokers: number;
+  consumers: number;
+  loader: number;
+}
+const CPU_GROUPS = ['service', 'postgres', 'brokers', 'consumers', 'loader'] as const;
+/** The brokers' server processes (RabbitMQ is Erlang's beam.smp and its helpers). */
+const BROKER_COMMANDS = ['beam.smp', 'erl_child_setup', 'epmd', 'inet_gethost', 'nats-server', 'redis-server'];
+
+function cpuNow(servicePid: number | undefined, consumerPid?: number): CpuSpent {
+  const byCommand = cpuSecondsByCommand();
+  const own = process.cpuUsage(); // autocannon runs in this process
+  return {
+    service: cpuSecondsOf(servicePid) ?? 0,
+    postgres: byCommand.get('postgres') ?? 0,
+    brokers: BROKER_COMMANDS.reduce((total, command) => total + (byCommand.get(command) ?? 0), 0),
+    consumers: cpuSecondsOf(consumerPid) ?? 0,
+    loader: (own.user + own.system) / 1e6,
+  };
+}
+
+/** Runs `work` and adds what each group spent meanwhile to `into`. */
+async function accounting<T>(into: CpuSpent, servicePid: number | undefined, consumerPid: number | undefined, work: () => Promise<T>): Promise<T> {
+  const before = cpuNow(servicePid, consumerPid);
+  const result = await work();
+  const after = cpuNow(servicePid, consumerPid);
+  for (const group of CPU_GROUPS) into[group] += after[group] - before[group];
+  return result;
+}
+const noCpu = (): CpuSpent => ({ service: 0, postgres: 0, brokers: 0, consumers: 0, loader: 0 });
+
+/** A markdown row of CPU per transfer (µs) by group, and the sum. */
+function cpuRow(name: string, spent: CpuSpent, transfers: number): string {
+  const perTransfer = (seconds: number) => ((seconds / Math.max(1, transfers)) * 1e6).toFixed(0);
+  const all = CPU_GROUPS.reduce((total, group) => total + spent[group], 0);
+  return `| ${name} | ${CPU_GROUPS.map((group) => perTransfer(spent[group])).join(' | ')} | ${perTransfer(all)} |`;
 }
 
 async function main() {
@@ -128,29 +178,37 @@ async function main() {
   await recreate('bastion_bench_ledger');
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const startService = async (env: Record<string, string>) => {
+  /** Starts the service on `at` (the main port unless given) and returns its stop. */
+  const startService = async (env: Record<string, string>, at = { port, base }) => {
     // BENCH_SERVER_NODE_ARGS: extra node flags for the service (e.g. --cpu-prof), for diagnosis.
     const nodeArgs = (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
     const child = spawn(process.execPath, [...nodeArgs, 'dist/src/main.js', 'serve'], {
       env: {
         ...process.env,
-        PORT: String(port),
+        PORT: String(at.port),
         HOST: '127.0.0.1',
         DATABASE_URL: databaseUrl('bastion_bench_ledger'),
         DATABASE_POOL_SIZE: process.env['BENCH_POOL_SIZE'] ?? '16',
         BOOTSTRAP_ADMIN_EMAIL: ADMIN.email,
         BOOTSTRAP_ADMIN_PASSWORD: ADMIN.password,
         RATE_LIMIT_MAX: '1000000000',
+        // Every service of the run is the same deployment, PostgreSQL + Redis (the rate limit, the
+        // cache and the live-event bus on Redis), with events off, on, or published: with Redis only
+        // where the Redis Streams publisher needs it, the published run also paid a Redis round trip
+        // per request for the rate limit and a PUBLISH per transfer, and was compared with a service
+        // that paid neither.
+        REDIS_URL,
         LOG_LEVEL: 'warn',
         ...env,
       },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
-    await untilReady(base, { timeoutMs: 30_000 });
-    return async () => {
+    await untilReady(at.base, { timeoutMs: 30_000 });
+    const stop = async () => {
       child.kill('SIGTERM');
       await once(child, 'exit');
     };
+    return Object.assign(stop, { pid: child.pid });
   };
   // First without events (EVENTS_OUTBOX=false), to price the outbox; then with it and all three
   // publishers, as a deployment runs.
@@ -198,11 +256,11 @@ async function main() {
     const hot = accounts[0] ?? '';
     const pick = () => accounts[Math.floor(Math.random() * accounts.length)] ?? '';
 
-    const run = (scenario: string, pair: () => [string, string], duration = SECONDS): Promise<Row> =>
+    const run = (scenario: string, pair: () => [string, string], duration = SECONDS, url = base): Promise<Row> =>
       new Promise((resolve, reject) => {
         const instance = autocannon(
           {
-            url: base,
+            url,
             connections: CONNECTIONS,
             duration,
             requests: [
@@ -233,6 +291,7 @@ async function main() {
               p99: result.latency.p99,
               non2xx: result.non2xx,
               errors: result.errors,
+              total: result.requests.total,
             });
           },
         );
@@ -247,30 +306,34 @@ async function main() {
       }
     };
     // The outbox's price: events off against the outbox alone (every transfer's event written in its
-    // batch, the relay fanning out to webhooks, none registered, no broker), in OUTBOX_ROUNDS
-    // interleaved rounds, each starting with the other mode, each mode on a freshly started service
-    // warmed up for WARMUP_SECONDS: this VM drifts by ±10 % within a minute, so only ratios taken
-    // side by side, over several rounds, say anything about a 15 % budget.
-    const modes = { off: { EVENTS_OUTBOX: 'false' }, on: {} } as const;
+    // batch, the relay fanning out to webhooks, none registered, no broker). The events-off service
+    // keeps running; an outbox-on service starts beside it on another port, both are warmed up, and
+    // the load alternates between them in OUTBOX_ROUNDS pairs of OUTBOX_ROUND_SECONDS (ABBA order,
+    // so neither mode always goes first). The idle one costs a timer tick now and then.
     const names = { off: 'POST /transfers, random pairs, events off (EVENTS_OUTBOX=false)', on: 'POST /transfers, random pairs, outbox on, no broker' } as const;
-    let running: keyof typeof modes = 'off';
-    const samples: Record<keyof typeof modes, Row[]> = { off: [], on: [] };
+    const onPort = await freePort();
+    const urls = { off: base, on: `http://127.0.0.1:${onPort}` } as const;
+    const stopOutboxService = await startService({}, { port: onPort, base: urls.on });
+    const pids = { off: stopService.pid, on: stopOutboxService.pid } as const;
+    const samples: Record<keyof typeof urls, Row[]> = { off: [], on: [] };
+    const roundsCpu = { off: noCpu(), on: noCpu() };
     const ratios: number[] = [];
-    for (let round = 1; round <= OUTBOX_ROUNDS; round++) {
-      const order: Array<keyof typeof modes> = round % 2 === 1 ? ['off', 'on'] : ['on', 'off'];
-      for (const mode of order) {
-        if (round > 1 || mode !== running) {
-          await stopService();
-          stopService = await startService(modes[mode]);
-          running = mode;
+    try {
+      for (const mode of ['off', 'on'] as const) await run(`warm-up ${mode}`, () => distinctPair(pick, pick), WARMUP_SECONDS, urls[mode]);
+      for (let round = 1; round <= OUTBOX_ROUNDS; round++) {
+        const order = round % 2 === 1 ? (['off', 'on'] as const) : (['on', 'off'] as const);
+        for (const mode of order) {
+          const row = await accounting(roundsCpu[mode], pids[mode], undefined, () =>
+            run(names[mode], () => distinctPair(pick, pick), OUTBOX_ROUND_SECONDS, urls[mode]),
+          );
+          samples[mode].push(row);
         }
-        await run(`warm-up ${mode}`, () => distinctPair(pick, pick), WARMUP_SECONDS);
-        process.stdout.write(`round ${round}/${OUTBOX_ROUNDS}: uniform transfers, events ${mode}…\n`);
-        samples[mode].push(await run(names[mode], () => distinctPair(pick, pick)));
+        const ratio = (samples.on.at(-1)?.rps ?? 0) / (samples.off.at(-1)?.rps ?? 1);
+        ratios.push(ratio);
+        process.stdout.write(`round ${round}/${OUTBOX_ROUNDS} (${order.join(' then ')}): outbox on / events off ${ratio.toFixed(3)}\n`);
       }
-      const on = samples.on.at(-1);
-      const off = samples.off.at(-1);
-      if (on && off) ratios.push(on.rps / off.rps);
+    } finally {
+      await stopOutboxService();
     }
     await stopService();
     const medianRow = (rows: Row[]): Row => {
@@ -282,12 +345,16 @@ async function main() {
     const eventsOff = medianRow(samples.off);
     const outboxOnly = medianRow(samples.on);
     const sortedRatios = [...ratios].sort((a, b) => a - b);
+    const sum = (rows: Row[]) => rows.reduce((total, row) => total + row.rps, 0);
     const outboxRatio = {
       median: sortedRatios.length % 2 === 1
         ? (sortedRatios[(sortedRatios.length - 1) / 2] ?? 0)
         : ((sortedRatios[sortedRatios.length / 2 - 1] ?? 0) + (sortedRatios[sortedRatios.length / 2] ?? 0)) / 2,
       min: sortedRatios[0] ?? 0,
       max: sortedRatios.at(-1) ?? 0,
+      /** All transfers of the outbox-on rounds over all of the events-off rounds (equal durations). */
+      pooled: sum(samples.on) / sum(samples.off),
+      all: ratios,
     };
 
     // The brokers' publishers start at the outbox's end: the earlier runs' events are not theirs to
@@ -325,13 +392,22 @@ async function main() {
       }
     });
     while (!consumerOut.includes('ready')) await sleep(100);
+    // Warmed up as the other services were (JIT, the pool's connections, the publishers' first
+    // batches): measured cold, the first run paid for all of it.
+    await run('warm-up events on', () => distinctPair(pick, pick), WARMUP_SECONDS);
     process.stdout.write(`uniform transfers, events on (${PUBLISHERS.join(', ')})…\n`);
-    const uniform = await run(`POST /transfers, random pairs of 1,000 accounts, events on (${PUBLISHERS.join(', ')})`, () => distinctPair(pick, pick));
+    const uniformCpu = noCpu();
+    const uniform = await accounting(uniformCpu, stopService.pid, consumerProcess.pid, () =>
+      run(`POST /transfers, random pairs of 1,000 accounts, events on (${PUBLISHERS.join(', ')})`, () => distinctPair(pick, pick)),
+    );
     process.stdout.write('hot-account transfers…\n');
-    const hotRun = await run('POST /transfers, 90% touch one hot account, events on', () => {
-      if (Math.random() >= 0.9) return distinctPair(pick, pick);
-      return Math.random() < 0.5 ? distinctPair(() => hot, pick) : distinctPair(pick, () => hot);
-    });
+    const hotCpu = noCpu();
+    const hotRun = await accounting(hotCpu, stopService.pid, consumerProcess.pid, () =>
+      run('POST /transfers, 90% touch one hot account, events on', () => {
+        if (Math.random() >= 0.9) return distinctPair(pick, pick);
+        return Math.random() < 0.5 ? distinctPair(() => hot, pick) : distinctPair(pick, () => hot);
+      }),
+    );
     // Let the relay drain the backlog the load left, then read what each consumer saw.
     await sleep(1_000); // requests still in flight when the load stopped commit their batches
     const written = await withBenchDatabase(async (client) =>
@@ -371,8 +447,10 @@ async function main() {
       ),
       '',
       `Hot-account throughput is ${(hotRun.rps / uniform.rps).toFixed(2)}× the uniform case. Uniform transfers with the outbox on`,
-      `(each transfer's event written in its batch) run at ${outboxRatio.median.toFixed(2)}× events off (median of ${ratios.length} interleaved rounds, per-round range`,
-      `${outboxRatio.min.toFixed(2)}–${outboxRatio.max.toFixed(2)}; the two rows above are each mode's median round); with the relay also publishing to`,
+      `(each transfer's event written in its batch) run at ${outboxRatio.median.toFixed(2)}× events off: the median of ${ratios.length} pairs of ${OUTBOX_ROUND_SECONDS} s runs`,
+      `on two services side by side (per-pair range ${outboxRatio.min.toFixed(2)}–${outboxRatio.max.toFixed(2)}; all of the outbox-on runs' transfers over all of the`,
+      `events-off runs' ${outboxRatio.pooled.toFixed(2)}; the two rows above are each mode's median run). Per pair, in order:`,
+      `${outboxRatio.all.map((ratio) => ratio.toFixed(2)).join(', ')}. With the relay also publishing to`,
       `${PUBLISHERS.join(', ')} and a consumer of each reading (all on the same 2 cores), at ${(uniform.rps / eventsOff.rps).toFixed(2)}× events off.`,
       '',
       `Commit-to-consumer lag per publisher over both events-on scenarios (a real consumer of each broker, in its own process; ${written} events written):`,
@@ -380,6 +458,16 @@ async function main() {
       '| publisher | distinct events received | lag p50 ms | lag p99 ms |',
       '| --- | ---: | ---: | ---: |',
       ...lagRows,
+      '',
+      'Machine CPU per transfer (µs, from /proc: the service under load, every `postgres` process, the brokers\' servers,',
+      'the consumers\' process, this process running autocannon), summed over each mode\'s runs:',
+      '',
+      `| scenario | service | PostgreSQL | brokers | consumers | load generator | all |`,
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+      cpuRow(names.off, roundsCpu.off, samples.off.reduce((total, row) => total + row.total, 0)),
+      cpuRow(names.on, roundsCpu.on, samples.on.reduce((total, row) => total + row.total, 0)),
+      cpuRow(uniform.scenario, uniformCpu, uniform.total),
+      cpuRow(hotRun.scenario, hotCpu, hotRun.total),
     ];
     const table = lines.join('\n');
     process.stdout.write(`\n${table}\n`);

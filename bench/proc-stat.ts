@@ -1,7 +1,7 @@
 // What the benchmarks read of a process from Linux's /proc: its CPU time, for the loader and the
-// server under test of each run.
+// server under test of each run, or of every process by command name.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const CLOCK_TICKS = (() => {
   try {
@@ -22,4 +22,25 @@ export function cpuSecondsOf(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * CPU time so far of every process on the machine, summed per command name (`postgres`,
+ * `beam.smp`, …), in seconds: what a group of processes used between two snapshots. A process that
+ * exits between the snapshots takes its time with it.
+ */
+export function cpuSecondsByCommand(): Map<string, number> {
+  const totals = new Map<string, number>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      totals.set(command, (totals.get(command) ?? 0) + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS);
+    } catch {
+      // gone between the listing and the read
+    }
+  }
+  return totals;
 }

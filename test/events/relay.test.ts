@@ -223,6 +223,44 @@ describeOnBackends('relay', ({ backend, it, before, startApplication }) => {
     assert.ok(leaseAttempts <= 3, `the standby asked for the lease ${leaseAttempts} times in 1 s (expected about 1000 / (leaseMs / 2) + 1)`);
   });
 
+  it('when several publishers stand at the same position and one commit wakes them, then the batch is read once for all of them, and each still gets every event in order', async (t) => {
+    const logs: Delivery[][] = [[], [], []];
+    const names = logs.map((_, index) => `shared-${index}-${randomUUID()}`);
+    // The relay's batch reads, counted (readAfter's statement; a positions-only read is another).
+    let reads = 0;
+    const counting: KyselyPlugin = {
+      transformQuery(args) {
+        const node = args.node as { kind: string; sqlFragments?: readonly string[] };
+        if (node.kind === 'RawNode' && (node.sqlFragments ?? []).join('?').includes('left join lateral (')) reads++;
+        return args.node;
+      },
+      transformResult: async (args) => args.result,
+    };
+    // A long poll interval: every read below is one a wake-up asked for.
+    const relay = relayOn(
+      names.map((name, index) => recordingPublisher(name, logs[index] ?? [])),
+      { pollIntervalMs: 60_000, database: { ...app.database, db: app.database.db.withPlugin(counting) } },
+    );
+    t.after(() => relay.stop());
+    const end = await lastSeq(app);
+    for (const name of names) await waitUntil(async () => (await cursorOf(app, name))?.position === end, `${name} caught up`);
+
+    const prefix = `shared-${randomUUID()}`;
+    const rounds = 20;
+    reads = 0;
+    for (let round = 1; round <= rounds; round++) {
+      await appendEvents(app, prefix, 1);
+      relay.wake(); // as a commit on this instance does
+      await waitUntil(() => logs.every((log) => about(log, prefix).length === round), `round ${round} delivered to every publisher`);
+    }
+    for (const log of logs) {
+      assert.equal(about(log, prefix).length, rounds);
+      assertStrictlyInOrder(about(log, prefix));
+    }
+    // One read per commit, shared; read by each publisher on its own, it would be three per commit.
+    assert.ok(reads <= rounds + 3, `${reads} batch reads for ${rounds} commits woken on 3 publishers`);
+  });
+
   it('when a publisher wants no events, then the relay moves its cursor past them at its poll interval, not at every commit; once it wants them, it publishes those written since, in order', async (t) => {
     const log: Delivery[] = [];
     const name = `unwanted-${randomUUID()}`;

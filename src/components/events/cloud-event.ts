@@ -45,4 +45,13 @@ export interface CloudEvent {
 /** The CloudEvents media type of a structured-mode message body. */
 export const CLOUDEVENTS_CONTENT_TYPE = 'application/cloudevents+json';
 
-export const serializeEvent = (event: CloudEvent): string => JSON.stringify(event);
+const serialized = new WeakMap<CloudEvent, string>();
+/** The event's JSON, made once per event object: the relay hands the same objects to every publisher. */
+export const serializeEvent = (event: CloudEvent): string => {
+  let text = serialized.get(event);
+  if (text === undefined) {
+    text = JSON.stringify(event);
+    serialized.set(event, text);
+  }
+  return text;
+};

@@ -140,12 +140,40 @@ class Waker {
   }
 }
 
+/** A batch read once for every publisher at the same position, with its events as CloudEvents. */
+interface SharedBatch {
+  readonly batch: repo.Batch;
+  readonly events: readonly CloudEvent[];
+}
+
 export function startRelay(options: RelayOptions): Relay {
   const owner = `${hostname()}:${process.pid}:${newId()}`;
   const metrics = createRelayMetrics(options.registry);
   const stopped = new AbortController();
   const wakers = options.publishers.map(() => new Waker(stopped.signal));
   let stopping = false;
+
+  // One read for all publishers. They usually stand at the same position and are woken by the same
+  // commit, so the publishers that ask for the batch after `position` while a read of it is in flight
+  // share that read (its rows, its snapshot, its CloudEvents: each event is read, parsed and built
+  // once, not once per broker). A publisher joins only a read that began after the last wake-up:
+  // one that began before a commit it was woken for might not see that commit.
+  let wakeGeneration = 0;
+  let inFlight: { position: bigint; generation: number; read: Promise<SharedBatch> } | undefined;
+  const readShared = (position: bigint): Promise<SharedBatch> => {
+    if (inFlight && inFlight.position === position && inFlight.generation === wakeGeneration) return inFlight.read;
+    const read = repo.readAfter(options.database.db, position, options.batchSize).then((batch) => ({
+      batch,
+      events: batch.events.map((event) => toCloudEvent(event, options.source)),
+    }));
+    const entry = { position, generation: wakeGeneration, read };
+    inFlight = entry;
+    const clear = () => {
+      if (inFlight === entry) inFlight = undefined;
+    };
+    read.then(clear, clear);
+    return read;
+  };
 
   async function run(publisher: EventPublisher, waker: Waker): Promise<void> {
     const { database, logger } = options;
@@ -178,8 +206,8 @@ export function startRelay(options: RelayOptions): Relay {
         const wanted = publisher.wants ? await publisher.wants() : true;
         // A publisher that wants no events now (the webhooks' fan-out without endpoints) only moves
         // its cursor: positions alone are read, and no envelope is built.
-        const full = wanted ? await repo.readAfter(database.db, position, options.batchSize) : undefined;
-        const batch = full ?? (await repo.readPositionsAfter(database.db, position, options.batchSize));
+        const full = wanted ? await readShared(position) : undefined;
+        const batch = full?.batch ?? (await repo.readPositionsAfter(database.db, position, options.batchSize));
         let ready = 0;
         let next = position + 1n;
         for (const event of batch.events) {
@@ -199,8 +227,8 @@ export function startRelay(options: RelayOptions): Relay {
 
         const last = batch.events[ready - 1];
         if (last) {
-          const stored = full ? full.events.slice(0, ready) : [];
-          const events = stored.map((event) => toCloudEvent(event, options.source));
+          const stored = full ? full.batch.events.slice(0, ready) : [];
+          const events = full ? full.events.slice(0, ready) : [];
           if (wanted) {
             await publisher.publish(events);
             await options.afterPublish?.(name, events);
@@ -248,6 +276,7 @@ export function startRelay(options: RelayOptions): Relay {
 
   return {
     wake() {
+      wakeGeneration++;
       for (const waker of wakers) waker.wake();
     },
     async stop() {
