@@ -34,6 +34,22 @@ const deduplicated = (deliveries: readonly Delivery[]): CloudEvent[] => {
   return deliveries.map((delivery) => delivery.event).filter((event) => !seen.has(event.id) && seen.add(event.id) !== undefined);
 };
 
+/** A Kysely plugin counting the raw statements (the events repo's SQL) that contain `fragment`. */
+function countingStatements(fragment: string): { plugin: KyselyPlugin; count: number } {
+  const counter = {
+    count: 0,
+    plugin: {
+      transformQuery(args) {
+        const node = args.node as { kind: string; sqlFragments?: readonly string[] };
+        if (node.kind === 'RawNode' && (node.sqlFragments ?? []).join('?').includes(fragment)) counter.count++;
+        return args.node;
+      },
+      transformResult: async (args) => args.result,
+    } satisfies KyselyPlugin,
+  };
+  return counter;
+}
+
 /** Every delivery's outbox position strictly above the one before: in order, nothing twice. */
 function assertStrictlyInOrder(deliveries: readonly Delivery[]): void {
   for (let n = 1; n < deliveries.length; n++) {
@@ -198,18 +214,10 @@ describeOnBackends('relay', ({ backend, it, before, startApplication }) => {
 
     // The standby's queries, counted: each lease attempt is one INSERT .. ON CONFLICT on the cursor
     // row, which locks that row even when it changes nothing (contending with the holder's moves).
-    let leaseAttempts = 0;
-    const counting: KyselyPlugin = {
-      transformQuery(args) {
-        const node = args.node as { kind: string; sqlFragments?: readonly string[] };
-        if (node.kind === 'RawNode' && (node.sqlFragments ?? []).join('?').includes('insert into outbox_cursors')) leaseAttempts++;
-        return args.node;
-      },
-      transformResult: async (args) => args.result,
-    };
+    const leaseAttempts = countingStatements('insert into outbox_cursors');
     const standby = relayOn([recordingPublisher(name, log, { by: 'standby' })], {
       leaseMs,
-      database: { ...app.database, db: app.database.db.withPlugin(counting) },
+      database: { ...app.database, db: app.database.db.withPlugin(leaseAttempts.plugin) },
     });
     t.after(() => standby.stop());
 
@@ -220,26 +228,18 @@ describeOnBackends('relay', ({ backend, it, before, startApplication }) => {
       await sleep(2);
     }
     assert.ok(log.every((delivery) => delivery.by === 'holder'));
-    assert.ok(leaseAttempts <= 3, `the standby asked for the lease ${leaseAttempts} times in 1 s (expected about 1000 / (leaseMs / 2) + 1)`);
+    assert.ok(leaseAttempts.count <= 3, `the standby asked for the lease ${leaseAttempts.count} times in 1 s (expected about 1000 / (leaseMs / 2) + 1)`);
   });
 
   it('when several publishers stand at the same position and one commit wakes them, then the batch is read once for all of them, and each still gets every event in order', async (t) => {
     const logs: Delivery[][] = [[], [], []];
     const names = logs.map((_, index) => `shared-${index}-${randomUUID()}`);
     // The relay's batch reads, counted (readAfter's statement; a positions-only read is another).
-    let reads = 0;
-    const counting: KyselyPlugin = {
-      transformQuery(args) {
-        const node = args.node as { kind: string; sqlFragments?: readonly string[] };
-        if (node.kind === 'RawNode' && (node.sqlFragments ?? []).join('?').includes('left join lateral (')) reads++;
-        return args.node;
-      },
-      transformResult: async (args) => args.result,
-    };
+    const reads = countingStatements('left join lateral (');
     // A long poll interval: every read below is one a wake-up asked for.
     const relay = relayOn(
       names.map((name, index) => recordingPublisher(name, logs[index] ?? [])),
-      { pollIntervalMs: 60_000, database: { ...app.database, db: app.database.db.withPlugin(counting) } },
+      { pollIntervalMs: 60_000, database: { ...app.database, db: app.database.db.withPlugin(reads.plugin) } },
     );
     t.after(() => relay.stop());
     const end = await lastSeq(app);
@@ -247,7 +247,7 @@ describeOnBackends('relay', ({ backend, it, before, startApplication }) => {
 
     const prefix = `shared-${randomUUID()}`;
     const rounds = 20;
-    reads = 0;
+    reads.count = 0;
     for (let round = 1; round <= rounds; round++) {
       await appendEvents(app, prefix, 1);
       relay.wake(); // as a commit on this instance does
@@ -258,7 +258,7 @@ describeOnBackends('relay', ({ backend, it, before, startApplication }) => {
       assertStrictlyInOrder(about(log, prefix));
     }
     // One read per commit, shared; read by each publisher on its own, it would be three per commit.
-    assert.ok(reads <= rounds + 3, `${reads} batch reads for ${rounds} commits woken on 3 publishers`);
+    assert.ok(reads.count <= rounds + 3, `${reads.count} batch reads for ${rounds} commits woken on 3 publishers`);
   });
 
   it('when a publisher wants no events, then the relay moves its cursor past them at its poll interval, not at every commit; once it wants them, it publishes those written since, in order', async (t) => {
