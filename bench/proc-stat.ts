@@ -11,14 +11,21 @@ const CLOCK_TICKS = (() => {
   }
 })();
 
+/** A /proc/<pid>/stat line's command name and CPU time (user + system, all threads) in seconds. */
+function parseStat(stat: string): { command: string; cpuSeconds: number } {
+  // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return {
+    command: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+    cpuSeconds: (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS,
+  };
+}
+
 /** A process's CPU time so far (user + system, all its threads), in seconds (Linux /proc; undefined elsewhere or once it has gone). */
 export function cpuSecondsOf(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name in parentheses: state is field 3, utime 14, stime 15.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+    return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8')).cpuSeconds;
   } catch {
     return undefined;
   }
@@ -34,10 +41,8 @@ export function cpuSecondsByCommand(): Map<string, number> {
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const command = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      totals.set(command, (totals.get(command) ?? 0) + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS);
+      const { command, cpuSeconds } = parseStat(readFileSync(`/proc/${entry}/stat`, 'utf8'));
+      totals.set(command, (totals.get(command) ?? 0) + cpuSeconds);
     } catch {
       // gone between the listing and the read
     }
