@@ -195,6 +195,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       // Posted transfers reach the live views (GraphQL subscriptions) of every instance.
       live,
       schedule: scheduler.every,
+      registry: metrics.registry,
       ...(outbox ? { outbox } : {}),
     });
     // A user with money cannot be deleted (the ledger vetoes); otherwise their accounts close and

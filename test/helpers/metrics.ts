@@ -39,3 +39,16 @@ export const counterDelta = (before: CacheCounters, after: CacheCounters): Cache
   shared_hit: after.shared_hit - before.shared_hit,
   miss: after.miss - before.miss,
 });
+
+/** A histogram's _sum and _count (without labels) from one instance's /metrics. */
+export async function histogramTotals(baseUrl: string, name: string): Promise<{ sum: number; count: number }> {
+  const response = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
+  const text = await response.text();
+  assert.equal(response.status, 200, `GET /metrics: ${response.status} ${text.slice(0, 200)}`);
+  const value = (suffix: string) => {
+    const match = new RegExp(`^${name}_${suffix} (\\S+)$`, 'm').exec(text);
+    assert.ok(match?.[1], `GET /metrics shows no ${name}_${suffix}`);
+    return Number(match[1]);
+  };
+  return { sum: value('sum'), count: value('count') };
+}

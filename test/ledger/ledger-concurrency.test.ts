@@ -7,6 +7,7 @@ import { checkLedger } from '../../src/components/ledger/index.js';
 import { loginAdmin, registerAndLogin, type Session } from '../helpers/auth.js';
 import type { ApiResponse, Client } from '../helpers/client.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
+import { histogramTotals } from '../helpers/metrics.js';
 import type { TestServer } from '../helpers/server.js';
 
 const ACCOUNTS = '/api/v1/accounts';
@@ -97,10 +98,15 @@ describeOnBackends('ledger concurrency', ({ backend, it, before, startServer }) 
   it('when 200 transfers race out of an account that covers exactly 100, then exactly 100 succeed and 100 are INSUFFICIENT_FUNDS', async () => {
     const from = await fundedAccount(alice, 100 * 10);
     const to = await openAccount(bob);
+    const batchesBefore = await histogramTotals(server.baseUrl, 'bastion_ledger_batch_size');
     const responses = await Promise.all(
       Array.from({ length: 200 }, () => transfer(alice, { fromAccountId: from.id, toAccountId: to.id, amount: 10 })),
     );
     assert.deepEqual(tally(responses), { '201': 100, '422 INSUFFICIENT_FUNDS': 100 });
+    // They went through the batcher, several to a commit: 200 requests in fewer batches.
+    const batchesAfter = await histogramTotals(server.baseUrl, 'bastion_ledger_batch_size');
+    assert.equal(batchesAfter.sum - batchesBefore.sum, 200);
+    assert.ok(batchesAfter.count - batchesBefore.count < 200, `${batchesAfter.count - batchesBefore.count} batches for 200 requests`);
     assert.equal((await getAccount(from.id)).balance, 0);
     assert.equal((await getAccount(to.id)).balance, 1_000);
     // Every 201 is a transfer that exists exactly once.

@@ -14,6 +14,7 @@ import { localSchedule } from '../../platform/periodic.js';
 import type { EventOrigin, Outbox } from '../events/index.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
+import { Histogram, type Registry } from 'prom-client';
 import * as repo from './ledger.repo.js';
 import { createMoveBatcher } from './move-batcher.js';
 
@@ -176,6 +177,8 @@ interface LedgerServiceDeps {
   readonly outbox?: Outbox;
   /** Runs the background work once per tick across instances; absent: on this instance's timer. */
   readonly schedule?: Schedule;
+  /** Where the batch-size histogram is registered; absent: not measured. */
+  readonly registry?: Registry;
 }
 
 const postedTopic = (accountId: string) => `ledger.transfer-posted:${accountId}`;
@@ -278,11 +281,21 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
     return row;
   };
 
+  // How well concurrent money requests share a commit: a batch of 1 under load pays a WAL flush alone.
+  const batchSizes = deps.registry
+    ? new Histogram({
+        name: 'bastion_ledger_batch_size',
+        help: 'Money requests (moves, posts, voids, expiries) committed together in one ledger batch',
+        buckets: [1, 2, 4, 8, 16, 32, 64, 128],
+        registers: [deps.registry],
+      })
+    : undefined;
   const batcher = createMoveBatcher({
     database,
     maxBatchSize: deps.batchSize ?? 64,
     concurrency: deps.batchConcurrency ?? 1,
     shards: SYSTEM_ACCOUNT_SHARDS,
+    ...(batchSizes ? { onBatch: (size: number) => batchSizes.observe(size) } : {}),
   });
 
   /**

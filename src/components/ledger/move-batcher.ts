@@ -29,6 +29,8 @@ export function createMoveBatcher(options: {
   /** Batches in flight at once (each on its own connection). */
   concurrency: number;
   shards: number;
+  /** Told the size of every batch as it starts (a metric). */
+  onBatch?: (size: number) => void;
 }): MoveBatcher {
   const queue: Queued[] = [];
   let active = 0;
@@ -46,6 +48,7 @@ export function createMoveBatcher(options: {
   };
 
   const runBatch = async (batch: Queued[]) => {
+    options.onBatch?.(batch.length);
     if (batch.length === 1 && batch[0]) return runAlone(batch[0]);
     try {
       const results = await repo.applyBatch(
