@@ -53,6 +53,14 @@ const CHECKS: Record<string, string> = {
       group by t.from_account_id
     ) p on p.from_account_id = a.id
     where a.pending_debits <> coalesce(p.total, 0)`,
+  // The expiry sweep's list is exactly the unresolved pending transfers with a timeout.
+  'timeout list differs from unresolved pending transfers with a timeout': `
+    select coalesce(t.id, p.transfer_id)::text as id
+    from (select t.id, t.expires_at from transfers t
+          where t.pending and t.expires_at is not null
+            and not exists (select 1 from transfers r where r.pending_id = t.id)) t
+    full join pending_timeouts p on p.transfer_id = t.id
+    where t.id is null or p.transfer_id is null or p.expires_at <> t.expires_at`,
 };
 
 export async function checkLedger(executor: Executor): Promise<LedgerCheckReport> {
