@@ -45,6 +45,10 @@ export interface TokensView {
 export interface LoginView extends TokensView {
   readonly user: UserView;
 }
+/** A login's first step: the tokens, or a second-factor challenge. */
+export type LoginStepView =
+  | { readonly kind: 'tokens'; readonly login: LoginView }
+  | { readonly kind: 'challenge'; readonly mfaToken: string; readonly expiresIn: number };
 export interface AccountView {
   readonly id: string;
   readonly ownerId: string | null;
@@ -79,6 +83,10 @@ export interface ProtocolDriver {
   readonly name: ProtocolName;
   register(input: { email: string; name: string; password: string }): Promise<Outcome<UserView>>;
   login(email: string, password: string): Promise<Outcome<LoginView>>;
+  /** A login for any user: REST's POST /auth/login, GraphQL beginLogin, gRPC BeginLogin. */
+  beginLogin(email: string, password: string): Promise<Outcome<LoginStepView>>;
+  /** The second step: REST's POST /auth/mfa/verify, GraphQL verifyMfa, gRPC VerifyMfa. */
+  verifyMfa(mfaToken: string, code: string): Promise<Outcome<LoginView>>;
   refresh(refreshToken: string): Promise<Outcome<TokensView>>;
   /** The caller; no token: an unauthenticated call. */
   me(token?: string): Promise<Outcome<UserView>>;
@@ -174,6 +182,21 @@ export function createRestDriver(client: Client): ProtocolDriver {
       send('POST', '/auth/login', 200, (body: { data: TokensView & { user: User } }) => ({ ...tokens(body.data), user: restUser(body.data.user) }), {
         body: { email, password },
       }),
+    beginLogin: (email, password) =>
+      send(
+        'POST',
+        '/auth/login',
+        200,
+        (body: { data: (TokensView & { user: User }) | { mfaRequired: true; mfaToken: string; expiresIn: number } }): LoginStepView =>
+          'mfaRequired' in body.data
+            ? { kind: 'challenge', mfaToken: body.data.mfaToken, expiresIn: body.data.expiresIn }
+            : { kind: 'tokens', login: { ...tokens(body.data), user: restUser(body.data.user) } },
+        { body: { email, password } },
+      ),
+    verifyMfa: (mfaToken, code) =>
+      send('POST', '/auth/mfa/verify', 200, (body: { data: TokensView & { user: User } }) => ({ ...tokens(body.data), user: restUser(body.data.user) }), {
+        body: { mfaToken, code },
+      }),
     refresh: (refreshToken) => send('POST', '/auth/refresh', 200, (body: { data: TokensView }) => tokens(body.data), { body: { refreshToken } }),
     me: (token) => send('GET', '/users/me', 200, (body: { data: User }) => restUser(body.data), token !== undefined ? { token } : {}),
     getUser: (token, id) => send('GET', `/users/${id}`, 200, (body: { data: User }) => restUser(body.data), { token }),
@@ -256,6 +279,26 @@ export function createGraphqlDriver(client: Client): ProtocolDriver {
         'login',
         `mutation ($input: LoginInput!) { login(input: $input) { accessToken refreshToken tokenType expiresIn user { ${USER} } } }`,
         { input: { email, password } },
+        (login: LoginView) => ({ ...tokens(login), user: { ...login.user } }),
+      ),
+    beginLogin: (email, password) =>
+      run(
+        'beginLogin',
+        'mutation ($input: LoginInput!) { beginLogin(input: $input) { __typename ' +
+          `... on LoginResult { accessToken refreshToken tokenType expiresIn user { ${USER} } } ` +
+          '... on MfaChallenge { mfaRequired mfaToken challengeExpiresIn: expiresIn } } }',
+        { input: { email, password } },
+        (step: (LoginView & { __typename: 'LoginResult' }) | { __typename: 'MfaChallenge'; mfaRequired: boolean; mfaToken: string; challengeExpiresIn: number }): LoginStepView => {
+          if (step.__typename === 'LoginResult') return { kind: 'tokens', login: { ...tokens(step), user: { ...step.user } } };
+          assert.equal(step.mfaRequired, true);
+          return { kind: 'challenge', mfaToken: step.mfaToken, expiresIn: step.challengeExpiresIn };
+        },
+      ),
+    verifyMfa: (mfaToken, code) =>
+      run(
+        'verifyMfa',
+        `mutation ($input: VerifyMfaInput!) { verifyMfa(input: $input) { accessToken refreshToken tokenType expiresIn user { ${USER} } } }`,
+        { input: { mfaToken, code } },
         (login: LoginView) => ({ ...tokens(login), user: { ...login.user } }),
       ),
     refresh: (refreshToken) =>
@@ -412,6 +455,26 @@ export function createGrpcDriver(address: string): ProtocolDriver {
     register: (input) => call('bastion.v1.AuthService', 'Register', input, (response: { user: ProtoUser }) => protoUser(response.user)),
     login: (email, password) =>
       call('bastion.v1.AuthService', 'Login', { email, password }, (response: TokensView & { user: ProtoUser }) => ({
+        ...tokens(response),
+        user: protoUser(response.user),
+      })),
+    beginLogin: (email, password) =>
+      call(
+        'bastion.v1.AuthService',
+        'BeginLogin',
+        { email, password },
+        (response: {
+          step: 'login' | 'mfaChallenge';
+          login?: TokensView & { user: ProtoUser };
+          mfaChallenge?: { mfaToken: string; expiresIn: number };
+        }): LoginStepView => {
+          if (response.step === 'login' && response.login) return { kind: 'tokens', login: { ...tokens(response.login), user: protoUser(response.login.user) } };
+          assert.ok(response.step === 'mfaChallenge' && response.mfaChallenge, `gRPC BeginLogin: no step: ${JSON.stringify(response)}`);
+          return { kind: 'challenge', mfaToken: response.mfaChallenge.mfaToken, expiresIn: response.mfaChallenge.expiresIn };
+        },
+      ),
+    verifyMfa: (mfaToken, code) =>
+      call('bastion.v1.AuthService', 'VerifyMfa', { mfaToken, code }, (response: TokensView & { user: ProtoUser }) => ({
         ...tokens(response),
         user: protoUser(response.user),
       })),

@@ -16,4 +16,4 @@ export const tooManyLoginAttempts = (retryAfterSeconds: number): DomainError =>
   new DomainError('RATE_LIMITED', 'Too many failed login attempts for this email; retry later', { retryAfterSeconds });
 export const invalidAccessToken = (): DomainError => unauthenticated('The access token is missing, invalid or expired');
 export const mfaRequired = (): DomainError =>
-  new DomainError('MFA_REQUIRED', 'This user has multi-factor authentication: log in over REST (POST /api/v1/auth/login, then /api/v1/auth/mfa/verify)');
+  new DomainError('MFA_REQUIRED', 'This user has multi-factor authentication: log in with beginLogin, then verifyMfa (REST: POST /api/v1/auth/login, then /api/v1/auth/mfa/verify)');

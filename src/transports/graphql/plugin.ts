@@ -8,6 +8,8 @@ import { bearerTokenOf, type AuthService } from '../../components/auth/index.js'
 import type { LedgerService } from '../../components/ledger/index.js';
 import type { UsersService } from '../../components/users/index.js';
 import { unauthenticated } from '../../platform/errors.js';
+import { originOfRequest } from '../../platform/http.js';
+import type { RequestOrigin } from '../../platform/request-origin.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Gcra } from '../../platform/rate-limit.js';
 import { rateLimitHook } from '../http/rate-limit-hook.js';
@@ -62,11 +64,12 @@ class RequestContext implements GraphqlContext {
   readonly clientIp: string;
   readonly traceparentHeader: string | undefined;
   readonly principal: () => Promise<Principal>;
-  /** Not a #private field: a context made with Object.create(this one) must still reach it. */
+  /** Not #private fields: a context made with Object.create(this one) must still reach them. */
   private madeLoaders: Loaders | undefined;
+  private madeOrigin: RequestOrigin | undefined;
 
   constructor(
-    request: FastifyRequest,
+    private readonly request: FastifyRequest,
     auth: AuthService,
     private readonly services: Parameters<typeof createLoaders>[0],
   ) {
@@ -75,6 +78,11 @@ class RequestContext implements GraphqlContext {
     const traceparent = request.headers.traceparent;
     this.traceparentHeader = typeof traceparent === 'string' ? traceparent : undefined;
     this.principal = principalOnDemand(auth, request);
+  }
+
+  /** Made on first use: only writes note where they came from. */
+  get origin(): RequestOrigin {
+    return (this.madeOrigin ??= originOfRequest(this.request));
   }
 
   /** Made on first use: most requests (me, a mutation) follow no link. */

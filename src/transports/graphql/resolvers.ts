@@ -19,11 +19,13 @@ import {
   PostPendingBody,
   type Transfer,
 } from '../../components/ledger/index.js';
+import { VerifyMfaBody } from '../../components/mfa/index.js';
 import { CreateUserBody, RegisterBody, UpdateUserBody, type UsersService } from '../../components/users/index.js';
 import { canonicalEmail } from '../../platform/email.js';
 import { IdParams, PageQuery } from '../../platform/http.js';
 import type { Logger } from '../../platform/logger.js';
-import { originOf, traceparentOf } from '../../platform/trace-context.js';
+import type { RequestOrigin } from '../../platform/request-origin.js';
+import { traceparentOf } from '../../platform/trace-context.js';
 import { inputValidator } from '../http/validation.js';
 import { socketError } from './errors.js';
 import type { Loaders } from './loaders.js';
@@ -36,6 +38,8 @@ export type GraphqlContext = {
   readonly clientIp: string;
   /** The request's `traceparent` header as sent (the events of its changes carry it, or a new trace). */
   readonly traceparentHeader?: string | undefined;
+  /** What sessions, audit records and events note of the request, as REST's originOfRequest. */
+  readonly origin: RequestOrigin;
   /** The bearer token's principal; rejects UNAUTHENTICATED without a valid one. */
   readonly principal: () => Promise<Principal>;
   readonly loaders: Loaders;
@@ -75,6 +79,7 @@ const parsePage = validator(PageQuery);
 const parseRegister = validator(RegisterBody);
 const parseLogin = validator(LoginBody);
 const parseRefresh = validator(RefreshBody);
+const parseVerifyMfa = validator(VerifyMfaBody);
 const parseUpdateUser = validator(UpdateUserBody);
 const parseCreateUser = validator(CreateUserBody);
 const parseChangePassword = validator(ChangePasswordBody);
@@ -154,41 +159,44 @@ export function createResolvers({ users, auth, ledger }: Services, logger: Logge
   };
 
   const Mutation: Record<string, Resolver> = {
-    register: async (_parent, args, context) => users.register(parseRegister(normalizeEmail(present(args['input']))), originOf(context.traceparentHeader)),
+    register: async (_parent, args, context) => users.register(parseRegister(normalizeEmail(present(args['input']))), context.origin),
     login: async (_parent, args, context) =>
-      auth.login({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }, originOf(context.traceparentHeader)),
-    refresh: async (_parent, args, context) => auth.refresh(parseRefresh(present(args)).refreshToken, originOf(context.traceparentHeader)),
-    logout: async (_parent, args) => {
-      await auth.logout(parseRefresh(present(args)).refreshToken);
+      auth.login({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }, context.origin),
+    beginLogin: async (_parent, args, context) =>
+      auth.beginLogin({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }, context.origin),
+    verifyMfa: async (_parent, args, context) => auth.completeMfaLogin(parseVerifyMfa(present(args['input'])), context.origin),
+    refresh: async (_parent, args, context) => auth.refresh(parseRefresh(present(args)).refreshToken, context.origin),
+    logout: async (_parent, args, context) => {
+      await auth.logout(parseRefresh(present(args)).refreshToken, context.origin);
       return true;
     },
     logoutAll: async (_parent, _args, context) => {
-      await auth.logoutAll(await context.principal());
+      await auth.logoutAll(await context.principal(), context.origin);
       return true;
     },
     changePassword: async (_parent, args, context) => {
       const principal = await context.principal();
-      return auth.changePassword(principal, parseChangePassword(present(args['input'])));
+      return auth.changePassword(principal, parseChangePassword(present(args['input'])), context.origin);
     },
     createUser: async (_parent, args, context) => {
       const principal = await context.principal();
       authorize(principal, 'users:create');
-      return users.create(principal, parseCreateUser(normalizeEmail(present(args['input']))), originOf(context.traceparentHeader));
+      return users.create(principal, parseCreateUser(normalizeEmail(present(args['input']))), context.origin);
     },
     updateUser: async (_parent, args, context) => {
       const principal = await context.principal();
       const { id } = parseId(present({ id: args['id'] }));
-      return users.update(principal, id, parseUpdateUser(normalizeEmail(present(args['input']))), originOf(context.traceparentHeader));
+      return users.update(principal, id, parseUpdateUser(normalizeEmail(present(args['input']))), context.origin);
     },
     deleteUser: async (_parent, args, context) => {
       const principal = await context.principal();
       authorize(principal, 'users:delete');
-      await users.delete(principal, parseId(present(args)).id, originOf(context.traceparentHeader));
+      await users.delete(principal, parseId(present(args)).id, context.origin);
       return true;
     },
     createAccount: async (_parent, args, context) => {
       const principal = await context.principal();
-      return ledger.createAccount(principal, parseCreateAccount(present(args['input'])), originOf(context.traceparentHeader));
+      return ledger.createAccount(principal, parseCreateAccount(present(args['input'])), context.origin);
     },
     deposit: async (_parent, args, context) => {
       const principal = await context.principal();
@@ -283,5 +291,6 @@ export function createResolvers({ users, auth, ledger }: Services, logger: Logge
     Subscription,
     Account: AccountType,
     Transfer: TransferType,
+    LoginStep: { resolveType: (step: object) => ('mfaRequired' in step ? 'MfaChallenge' : 'LoginResult') },
   };
 }

@@ -137,6 +137,24 @@ type LoginResult {
   user: User!
 }
 
+"""A login needs its second factor: answer with verifyMfa (this mfaToken and a TOTP or recovery code)."""
+type MfaChallenge {
+  """Always true."""
+  mfaRequired: Boolean!
+  """Opaque and single use."""
+  mfaToken: String!
+  """Seconds the mfaToken stays valid."""
+  expiresIn: Int!
+}
+
+"""What beginLogin answers: the tokens, or (a user with a confirmed second factor) a challenge."""
+union LoginStep = LoginResult | MfaChallenge
+
+input VerifyMfaInput {
+  mfaToken: String!
+  code: String!
+}
+
 input RegisterInput {
   email: String!
   name: String!
@@ -205,8 +223,18 @@ type Query {
 
 type Mutation {
   register(input: RegisterInput!): User
-  """An access token and a rotating refresh token. The login throttle applies as on REST."""
+  """
+  An access token and a rotating refresh token. The login throttle applies as on REST. A user with a
+  confirmed second factor gets MFA_REQUIRED: such clients log in with beginLogin.
+  """
   login(input: LoginInput!): LoginResult
+  """
+  A login for any user, as REST's POST /auth/login: the tokens, or an MfaChallenge to answer with
+  verifyMfa. The login throttle applies as on REST.
+  """
+  beginLogin(input: LoginInput!): LoginStep
+  """A login's second step: beginLogin's mfaToken and a TOTP or recovery code (single use)."""
+  verifyMfa(input: VerifyMfaInput!): LoginResult
   """Rotate a refresh token (grace window for racing tabs; reuse revokes the login)."""
   refresh(refreshToken: String!): TokenPair
   """Revoke the login (refresh-token family) of this token; true even for an unknown token."""

@@ -3,6 +3,7 @@
 // attempts from one client together.
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
 import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
+import { VerifyMfaBody } from '../../components/mfa/index.js';
 import { RegisterBody, type UsersService } from '../../components/users/index.js';
 import { callOrigin, clientIpKey, principalOf, untilDeadline } from './call-context.js';
 import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
@@ -13,6 +14,7 @@ import { checkerFor } from './validate.js';
 const checkRegister = checkerFor(RegisterBody);
 const checkLogin = checkerFor(LoginBody);
 const checkRefresh = checkerFor(RefreshBody);
+const checkVerifyMfa = checkerFor(VerifyMfaBody);
 const checkChangePassword = checkerFor(ChangePasswordBody);
 
 const clientIpOf = (context: HandlerContext): string => context.values.get(clientIpKey);
@@ -31,6 +33,21 @@ export function authServiceImpl(auth: AuthService, users: UsersService): Service
       return renderLogin(await untilDeadline(context, auth.login({ ...body, clientIp: clientIpOf(context) }, callOrigin(context))));
     },
 
+    async beginLogin(request, context) {
+      const body = { email: canonicalEmail(request.email), password: request.password };
+      checkLogin(body);
+      const step = await untilDeadline(context, auth.beginLogin({ ...body, clientIp: clientIpOf(context) }, callOrigin(context)));
+      return 'mfaRequired' in step
+        ? { step: { case: 'mfaChallenge' as const, value: { mfaToken: step.mfaToken, expiresIn: step.expiresIn } } }
+        : { step: { case: 'login' as const, value: renderLogin(step) } };
+    },
+
+    async verifyMfa(request, context) {
+      const body = { mfaToken: request.mfaToken, code: request.code };
+      checkVerifyMfa(body);
+      return renderLogin(await untilDeadline(context, auth.completeMfaLogin(body, callOrigin(context))));
+    },
+
     async refresh(request, context) {
       checkRefresh({ refreshToken: request.refreshToken });
       return renderTokens(await untilDeadline(context, auth.refresh(request.refreshToken, callOrigin(context))));
@@ -38,13 +55,13 @@ export function authServiceImpl(auth: AuthService, users: UsersService): Service
 
     async logout(request, context) {
       checkRefresh({ refreshToken: request.refreshToken });
-      await untilDeadline(context, auth.logout(request.refreshToken));
+      await untilDeadline(context, auth.logout(request.refreshToken, callOrigin(context)));
       return {};
     },
 
     async logoutAll(_request, context) {
       const principal = await principalOf(auth, context);
-      await untilDeadline(context, auth.logoutAll(principal));
+      await untilDeadline(context, auth.logoutAll(principal, callOrigin(context)));
       return {};
     },
 
@@ -52,7 +69,7 @@ export function authServiceImpl(auth: AuthService, users: UsersService): Service
       const principal = await principalOf(auth, context);
       const body = { currentPassword: request.currentPassword, newPassword: request.newPassword };
       checkChangePassword(body);
-      return renderLogin(await untilDeadline(context, auth.changePassword(principal, body)));
+      return renderLogin(await untilDeadline(context, auth.changePassword(principal, body, callOrigin(context))));
     },
   };
 }

@@ -5,6 +5,7 @@ import { Code, ConnectError, createContextKey, type HandlerContext } from '@conn
 import { bearerTokenOf, type AuthService } from '../../components/auth/index.js';
 import type { Principal } from '../../components/access/index.js';
 import { unauthenticated } from '../../platform/errors.js';
+import { userAgentOf, type RequestOrigin } from '../../platform/request-origin.js';
 import { originOf } from '../../platform/trace-context.js';
 
 /** Set per call by the server's interceptor (server.ts) from the x-request-id metadata or anew. */
@@ -61,5 +62,17 @@ export function untilDeadline<T>(context: HandlerContext, work: Promise<T>): Pro
   });
 }
 
-/** What caused the call's changes: the `traceparent` metadata (W3C trace context) or a new trace. */
-export const callOrigin = (context: HandlerContext): { readonly traceparent: string } => originOf(context.requestHeader.get('traceparent'));
+/**
+ * What sessions, audit records and events note of the call, as REST's originOfRequest: the
+ * `traceparent` metadata (W3C trace context, or a new trace), the connection's address, the
+ * `user-agent` metadata and the call's request id.
+ */
+export const callOrigin = (context: HandlerContext): RequestOrigin & { readonly traceparent: string } => {
+  const userAgent = userAgentOf(context.requestHeader.get('user-agent') ?? undefined);
+  return {
+    ...originOf(context.requestHeader.get('traceparent')),
+    ip: context.values.get(clientIpKey),
+    requestId: context.values.get(requestIdKey),
+    ...(userAgent ? { userAgent } : {}),
+  };
+};

@@ -22,6 +22,7 @@ import { callOrigin, principalOf, requestIdKey, throwIfPastDeadline, untilDeadli
 import type { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';
 import { renderAccount, renderPageMeta, renderTransfer } from './render.js';
 import { amountOf, checkerFor, checkUuid, refuse, unlessZero } from './validate.js';
+import { traceparentOf } from '../../platform/trace-context.js';
 
 const checkCreateAccount = checkerFor(CreateAccountBody);
 const checkListAccounts = checkerFor(ListAccountsQuery);
@@ -38,7 +39,7 @@ function moneyContext(context: HandlerContext, key: string, required: boolean): 
   if (key.length > MAX_KEY_LENGTH) refuse([{ path: 'idempotency_key', message: `must NOT have more than ${MAX_KEY_LENGTH} characters` }]);
   return {
     requestId: context.values.get(requestIdKey),
-    traceparent: callOrigin(context).traceparent,
+    traceparent: traceparentOf(context.requestHeader.get('traceparent') ?? undefined),
     ...(key !== '' ? { idempotencyKey: key } : {}),
   };
 }

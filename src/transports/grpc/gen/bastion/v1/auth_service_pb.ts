@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file bastion/v1/auth_service.proto.
  */
 export const file_bastion_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1iYXN0aW9uL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYmFzdGlvbi52MSJACg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSIyChBSZWdpc3RlclJlc3BvbnNlEh4KBHVzZXIYASABKAsyEC5iYXN0aW9uLnYxLlVzZXIiLwoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIoQBCg1Mb2dpblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiZgoPUmVmcmVzaFJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBSImCg1Mb2dvdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEAoOTG9nb3V0UmVzcG9uc2UiEgoQTG9nb3V0QWxsUmVxdWVzdCITChFMb2dvdXRBbGxSZXNwb25zZSJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkijQEKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRISCgpleHBpcmVzX2luGAQgASgFEh4KBHVzZXIYBSABKAsyEC5iYXN0aW9uLnYxLlVzZXIyugMKC0F1dGhTZXJ2aWNlEkUKCFJlZ2lzdGVyEhsuYmFzdGlvbi52MS5SZWdpc3RlclJlcXVlc3QaHC5iYXN0aW9uLnYxLlJlZ2lzdGVyUmVzcG9uc2USPAoFTG9naW4SGC5iYXN0aW9uLnYxLkxvZ2luUmVxdWVzdBoZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZRJCCgdSZWZyZXNoEhouYmFzdGlvbi52MS5SZWZyZXNoUmVxdWVzdBobLmJhc3Rpb24udjEuUmVmcmVzaFJlc3BvbnNlEj8KBkxvZ291dBIZLmJhc3Rpb24udjEuTG9nb3V0UmVxdWVzdBoaLmJhc3Rpb24udjEuTG9nb3V0UmVzcG9uc2USSAoJTG9nb3V0QWxsEhwuYmFzdGlvbi52MS5Mb2dvdXRBbGxSZXF1ZXN0Gh0uYmFzdGlvbi52MS5Mb2dvdXRBbGxSZXNwb25zZRJXCg5DaGFuZ2VQYXNzd29yZBIhLmJhc3Rpb24udjEuQ2hhbmdlUGFzc3dvcmRSZXF1ZXN0GiIuYmFzdGlvbi52MS5DaGFuZ2VQYXNzd29yZFJlc3BvbnNlYgZwcm90bzM", [file_bastion_v1_user_service]);
+  fileDesc("Ch1iYXN0aW9uL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYmFzdGlvbi52MSJACg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSIyChBSZWdpc3RlclJlc3BvbnNlEh4KBHVzZXIYASABKAsyEC5iYXN0aW9uLnYxLlVzZXIiLwoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIoQBCg1Mb2dpblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIjQKEUJlZ2luTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJInsKEkJlZ2luTG9naW5SZXNwb25zZRIqCgVsb2dpbhgBIAEoCzIZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZUgAEjEKDW1mYV9jaGFsbGVuZ2UYAiABKAsyGC5iYXN0aW9uLnYxLk1mYUNoYWxsZW5nZUgAQgYKBHN0ZXAiNQoMTWZhQ2hhbGxlbmdlEhEKCW1mYV90b2tlbhgBIAEoCRISCgpleHBpcmVzX2luGAIgASgFIjMKEFZlcmlmeU1mYVJlcXVlc3QSEQoJbWZhX3Rva2VuGAEgASgJEgwKBGNvZGUYAiABKAkiiAEKEVZlcmlmeU1mYVJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiZgoPUmVmcmVzaFJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBSImCg1Mb2dvdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEAoOTG9nb3V0UmVzcG9uc2UiEgoQTG9nb3V0QWxsUmVxdWVzdCITChFMb2dvdXRBbGxSZXNwb25zZSJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkijQEKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRISCgpleHBpcmVzX2luGAQgASgFEh4KBHVzZXIYBSABKAsyEC5iYXN0aW9uLnYxLlVzZXIy0QQKC0F1dGhTZXJ2aWNlEkUKCFJlZ2lzdGVyEhsuYmFzdGlvbi52MS5SZWdpc3RlclJlcXVlc3QaHC5iYXN0aW9uLnYxLlJlZ2lzdGVyUmVzcG9uc2USPAoFTG9naW4SGC5iYXN0aW9uLnYxLkxvZ2luUmVxdWVzdBoZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZRJLCgpCZWdpbkxvZ2luEh0uYmFzdGlvbi52MS5CZWdpbkxvZ2luUmVxdWVzdBoeLmJhc3Rpb24udjEuQmVnaW5Mb2dpblJlc3BvbnNlEkgKCVZlcmlmeU1mYRIcLmJhc3Rpb24udjEuVmVyaWZ5TWZhUmVxdWVzdBodLmJhc3Rpb24udjEuVmVyaWZ5TWZhUmVzcG9uc2USQgoHUmVmcmVzaBIaLmJhc3Rpb24udjEuUmVmcmVzaFJlcXVlc3QaGy5iYXN0aW9uLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5iYXN0aW9uLnYxLkxvZ291dFJlcXVlc3QaGi5iYXN0aW9uLnYxLkxvZ291dFJlc3BvbnNlEkgKCUxvZ291dEFsbBIcLmJhc3Rpb24udjEuTG9nb3V0QWxsUmVxdWVzdBodLmJhc3Rpb24udjEuTG9nb3V0QWxsUmVzcG9uc2USVwoOQ2hhbmdlUGFzc3dvcmQSIS5iYXN0aW9uLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBoiLmJhc3Rpb24udjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZWIGcHJvdG8z", [file_bastion_v1_user_service]);
 
 /**
  * @generated from message bastion.v1.RegisterRequest
@@ -122,6 +122,148 @@ export const LoginResponseSchema: GenMessage<LoginResponse> = /*@__PURE__*/
   messageDesc(file_bastion_v1_auth_service, 3);
 
 /**
+ * @generated from message bastion.v1.BeginLoginRequest
+ */
+export type BeginLoginRequest = Message<"bastion.v1.BeginLoginRequest"> & {
+  /**
+   * @generated from field: string email = 1;
+   */
+  email: string;
+
+  /**
+   * @generated from field: string password = 2;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message bastion.v1.BeginLoginRequest.
+ * Use `create(BeginLoginRequestSchema)` to create a new message.
+ */
+export const BeginLoginRequestSchema: GenMessage<BeginLoginRequest> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 4);
+
+/**
+ * @generated from message bastion.v1.BeginLoginResponse
+ */
+export type BeginLoginResponse = Message<"bastion.v1.BeginLoginResponse"> & {
+  /**
+   * @generated from oneof bastion.v1.BeginLoginResponse.step
+   */
+  step: {
+    /**
+     * No second factor: the login's tokens.
+     *
+     * @generated from field: bastion.v1.LoginResponse login = 1;
+     */
+    value: LoginResponse;
+    case: "login";
+  } | {
+    /**
+     * A second factor is needed.
+     *
+     * @generated from field: bastion.v1.MfaChallenge mfa_challenge = 2;
+     */
+    value: MfaChallenge;
+    case: "mfaChallenge";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message bastion.v1.BeginLoginResponse.
+ * Use `create(BeginLoginResponseSchema)` to create a new message.
+ */
+export const BeginLoginResponseSchema: GenMessage<BeginLoginResponse> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 5);
+
+/**
+ * @generated from message bastion.v1.MfaChallenge
+ */
+export type MfaChallenge = Message<"bastion.v1.MfaChallenge"> & {
+  /**
+   * Opaque and single use.
+   *
+   * @generated from field: string mfa_token = 1;
+   */
+  mfaToken: string;
+
+  /**
+   * Seconds the mfa_token stays valid.
+   *
+   * @generated from field: int32 expires_in = 2;
+   */
+  expiresIn: number;
+};
+
+/**
+ * Describes the message bastion.v1.MfaChallenge.
+ * Use `create(MfaChallengeSchema)` to create a new message.
+ */
+export const MfaChallengeSchema: GenMessage<MfaChallenge> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 6);
+
+/**
+ * @generated from message bastion.v1.VerifyMfaRequest
+ */
+export type VerifyMfaRequest = Message<"bastion.v1.VerifyMfaRequest"> & {
+  /**
+   * @generated from field: string mfa_token = 1;
+   */
+  mfaToken: string;
+
+  /**
+   * A TOTP code or a recovery code.
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+};
+
+/**
+ * Describes the message bastion.v1.VerifyMfaRequest.
+ * Use `create(VerifyMfaRequestSchema)` to create a new message.
+ */
+export const VerifyMfaRequestSchema: GenMessage<VerifyMfaRequest> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 7);
+
+/**
+ * @generated from message bastion.v1.VerifyMfaResponse
+ */
+export type VerifyMfaResponse = Message<"bastion.v1.VerifyMfaResponse"> & {
+  /**
+   * @generated from field: string access_token = 1;
+   */
+  accessToken: string;
+
+  /**
+   * @generated from field: string refresh_token = 2;
+   */
+  refreshToken: string;
+
+  /**
+   * @generated from field: string token_type = 3;
+   */
+  tokenType: string;
+
+  /**
+   * @generated from field: int32 expires_in = 4;
+   */
+  expiresIn: number;
+
+  /**
+   * @generated from field: bastion.v1.User user = 5;
+   */
+  user?: User | undefined;
+};
+
+/**
+ * Describes the message bastion.v1.VerifyMfaResponse.
+ * Use `create(VerifyMfaResponseSchema)` to create a new message.
+ */
+export const VerifyMfaResponseSchema: GenMessage<VerifyMfaResponse> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 8);
+
+/**
  * @generated from message bastion.v1.RefreshRequest
  */
 export type RefreshRequest = Message<"bastion.v1.RefreshRequest"> & {
@@ -136,7 +278,7 @@ export type RefreshRequest = Message<"bastion.v1.RefreshRequest"> & {
  * Use `create(RefreshRequestSchema)` to create a new message.
  */
 export const RefreshRequestSchema: GenMessage<RefreshRequest> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 4);
+  messageDesc(file_bastion_v1_auth_service, 9);
 
 /**
  * @generated from message bastion.v1.RefreshResponse
@@ -168,7 +310,7 @@ export type RefreshResponse = Message<"bastion.v1.RefreshResponse"> & {
  * Use `create(RefreshResponseSchema)` to create a new message.
  */
 export const RefreshResponseSchema: GenMessage<RefreshResponse> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 5);
+  messageDesc(file_bastion_v1_auth_service, 10);
 
 /**
  * @generated from message bastion.v1.LogoutRequest
@@ -185,7 +327,7 @@ export type LogoutRequest = Message<"bastion.v1.LogoutRequest"> & {
  * Use `create(LogoutRequestSchema)` to create a new message.
  */
 export const LogoutRequestSchema: GenMessage<LogoutRequest> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 6);
+  messageDesc(file_bastion_v1_auth_service, 11);
 
 /**
  * @generated from message bastion.v1.LogoutResponse
@@ -198,7 +340,7 @@ export type LogoutResponse = Message<"bastion.v1.LogoutResponse"> & {
  * Use `create(LogoutResponseSchema)` to create a new message.
  */
 export const LogoutResponseSchema: GenMessage<LogoutResponse> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 7);
+  messageDesc(file_bastion_v1_auth_service, 12);
 
 /**
  * @generated from message bastion.v1.LogoutAllRequest
@@ -211,7 +353,7 @@ export type LogoutAllRequest = Message<"bastion.v1.LogoutAllRequest"> & {
  * Use `create(LogoutAllRequestSchema)` to create a new message.
  */
 export const LogoutAllRequestSchema: GenMessage<LogoutAllRequest> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 8);
+  messageDesc(file_bastion_v1_auth_service, 13);
 
 /**
  * @generated from message bastion.v1.LogoutAllResponse
@@ -224,7 +366,7 @@ export type LogoutAllResponse = Message<"bastion.v1.LogoutAllResponse"> & {
  * Use `create(LogoutAllResponseSchema)` to create a new message.
  */
 export const LogoutAllResponseSchema: GenMessage<LogoutAllResponse> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 9);
+  messageDesc(file_bastion_v1_auth_service, 14);
 
 /**
  * @generated from message bastion.v1.ChangePasswordRequest
@@ -246,7 +388,7 @@ export type ChangePasswordRequest = Message<"bastion.v1.ChangePasswordRequest"> 
  * Use `create(ChangePasswordRequestSchema)` to create a new message.
  */
 export const ChangePasswordRequestSchema: GenMessage<ChangePasswordRequest> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 10);
+  messageDesc(file_bastion_v1_auth_service, 15);
 
 /**
  * @generated from message bastion.v1.ChangePasswordResponse
@@ -283,7 +425,7 @@ export type ChangePasswordResponse = Message<"bastion.v1.ChangePasswordResponse"
  * Use `create(ChangePasswordResponseSchema)` to create a new message.
  */
 export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = /*@__PURE__*/
-  messageDesc(file_bastion_v1_auth_service, 11);
+  messageDesc(file_bastion_v1_auth_service, 16);
 
 /**
  * Authentication: the REST API's /api/v1/auth routes. LogoutAll and ChangePassword need
@@ -310,6 +452,29 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof LoginRequestSchema;
     output: typeof LoginResponseSchema;
+  },
+  /**
+   * A login for any user, as REST's POST /api/v1/auth/login: the tokens, or (a user who confirmed a
+   * second factor, whom Login answers UNAUTHENTICATED with MFA_REQUIRED) a challenge to answer
+   * with VerifyMfa. The login throttle applies as on Login.
+   *
+   * @generated from rpc bastion.v1.AuthService.BeginLogin
+   */
+  beginLogin: {
+    methodKind: "unary";
+    input: typeof BeginLoginRequestSchema;
+    output: typeof BeginLoginResponseSchema;
+  },
+  /**
+   * A login's second step: BeginLogin's mfa_token and a TOTP or recovery code (single use). A wrong
+   * code is UNAUTHENTICATED (INVALID_MFA_CODE); too many are RESOURCE_EXHAUSTED (RATE_LIMITED).
+   *
+   * @generated from rpc bastion.v1.AuthService.VerifyMfa
+   */
+  verifyMfa: {
+    methodKind: "unary";
+    input: typeof VerifyMfaRequestSchema;
+    output: typeof VerifyMfaResponseSchema;
   },
   /**
    * Rotates the refresh token (grace window for racing clients; reuse revokes the login).
