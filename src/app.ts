@@ -161,7 +161,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
       rateLimit: { limiter: rateLimiter, max: config.apiKeyRateLimitMax, windowMs: config.apiKeyRateLimitWindowMs },
     });
     // TOTP second factor: login asks it for a challenge, and completes only on a right code.
-    const mfa = createMfa({ database, users, sealer, audit, ...options.mfa });
+    const mfa = createMfa({ database, users, sealer, audit, logger, ...options.mfa });
     await mfa.sealStoredSecrets(logger);
     const auth = createAuthService(
       {

@@ -289,4 +289,27 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
     await assertSealedOnce((await storedRow(next.app.database.db, reEnrolling.session.user.id)).secret, newSecret);
     await mfaLogin(next, reEnrolled);
   });
+
+  it('when an instance without the secret meets a secret another instance sealed, then its MFA login is 503 with Retry-After, not a 500, and the sealed instance logs the user in', { skip: postgresOnly }, async () => {
+    const database = await createDatabase({ pgliteTemplate: true });
+    // A rolling switch to KEY_ENCRYPTION_SECRET: the old instance keeps serving while a new one seals.
+    const old = await start(database, {});
+    const user = await enrolledUser(old);
+    const sealed = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
+    await assertSealedOnce((await storedRow(sealed.app.database.db, user.session.user.id)).secret, user.secret);
+
+    const mfaToken = await challenge(old, user);
+    const refused = await old.client.post(VERIFY, { mfaToken, code: await freshCode(user.secret) });
+    expectError(refused, 503, 'SERVICE_UNAVAILABLE');
+    assert.ok(Number(refused.headers.get('retry-after')) >= 1, refused.text);
+    assert.ok(
+      old.logs.some((line) => {
+        const { level } = JSON.parse(line) as { level: number | string };
+        return line.includes('KEY_ENCRYPTION_SECRET') && (level === 'error' || (typeof level === 'number' && level >= 50));
+      }),
+      'the instance says why, at error level',
+    );
+    // The retry that reaches a restarted instance succeeds.
+    await mfaLogin(sealed, user);
+  });
 });

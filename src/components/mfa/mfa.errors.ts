@@ -20,3 +20,10 @@ export const tooManyWrongCodes = (retryAfterSeconds: number): DomainError =>
   new DomainError('RATE_LIMITED', 'Too many wrong codes for this user; retry later', { retryAfterSeconds });
 export const noEnrolment = (): DomainError => notFound('TOTP enrolment');
 export const wrongPassword = (): DomainError => new DomainError('INVALID_CURRENT_PASSWORD', 'The password is not correct');
+/**
+ * A secret sealed under a KEY_ENCRYPTION_SECRET this instance lacks (another instance started with
+ * it, during a rolling switch): a transient of the deployment, so the caller retries (on a
+ * restarted instance), not a failure of the request.
+ */
+export const secretUnavailable = (): DomainError =>
+  new DomainError('SERVICE_UNAVAILABLE', 'This instance cannot open second-factor secrets yet; retry shortly', { retryAfterSeconds: 1 });

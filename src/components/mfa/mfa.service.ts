@@ -23,6 +23,7 @@ import {
   openBytes,
   sealBytes,
   SEALED_BYTES_PREFIX,
+  SealedKeyError,
   type KeySealer,
   type MfaChallenge,
   type SecondFactor,
@@ -33,7 +34,7 @@ import { unauthenticated, type DomainError } from '../../platform/errors.js';
 import type { Logger } from '../../platform/logger.js';
 import { newId } from '../../platform/ids.js';
 import type { RequestOrigin } from '../../platform/request-origin.js';
-import { invalidMfaCode, invalidMfaToken, mfaAlreadyEnabled, noEnrolment, tooManyWrongCodes, wrongPassword } from './mfa.errors.js';
+import { invalidMfaCode, invalidMfaToken, mfaAlreadyEnabled, noEnrolment, secretUnavailable, tooManyWrongCodes, wrongPassword } from './mfa.errors.js';
 import * as repo from './mfa.repo.js';
 
 /** The issuer authenticator apps show next to the account. */
@@ -100,6 +101,8 @@ export interface MfaDeps {
   /** Seals TOTP secrets at rest (KEY_ENCRYPTION_SECRET); none: stored as they are. */
   readonly sealer?: KeySealer | undefined;
   readonly audit?: AuditTrail | undefined;
+  /** Where a secret this instance cannot open is reported; none: not reported. */
+  readonly logger?: Logger | undefined;
   /** Milliseconds since the epoch: the one clock for time steps, challenge expiry and the wrong-code window. */
   readonly now?: () => number;
   readonly pauses?: MfaPauses | undefined;
@@ -147,7 +150,18 @@ export function createMfa(deps: MfaDeps): MfaService {
     const plain = Buffer.from(secret, 'utf8');
     return sealer ? sealBytes(sealer, plain) : plain;
   };
-  const secretOf = async (stored: Uint8Array): Promise<string> => (await openBytes(sealer, stored)).toString('utf8');
+  const secretOf = async (stored: Uint8Array): Promise<string> => {
+    try {
+      return (await openBytes(sealer, stored)).toString('utf8');
+    } catch (error) {
+      if (!(error instanceof SealedKeyError)) throw error;
+      deps.logger?.error(
+        { err: error },
+        'mfa: a TOTP secret is sealed under a KEY_ENCRYPTION_SECRET this instance does not have; restart it with the one the other instances use',
+      );
+      throw secretUnavailable();
+    }
+  };
 
   /**
    * Counts an attempt against the user's wrong-code budget, or fails RATE_LIMITED; `inactive` when
