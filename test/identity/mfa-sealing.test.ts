@@ -298,9 +298,13 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
     const sealed = await start(database, { KEY_ENCRYPTION_SECRET: SECRET });
     await assertSealedOnce((await storedRow(sealed.app.database.db, user.session.user.id)).secret, user.secret);
 
+    const failures = async () =>
+      (await sql<{ failures: number }>`select failures from mfa_totp where user_id = ${user.session.user.id}::uuid`.execute(old.app.database.db)).rows[0]?.failures;
+    const failuresBefore = await failures();
     const mfaToken = await challenge(old, user);
     const refused = await old.client.post(VERIFY, { mfaToken, code: await freshCode(user.secret) });
     expectError(refused, 503, 'SERVICE_UNAVAILABLE');
+    assert.equal(await failures(), failuresBefore, 'nothing was tried: the wrong-code budget is untouched');
     assert.ok(Number(refused.headers.get('retry-after')) >= 1, refused.text);
     assert.ok(
       old.logs.some((line) => {

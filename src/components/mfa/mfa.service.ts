@@ -316,7 +316,15 @@ export function createMfa(deps: MfaDeps): MfaService {
       const reservation = await reserve(userId, at, invalidMfaToken);
 
       const recoveryCode = normalizedRecoveryCode(code);
-      const step = await stepOfCode(await secretOf(reservation.secret), code, at);
+      let secret: string;
+      try {
+        secret = await secretOf(reservation.secret);
+      } catch (error) {
+        // Nothing was tried (this instance cannot open the secret): the attempt goes back.
+        await repo.refundAttempt(db, userId, reservation.window_ends_at);
+        throw error;
+      }
+      const step = await stepOfCode(secret, code, at);
       const usable = step !== undefined || isRecoveryCodeShape(recoveryCode);
       if (usable) {
         if (step !== undefined) await pauses?.afterCodeCheck?.(userId);
