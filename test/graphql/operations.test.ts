@@ -77,6 +77,20 @@ describeOnBackends('graphql operations', ({ it, before, startServer }) => {
     assert.equal(byAdmin.user.email, bob.user.email);
   });
 
+  it('when verifyMfa gets an empty or oversized token or code, then VALIDATION_FAILED (400) naming it; an unknown token is UNAUTHENTICATED', async () => {
+    const verify = (input: Record<string, string>) =>
+      gql(server.client, 'mutation ($input: VerifyMfaInput!) { verifyMfa(input: $input) { accessToken } }', { input });
+    for (const [input, path] of [
+      [{ mfaToken: '', code: '123456' }, 'mfaToken'],
+      [{ mfaToken: 'x', code: '' }, 'code'],
+      [{ mfaToken: 'x', code: '1'.repeat(65) }, 'code'],
+    ] as const) {
+      const error = errorOf(await verify(input), 'VALIDATION_FAILED', 400);
+      assert.deepEqual(error.extensions.errors?.map((fieldError) => fieldError.path), [path]);
+    }
+    errorOf(await verify({ mfaToken: 'not-a-challenge', code: '123456' }), 'UNAUTHENTICATED', 401);
+  });
+
   it('when an id is malformed, then it is VALIDATION_FAILED (400) naming the field', async () => {
     const error = errorOf(await gql(server.client, 'query ($id: ID!) { user(id: $id) { id } }', { id: 'nope' }, { token: admin.accessToken }), 'VALIDATION_FAILED', 400);
     assert.deepEqual(error.extensions.errors?.map((fieldError) => fieldError.path), ['id']);

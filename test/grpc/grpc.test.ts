@@ -128,6 +128,17 @@ describeOnBackends('gRPC transport', ({ it, before, startServer, defer }) => {
     assert.equal(own.response.user.email, alice.user.email);
   });
 
+  it('when VerifyMfa gets an empty or oversized token or code, then INVALID_ARGUMENT; an unknown token is UNAUTHENTICATED', async () => {
+    for (const request of [{ mfaToken: '', code: '123456' }, { mfaToken: 'x', code: '' }, { mfaToken: 'x'.repeat(513), code: '123456' }, { mfaToken: 'x', code: '1'.repeat(65) }]) {
+      const refused = await client.fail('bastion.v1.AuthService', 'VerifyMfa', request);
+      assert.equal(refused.code, grpc.status.INVALID_ARGUMENT, JSON.stringify(request));
+      assert.equal(refused.domainCode, 'VALIDATION_FAILED');
+    }
+    const unknown = await client.fail('bastion.v1.AuthService', 'VerifyMfa', { mfaToken: 'not-a-challenge', code: '123456' });
+    assert.equal(unknown.code, grpc.status.UNAUTHENTICATED);
+    assert.equal(unknown.domainCode, 'UNAUTHENTICATED');
+  });
+
   it('when an account does not exist or an id is malformed, then NOT_FOUND, or INVALID_ARGUMENT naming the proto field', async () => {
     const user = await registerAndLogin(server.client);
     const missing = await client.fail('bastion.v1.LedgerService', 'GetAccount', { id: randomUUID() }, { token: user.accessToken });
