@@ -274,6 +274,7 @@ export async function createApplication(config: Config, options: ApplicationOpti
             users,
             auth,
             ledger,
+            apiKeys,
             rateLimiter,
             rateLimitMax: config.rateLimitMax,
             rateLimitWindowMs: config.rateLimitWindowMs,

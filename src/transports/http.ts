@@ -104,6 +104,7 @@ export async function buildServer(deps: HttpDependencies): Promise<FastifyInstan
     users: deps.users,
     auth: deps.auth,
     ledger: deps.ledger,
+    apiKeys: deps.apiKeys,
     logger: deps.logger,
     rateLimiter: deps.rateLimiter,
     rateLimitMax: config.rateLimitMax,

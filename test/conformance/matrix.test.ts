@@ -7,8 +7,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { generate } from 'otplib';
-import { loginAdmin, registerAndLogin, uniqueEmail, type Session } from '../helpers/auth.js';
+import { login, loginAdmin, registerAndLogin, uniqueEmail, type Session } from '../helpers/auth.js';
 import { describeOnBackends } from '../helpers/describe-on-backends.js';
+import { msUntil } from '../helpers/poll.js';
 import { createLoopbackClient, randomLoopbackAddress } from '../helpers/loopback.js';
 import type { TestServer } from '../helpers/server.js';
 import {
@@ -39,6 +40,7 @@ const MAPPED: Readonly<Record<string, { readonly REST: number; readonly GraphQL:
   INSUFFICIENT_FUNDS: { REST: 422, GraphQL: 422, gRPC: 'FAILED_PRECONDITION' },
   IDEMPOTENCY_KEY_REUSED: { REST: 422, GraphQL: 422, gRPC: 'INVALID_ARGUMENT' },
   RATE_LIMITED: { REST: 429, GraphQL: 429, gRPC: 'RESOURCE_EXHAUSTED' },
+  VALIDATION_FAILED: { REST: 400, GraphQL: 400, gRPC: 'INVALID_ARGUMENT' },
   INVALID_MFA_CODE: { REST: 401, GraphQL: 401, gRPC: 'UNAUTHENTICATED' },
   MFA_REQUIRED: { REST: 401, GraphQL: 401, gRPC: 'UNAUTHENTICATED' },
 };
@@ -287,6 +289,51 @@ describeOnBackends('conformance matrix: REST, GraphQL and gRPC', ({ it, before, 
         assert.equal(session.ip, '127.0.0.1');
         assert.ok(session.userAgent && session.userAgent.length > 0, JSON.stringify(session));
         return { challenge: { kind: first.kind, expiresIn: first.expiresIn }, oneStep, wrong, spent, tokenType: login.tokenType };
+      },
+    },
+    {
+      name: 'sessions',
+      when: 'a user logged in twice lists their sessions and ends the other one',
+      then: 'both are listed with the current one marked; the ended one stops within 1 s; another user\'s session is NOT_FOUND',
+      async run(driver) {
+        const first = await registerAndLogin(server.client);
+        const second = await login(server.client, first.user.email, first.password);
+        const listed = valueOf(driver, await driver.listSessions(second.accessToken), 'list the sessions');
+        assert.equal(listed.length, 2, JSON.stringify(listed));
+        assert.deepEqual(listed.map((session) => session.current), [true, false], 'newest first, the caller\'s marked');
+        const other = listed[1]!;
+        assert.equal(valueOf(driver, await driver.revokeSession(second.accessToken, other.id), 'end the other session'), true);
+        const stoppedWithin = await msUntil(performance.now(), async () => !(await driver.me(first.accessToken)).ok, 1_000);
+        assert.ok(stoppedWithin !== undefined, 'the ended session\'s access token still works after 1 s');
+        const stopped = refused(driver, await driver.me(first.accessToken), 'UNAUTHENTICATED', 'the ended session\'s token');
+        const stranger = await registerAndLogin(server.client);
+        const foreign = refused(driver, await driver.revokeSession(stranger.accessToken, listed[0]!.id), 'NOT_FOUND', 'someone else\'s session');
+        assert.equal(valueOf(driver, await driver.me(second.accessToken), 'the current session').id, first.user.id);
+        return { listed: listed.length, stopped, foreign, after: valueOf(driver, await driver.listSessions(second.accessToken), 'list again').length };
+      },
+    },
+    {
+      name: 'API keys',
+      when: 'a user creates a key, uses it, lists and revokes it',
+      then: 'the secret is shown once and acts within its scopes; the list never shows it; a revoked key stops within 1 s',
+      async run(driver) {
+        const owner = await registerAndLogin(server.client);
+        const { apiKey, secret } = valueOf(driver, await driver.createApiKey(owner.accessToken, { name: 'ci', scopes: ['users:read'] }), 'create a key');
+        assert.match(secret, /^bsk_[A-Za-z0-9_-]{43}$/);
+        assert.ok(secret.startsWith(apiKey.prefix), 'the prefix is the start of the secret');
+        assert.equal(valueOf(driver, await driver.me(secret), 'me with the key').id, owner.user.id);
+        const outOfScope = refused(driver, await driver.createAccount(secret, 'USD'), 'FORBIDDEN', 'a write with a read-only key');
+        const duplicateScope = refused(driver, await driver.createApiKey(owner.accessToken, { name: 'x', scopes: ['users:write', 'users:read', 'ledger:read', 'ledger:write', 'ledger:write'] }), 'VALIDATION_FAILED', 'a scope twice');
+        const listed = valueOf(driver, await driver.listApiKeys(owner.accessToken), 'list the keys');
+        assert.deepEqual(listed, [apiKey]);
+        assert.ok(!JSON.stringify(listed).includes(secret.slice(12)), 'the list never carries the secret');
+        const stranger = await registerAndLogin(server.client);
+        const foreign = refused(driver, await driver.revokeApiKey(stranger.accessToken, apiKey.id), 'NOT_FOUND', 'someone else\'s key');
+        assert.equal(valueOf(driver, await driver.revokeApiKey(owner.accessToken, apiKey.id), 'revoke the key'), true);
+        const stoppedWithin = await msUntil(performance.now(), async () => !(await driver.me(secret)).ok, 1_000);
+        assert.ok(stoppedWithin !== undefined, 'the revoked key still works after 1 s');
+        const revoked = refused(driver, await driver.me(secret), 'UNAUTHENTICATED', 'a revoked key');
+        return { scopes: apiKey.scopes, outOfScope, duplicateScope, foreign, revoked, after: valueOf(driver, await driver.listApiKeys(owner.accessToken), 'list again').length };
       },
     },
     {

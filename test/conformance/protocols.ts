@@ -49,6 +49,19 @@ export interface LoginView extends TokensView {
 export type LoginStepView =
   | { readonly kind: 'tokens'; readonly login: LoginView }
   | { readonly kind: 'challenge'; readonly mfaToken: string; readonly expiresIn: number };
+export interface SessionView {
+  readonly id: string;
+  readonly current: boolean;
+  readonly userAgent: string | null;
+  readonly ip: string | null;
+}
+export interface ApiKeyView {
+  readonly id: string;
+  readonly name: string;
+  readonly prefix: string;
+  readonly scopes: readonly string[];
+  readonly expiresAt: string | null;
+}
 export interface AccountView {
   readonly id: string;
   readonly ownerId: string | null;
@@ -88,6 +101,14 @@ export interface ProtocolDriver {
   /** The second step: REST's POST /auth/mfa/verify, GraphQL verifyMfa, gRPC VerifyMfa. */
   verifyMfa(mfaToken: string, code: string): Promise<Outcome<LoginView>>;
   refresh(refreshToken: string): Promise<Outcome<TokensView>>;
+  /** The caller's sessions, newest first (the first page of 100). */
+  listSessions(token: string): Promise<Outcome<SessionView[]>>;
+  revokeSession(token: string, id: string): Promise<Outcome<true>>;
+  /** A new key and its secret. */
+  createApiKey(token: string, input: { name: string; scopes: string[] }): Promise<Outcome<{ apiKey: ApiKeyView; secret: string }>>;
+  /** The caller's keys, newest first (the first page of 100). */
+  listApiKeys(token: string): Promise<Outcome<ApiKeyView[]>>;
+  revokeApiKey(token: string, id: string): Promise<Outcome<true>>;
   /** The caller; no token: an unauthenticated call. */
   me(token?: string): Promise<Outcome<UserView>>;
   getUser(token: string, id: string): Promise<Outcome<UserView>>;
@@ -198,6 +219,16 @@ export function createRestDriver(client: Client): ProtocolDriver {
         body: { mfaToken, code },
       }),
     refresh: (refreshToken) => send('POST', '/auth/refresh', 200, (body: { data: TokensView }) => tokens(body.data), { body: { refreshToken } }),
+    listSessions: (token) =>
+      send('GET', '/auth/sessions?limit=100', 200, (body: { data: SessionView[] }) => body.data.map(sessionView), { token }),
+    revokeSession: (token, id) => send('DELETE', `/auth/sessions/${id}`, 204, () => true as const, { token }),
+    createApiKey: (token, input) =>
+      send('POST', '/api-keys', 201, (body: { data: ApiKeyView & { secret: string } }) => ({ apiKey: apiKeyView(body.data), secret: body.data.secret }), {
+        token,
+        body: input,
+      }),
+    listApiKeys: (token) => send('GET', '/api-keys?limit=100', 200, (body: { data: ApiKeyView[] }) => body.data.map(apiKeyView), { token }),
+    revokeApiKey: (token, id) => send('DELETE', `/api-keys/${id}`, 204, () => true as const, { token }),
     me: (token) => send('GET', '/users/me', 200, (body: { data: User }) => restUser(body.data), token !== undefined ? { token } : {}),
     getUser: (token, id) => send('GET', `/users/${id}`, 200, (body: { data: User }) => restUser(body.data), { token }),
     createAccount: (token, currency) => send('POST', '/accounts', 201, (body: { data: RestAccount }) => restAccount(body.data), { token, body: { currency } }),
@@ -211,6 +242,9 @@ export function createRestDriver(client: Client): ProtocolDriver {
     close: () => undefined,
   };
 }
+
+const sessionView = (session: SessionView): SessionView => ({ id: session.id, current: session.current, userAgent: session.userAgent, ip: session.ip });
+const apiKeyView = (key: ApiKeyView): ApiKeyView => ({ id: key.id, name: key.name, prefix: key.prefix, scopes: [...key.scopes], expiresAt: key.expiresAt });
 
 const tokens = (pair: TokensView): TokensView => ({
   accessToken: pair.accessToken,
@@ -308,6 +342,20 @@ export function createGraphqlDriver(client: Client): ProtocolDriver {
         { refreshToken },
         tokens,
       ),
+    listSessions: (token) =>
+      run('sessions', '{ sessions(first: 100) { nodes { id current userAgent ip } } }', {}, (page: { nodes: SessionView[] }) => page.nodes.map(sessionView), token),
+    revokeSession: (token, id) => run('revokeSession', 'mutation ($id: ID!) { revokeSession(id: $id) }', { id }, (done: boolean) => (assert.equal(done, true), true as const), token),
+    createApiKey: (token, input) =>
+      run(
+        'createApiKey',
+        'mutation ($input: CreateApiKeyInput!) { createApiKey(input: $input) { apiKey { id name prefix scopes expiresAt } secret } }',
+        { input },
+        (created: { apiKey: ApiKeyView; secret: string }) => ({ apiKey: apiKeyView(created.apiKey), secret: created.secret }),
+        token,
+      ),
+    listApiKeys: (token) =>
+      run('apiKeys', '{ apiKeys(first: 100) { nodes { id name prefix scopes expiresAt } } }', {}, (page: { nodes: ApiKeyView[] }) => page.nodes.map(apiKeyView), token),
+    revokeApiKey: (token, id) => run('revokeApiKey', 'mutation ($id: ID!) { revokeApiKey(id: $id) }', { id }, (done: boolean) => (assert.equal(done, true), true as const), token),
     me: (token) => run('me', `{ me { ${USER} } }`, {}, (user: UserView) => ({ ...user }), token),
     getUser: (token, id) => run('user', `query ($id: ID!) { user(id: $id) { ${USER} } }`, { id }, (user: UserView) => ({ ...user }), token),
     createAccount: (token, currency) =>
@@ -424,7 +472,22 @@ const grpcStatusName = (code: number): GrpcStatusName => {
   return name as GrpcStatusName;
 };
 
-type Service = 'bastion.v1.UserService' | 'bastion.v1.AuthService' | 'bastion.v1.LedgerService';
+type Service = 'bastion.v1.UserService' | 'bastion.v1.AuthService' | 'bastion.v1.LedgerService' | 'bastion.v1.ApiKeyService';
+
+interface ProtoApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  scopes: string[];
+  expiresAt?: ProtoTimestamp | null;
+}
+const protoApiKey = (key: ProtoApiKey): ApiKeyView => ({
+  id: key.id,
+  name: key.name,
+  prefix: key.prefix,
+  scopes: [...key.scopes],
+  expiresAt: key.expiresAt ? isoOf(key.expiresAt) : null,
+});
 
 /** gRPC through @grpc/grpc-js at `address` (host:port). */
 export function createGrpcDriver(address: string): ProtocolDriver {
@@ -479,6 +542,21 @@ export function createGrpcDriver(address: string): ProtocolDriver {
         user: protoUser(response.user),
       })),
     refresh: (refreshToken) => call('bastion.v1.AuthService', 'Refresh', { refreshToken }, (response: TokensView) => tokens(response)),
+    listSessions: (token) =>
+      call(
+        'bastion.v1.AuthService',
+        'ListSessions',
+        { limit: 100 },
+        (response: { sessions: Array<{ id: string; current: boolean; userAgent?: string; ip?: string }> }) =>
+          response.sessions.map((session) => ({ id: session.id, current: session.current, userAgent: session.userAgent ?? null, ip: session.ip ?? null })),
+        token,
+      ),
+    revokeSession: (token, id) => call('bastion.v1.AuthService', 'RevokeSession', { id }, () => true as const, token),
+    createApiKey: (token, input) =>
+      call('bastion.v1.ApiKeyService', 'CreateApiKey', input, (response: { apiKey: ProtoApiKey; secret: string }) => ({ apiKey: protoApiKey(response.apiKey), secret: response.secret }), token),
+    listApiKeys: (token) =>
+      call('bastion.v1.ApiKeyService', 'ListApiKeys', { limit: 100 }, (response: { apiKeys: ProtoApiKey[] }) => response.apiKeys.map(protoApiKey), token),
+    revokeApiKey: (token, id) => call('bastion.v1.ApiKeyService', 'RevokeApiKey', { id }, () => true as const, token),
     me: (token) => call('bastion.v1.UserService', 'GetMe', {}, (response: { user: ProtoUser }) => protoUser(response.user), token),
     getUser: (token, id) => call('bastion.v1.UserService', 'GetUser', { id }, (response: { user: ProtoUser }) => protoUser(response.user), token),
     createAccount: (token, currency) =>

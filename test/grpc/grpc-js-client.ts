@@ -11,6 +11,7 @@ const definition = protoLoader.loadSync(
     'bastion/v1/user_service.proto',
     'bastion/v1/auth_service.proto',
     'bastion/v1/ledger_service.proto',
+    'bastion/v1/api_key_service.proto',
     'grpc/health/v1/health.proto',
     'grpc/reflection/v1/reflection.proto',
   ],
@@ -19,7 +20,7 @@ const definition = protoLoader.loadSync(
 );
 const loaded = grpc.loadPackageDefinition(definition);
 
-type ServiceName = 'bastion.v1.UserService' | 'bastion.v1.AuthService' | 'bastion.v1.LedgerService' | 'grpc.health.v1.Health';
+type ServiceName = 'bastion.v1.UserService' | 'bastion.v1.AuthService' | 'bastion.v1.LedgerService' | 'bastion.v1.ApiKeyService' | 'grpc.health.v1.Health';
 type AnyServiceName = ServiceName | 'grpc.reflection.v1.ServerReflection';
 
 function constructorOf(name: AnyServiceName): grpc.ServiceClientConstructor {

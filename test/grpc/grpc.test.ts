@@ -325,7 +325,7 @@ describeOnBackends('gRPC transport', ({ it, before, startServer, defer }) => {
       { fileContainingSymbol: 'bastion.v1.Nothing' },
     ]);
     const names = ((listed?.['listServicesResponse'] as { service: Array<{ name: string }> }).service).map((service) => service.name);
-    for (const name of ['bastion.v1.UserService', 'bastion.v1.AuthService', 'bastion.v1.LedgerService', 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection']) {
+    for (const name of ['bastion.v1.UserService', 'bastion.v1.AuthService', 'bastion.v1.LedgerService', 'bastion.v1.ApiKeyService', 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection']) {
       assert.ok(names.includes(name), name);
     }
     const files = (described?.['fileDescriptorResponse'] as { fileDescriptorProto: Buffer[] }).fileDescriptorProto.map((bytes) =>

@@ -19,4 +19,4 @@ export { createMemoryLoginThrottle, createSharedLoginThrottle, type LoginThrottl
 export { createKeySealer, isSealedBytes, keySealerFor, openBytes, sealBytes, SEALED_BYTES_PREFIX, SealedKeyError, type KeySealer } from './key-sealing.js';
 export { loadSigningKeys, rotateSigningKey, type SigningKeys } from './signing-keys.js';
 /** Request schemas the transports (REST, GraphQL, gRPC) validate with. */
-export { ChangePasswordBody, LoginBody, LoginResultSchema, RefreshBody } from './auth.schemas.js';
+export { ChangePasswordBody, LoginBody, LoginResultSchema, RefreshBody, SessionListQuery } from './auth.schemas.js';

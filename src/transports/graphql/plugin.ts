@@ -4,6 +4,7 @@
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import mercurius, { type IResolvers } from 'mercurius';
 import type { Principal } from '../../components/access/index.js';
+import type { ApiKeysService } from '../../components/api-keys/index.js';
 import { bearerTokenOf, type AuthService } from '../../components/auth/index.js';
 import type { LedgerService } from '../../components/ledger/index.js';
 import type { UsersService } from '../../components/users/index.js';
@@ -24,6 +25,7 @@ export interface GraphqlOptions {
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
+  readonly apiKeys: ApiKeysService;
   readonly logger: Logger;
   readonly rateLimiter: Gcra;
   readonly rateLimitMax: number;
@@ -92,7 +94,7 @@ class RequestContext implements GraphqlContext {
 }
 
 export const graphqlTransport: FastifyPluginAsync<GraphqlOptions> = async (app, options) => {
-  const services = { users: options.users, auth: options.auth, ledger: options.ledger };
+  const services = { users: options.users, auth: options.auth, ledger: options.ledger, apiKeys: options.apiKeys };
   // As on /api/: per client, before anything is parsed.
   app.addHook('onRequest', rateLimitHook(options.rateLimiter, options.rateLimitMax, options.rateLimitWindowMs));
   if (options.graphiql) {

@@ -4,7 +4,8 @@
 import { GraphQLError } from 'graphql';
 import type { TSchema } from 'typebox';
 import { authorize, type Principal } from '../../components/access/index.js';
-import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
+import { ApiKeyListQuery, CreateApiKeyBody, type ApiKeysService, type CreateApiKeyInput } from '../../components/api-keys/index.js';
+import { ChangePasswordBody, LoginBody, RefreshBody, SessionListQuery, type AuthService } from '../../components/auth/index.js';
 import {
   type Account,
   AmountBody,
@@ -55,6 +56,7 @@ interface Services {
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
+  readonly apiKeys: ApiKeysService;
 }
 
 type Args = Readonly<Record<string, unknown>>;
@@ -80,6 +82,9 @@ const parseRegister = validator(RegisterBody);
 const parseLogin = validator(LoginBody);
 const parseRefresh = validator(RefreshBody);
 const parseVerifyMfa = validator(VerifyMfaBody);
+const parseSessionList = validator(SessionListQuery, { limit: 'first', cursor: 'after' });
+const parseApiKeyList = validator(ApiKeyListQuery, { limit: 'first', cursor: 'after' });
+const parseCreateApiKey = validator(CreateApiKeyBody);
 const parseUpdateUser = validator(UpdateUserBody);
 const parseCreateUser = validator(CreateUserBody);
 const parseChangePassword = validator(ChangePasswordBody);
@@ -113,10 +118,16 @@ function render(outcome: MoneyOutcome) {
  * An edge's cursor: the ledger's history cursor of that transfer (its position: createdAt and id),
  * the form listAccountTransfers issues as nextCursor and accepts back as `cursor`.
  */
+/** A cursor-paginated list as a page: its nodes and where the next page starts. */
+const pageOf = <T>(list: { data: T[]; meta: { nextCursor: string | null } }) => ({
+  nodes: list.data,
+  pageInfo: { hasNextPage: list.meta.nextCursor !== null, endCursor: list.meta.nextCursor },
+});
+
 const cursorOf = (transfer: Transfer): string => Buffer.from(`${transfer.createdAt}|${transfer.id}`).toString('base64url');
 
 /** `logger`: an unexpected failure refusing a subscription is logged, as the error formatter logs one over HTTP. */
-export function createResolvers({ users, auth, ledger }: Services, logger: Logger) {
+export function createResolvers({ users, auth, ledger, apiKeys }: Services, logger: Logger) {
   const Query: Record<string, Resolver> = {
     me: async (_parent, _args, context) => {
       const principal = await context.principal();
@@ -145,6 +156,18 @@ export function createResolvers({ users, auth, ledger }: Services, logger: Logge
       const principal = await context.principal();
       return ledger.getTransfer(principal, parseId(present(args)).id);
     },
+    sessions: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const { first, after } = present(args);
+      const query = parseSessionList(present({ limit: first, cursor: after }));
+      return pageOf(await auth.listSessions(principal, query as Parameters<AuthService['listSessions']>[1]));
+    },
+    apiKeys: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const { first, after, ownerId } = present(args);
+      const query = parseApiKeyList(present({ limit: first, cursor: after, ownerId }));
+      return pageOf(await apiKeys.list(principal, query as Parameters<ApiKeysService['list']>[1]));
+    },
     accountTransfers: async (_parent, args, context) => {
       const principal = await context.principal();
       const { accountId, first, after } = present(args);
@@ -165,6 +188,22 @@ export function createResolvers({ users, auth, ledger }: Services, logger: Logge
     beginLogin: async (_parent, args, context) =>
       auth.beginLogin({ ...parseLogin(normalizeEmail(present(args['input']))), clientIp: context.clientIp }, context.origin),
     verifyMfa: async (_parent, args, context) => auth.completeMfaLogin(parseVerifyMfa(present(args['input'])), context.origin),
+    revokeSession: async (_parent, args, context) => {
+      const principal = await context.principal();
+      await auth.revokeSession(principal, parseId(present(args)).id, context.origin);
+      return true;
+    },
+    createApiKey: async (_parent, args, context) => {
+      const principal = await context.principal();
+      const input = parseCreateApiKey(present(args['input'])) as unknown as CreateApiKeyInput;
+      const { secret, ...apiKey } = await apiKeys.create(principal, input, context.origin);
+      return { apiKey, secret };
+    },
+    revokeApiKey: async (_parent, args, context) => {
+      const principal = await context.principal();
+      await apiKeys.revoke(principal, parseId(present(args)).id, context.origin);
+      return true;
+    },
     refresh: async (_parent, args, context) => auth.refresh(parseRefresh(present(args)).refreshToken, context.origin),
     logout: async (_parent, args, context) => {
       await auth.logout(parseRefresh(present(args)).refreshToken, context.origin);

@@ -204,6 +204,60 @@ input TransferInput {
   timeoutSeconds: Int
 }
 
+"""A login (a refresh-token family) and where it came from."""
+type Session {
+  id: ID!
+  createdAt: DateTime!
+  """The last login or refresh of this session."""
+  lastUsedAt: DateTime!
+  userAgent: String
+  ip: String
+  """The session whose access token made this request."""
+  current: Boolean!
+}
+
+"""A page of sessions, newest first; pageInfo.endCursor continues (as after)."""
+type SessionPage {
+  nodes: [Session!]!
+  pageInfo: PageInfo!
+}
+
+"""An API key, never its secret. Scopes: users:read, users:write, ledger:read, ledger:write."""
+type ApiKey {
+  id: ID!
+  name: String!
+  """bsk_ and the next 8 characters of the secret, to tell keys apart."""
+  prefix: String!
+  scopes: [String!]!
+  createdAt: DateTime!
+  """Null: never expires."""
+  expiresAt: DateTime
+  """At most a minute stale; null: never used."""
+  lastUsedAt: DateTime
+}
+
+"""A page of API keys, newest first; pageInfo.endCursor continues (as after)."""
+type ApiKeyPage {
+  nodes: [ApiKey!]!
+  pageInfo: PageInfo!
+}
+
+"""A new key: the only answer that carries its secret (send it as Authorization: Bearer bsk_...)."""
+type CreatedApiKey {
+  apiKey: ApiKey!
+  secret: String!
+}
+
+input CreateApiKeyInput {
+  name: String!
+  """Some of users:read, users:write, ledger:read, ledger:write; within the owner's role."""
+  scopes: [String!]!
+  """In the future, at most 366 days ahead; absent: never expires."""
+  expiresAt: DateTime
+  """Admins only: the user the key acts as."""
+  ownerId: ID
+}
+
 type Query {
   """The calling user."""
   me: User
@@ -219,6 +273,10 @@ type Query {
   transfer(id: ID!): Transfer
   """An account's transfers, newest first."""
   accountTransfers(accountId: ID!, first: Int = 10, after: String): TransferConnection
+  """The caller's live sessions (logins), newest first."""
+  sessions(first: Int = 10, after: String): SessionPage
+  """The caller's live API keys (admins: ownerId's), newest first."""
+  apiKeys(first: Int = 10, after: String, ownerId: ID): ApiKeyPage
 }
 
 type Mutation {
@@ -235,6 +293,12 @@ type Mutation {
   beginLogin(input: LoginInput!): LoginStep
   """A login's second step: beginLogin's mfaToken and a TOTP or recovery code (single use)."""
   verifyMfa(input: VerifyMfaInput!): LoginResult
+  """End one of your sessions: its refresh tokens at once, its access tokens within a second."""
+  revokeSession(id: ID!): Boolean
+  """A new API key for the caller (admins: for ownerId); its secret is in this answer only."""
+  createApiKey(input: CreateApiKeyInput!): CreatedApiKey
+  """Revoke one of your API keys (admins: anyone's), on every instance within a second."""
+  revokeApiKey(id: ID!): Boolean
   """Rotate a refresh token (grace window for racing tabs; reuse revokes the login)."""
   refresh(refreshToken: String!): TokenPair
   """Revoke the login (refresh-token family) of this token; true even for an unknown token."""

@@ -2,19 +2,20 @@
 // does for REST. Login passes the connection's address, so the login throttle counts gRPC and REST
 // attempts from one client together.
 import type { HandlerContext, ServiceImpl } from '@connectrpc/connect';
-import { ChangePasswordBody, LoginBody, RefreshBody, type AuthService } from '../../components/auth/index.js';
+import { ChangePasswordBody, LoginBody, RefreshBody, SessionListQuery, type AuthService } from '../../components/auth/index.js';
 import { VerifyMfaBody } from '../../components/mfa/index.js';
 import { RegisterBody, type UsersService } from '../../components/users/index.js';
 import { callOrigin, clientIpKey, principalOf, untilDeadline } from './call-context.js';
 import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
-import { renderLogin, renderTokens, renderUser } from './render.js';
+import { renderLogin, renderSession, renderTokens, renderUser } from './render.js';
 import { canonicalEmail } from '../../platform/email.js';
-import { checkerFor } from './validate.js';
+import { checkerFor, checkUuid, unlessZero } from './validate.js';
 
 const checkRegister = checkerFor(RegisterBody);
 const checkLogin = checkerFor(LoginBody);
 const checkRefresh = checkerFor(RefreshBody);
 const checkVerifyMfa = checkerFor(VerifyMfaBody);
+const checkSessionList = checkerFor(SessionListQuery);
 const checkChangePassword = checkerFor(ChangePasswordBody);
 
 const clientIpOf = (context: HandlerContext): string => context.values.get(clientIpKey);
@@ -62,6 +63,21 @@ export function authServiceImpl(auth: AuthService, users: UsersService): Service
     async logoutAll(_request, context) {
       const principal = await principalOf(auth, context);
       await untilDeadline(context, auth.logoutAll(principal, callOrigin(context)));
+      return {};
+    },
+
+    async listSessions(request, context) {
+      const principal = await principalOf(auth, context);
+      const query: Record<string, unknown> = { ...unlessZero('limit', request.limit), ...(request.cursor !== '' ? { cursor: request.cursor } : {}) };
+      checkSessionList(query);
+      const page = await untilDeadline(context, auth.listSessions(principal, query as Parameters<AuthService['listSessions']>[1]));
+      return { sessions: page.data.map(renderSession), nextCursor: page.meta.nextCursor ?? '' };
+    },
+
+    async revokeSession(request, context) {
+      const principal = await principalOf(auth, context);
+      checkUuid('id', request.id);
+      await untilDeadline(context, auth.revokeSession(principal, request.id, callOrigin(context)));
       return {};
     },
 

@@ -1,7 +1,8 @@
 // Domain values as protobuf messages (init shapes): the gRPC counterpart of the REST response schemas.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import type { LoginResult, TokenPair } from '../../components/auth/index.js';
+import type { ApiKey } from '../../components/api-keys/index.js';
+import type { LoginResult, Session, TokenPair } from '../../components/auth/index.js';
 import type { Account, Transfer } from '../../components/ledger/index.js';
 import type { User } from '../../components/users/index.js';
 import { assert } from '../../platform/errors.js';
@@ -88,5 +89,30 @@ export function renderTransfer(transfer: Transfer): MessageInitShape<typeof Tran
     createdAt: timestamp(transfer.createdAt),
     ...(transfer.expiresAt !== undefined ? { expiresAt: timestamp(transfer.expiresAt) } : {}),
     ...(transfer.pendingId !== undefined ? { pendingId: transfer.pendingId } : {}),
+  };
+}
+
+/** A session; an unknown user agent or address stays unset. */
+export function renderSession(session: Session) {
+  return {
+    id: session.id,
+    createdAt: timestamp(session.createdAt),
+    lastUsedAt: timestamp(session.lastUsedAt),
+    ...(session.userAgent !== null ? { userAgent: session.userAgent } : {}),
+    ...(session.ip !== null ? { ip: session.ip } : {}),
+    current: session.current,
+  };
+}
+
+/** A key as its list shows it: never the secret. */
+export function renderApiKey(key: ApiKey) {
+  return {
+    id: key.id,
+    name: key.name,
+    prefix: key.prefix,
+    scopes: [...key.scopes],
+    createdAt: timestamp(key.createdAt),
+    ...(key.expiresAt !== null ? { expiresAt: timestamp(key.expiresAt) } : {}),
+    ...(key.lastUsedAt !== null ? { lastUsedAt: timestamp(key.lastUsedAt) } : {}),
   };
 }

@@ -1,6 +1,6 @@
-// The gRPC transport on GRPC_PORT: bastion.v1's UserService, AuthService and LedgerService,
+// The gRPC transport on GRPC_PORT: bastion.v1's UserService, AuthService, LedgerService and ApiKeyService,
 // grpc.health.v1.Health and grpc.reflection.v1.ServerReflection, from one set of service impls
-// (./users.ts, ./auth.ts, ./ledger.ts, ...) served two ways, chosen per connection by its first bytes:
+// (./users.ts, ./auth.ts, ./ledger.ts, ./api-keys.ts, ...) served two ways, chosen per connection by its first bytes:
 // - HTTP/2 (the connection preface, "PRI * HTTP/2.0"): native gRPC through @grpc/grpc-js (./native.ts),
 //   what grpc-go/grpc-java/grpc-js clients, grpcurl and Kubernetes' gRPC probes speak;
 // - HTTP/1.1: Connect's node handler, answering gRPC-Web and the Connect protocol (what browsers and
@@ -16,6 +16,7 @@ import type { DescMethod, DescService } from '@bufbuild/protobuf';
 import { createContextValues, type ConnectRouter, type ContextValues, type Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import * as grpc from '@grpc/grpc-js';
+import type { ApiKeysService } from '../../components/api-keys/index.js';
 import type { AuthService } from '../../components/auth/index.js';
 import type { LedgerService } from '../../components/ledger/index.js';
 import type { UsersService } from '../../components/users/index.js';
@@ -23,9 +24,11 @@ import { DomainError } from '../../platform/errors.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Gcra, GcraDecision } from '../../platform/rate-limit.js';
 import { createRequestIds } from '../http/request-id.js';
+import { apiKeyServiceImpl } from './api-keys.js';
 import { authServiceImpl } from './auth.js';
 import { clientIpKey, requestIdKey } from './call-context.js';
 import { toConnectError } from './errors.js';
+import { ApiKeyService } from './gen/bastion/v1/api_key_service_pb.js';
 import { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
 import { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';
 import { UserService } from './gen/bastion/v1/user_service_pb.js';
@@ -46,6 +49,7 @@ export interface GrpcDependencies {
   readonly users: UsersService;
   readonly auth: AuthService;
   readonly ledger: LedgerService;
+  readonly apiKeys: ApiKeysService;
   readonly rateLimiter: Gcra;
   readonly rateLimitMax: number;
   readonly rateLimitWindowMs: number;
@@ -65,7 +69,7 @@ export interface GrpcServer {
   destroyConnections(): void;
 }
 
-export const BASTION_SERVICES = [UserService.typeName, AuthServiceDesc.typeName, LedgerServiceDesc.typeName] as const;
+export const BASTION_SERVICES = [UserService.typeName, AuthServiceDesc.typeName, LedgerServiceDesc.typeName, ApiKeyService.typeName] as const;
 
 
 /** What the guard needs of a call, on either protocol. */
@@ -125,6 +129,7 @@ export function createGrpcServer(deps: GrpcDependencies): GrpcServer {
     { desc: UserService, impl: userServiceImpl(deps.users, deps.auth), guarded: true },
     { desc: AuthServiceDesc, impl: authServiceImpl(deps.auth, deps.users), guarded: true },
     { desc: LedgerServiceDesc, impl: ledgerServiceImpl(deps.ledger, deps.auth), guarded: true },
+    { desc: ApiKeyService, impl: apiKeyServiceImpl(deps.apiKeys, deps.auth), guarded: true },
     {
       desc: Health,
       impl: healthServiceImpl({
@@ -134,7 +139,7 @@ export function createGrpcServer(deps: GrpcDependencies): GrpcServer {
       }),
       guarded: false,
     },
-    { desc: ServerReflection, impl: reflectionServiceImpl([UserService, AuthServiceDesc, LedgerServiceDesc, Health, ServerReflection]), guarded: false },
+    { desc: ServerReflection, impl: reflectionServiceImpl([UserService, AuthServiceDesc, LedgerServiceDesc, ApiKeyService, Health, ServerReflection]), guarded: false },
   ] as const;
 
   // HTTP/2: grpc-js, fed the connections the listener below hands it.

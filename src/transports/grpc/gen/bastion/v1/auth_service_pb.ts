@@ -6,13 +6,15 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { User } from "./user_service_pb.js";
 import { file_bastion_v1_user_service } from "./user_service_pb.js";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file bastion/v1/auth_service.proto.
  */
 export const file_bastion_v1_auth_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1iYXN0aW9uL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYmFzdGlvbi52MSJACg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSIyChBSZWdpc3RlclJlc3BvbnNlEh4KBHVzZXIYASABKAsyEC5iYXN0aW9uLnYxLlVzZXIiLwoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIoQBCg1Mb2dpblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIjQKEUJlZ2luTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJInsKEkJlZ2luTG9naW5SZXNwb25zZRIqCgVsb2dpbhgBIAEoCzIZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZUgAEjEKDW1mYV9jaGFsbGVuZ2UYAiABKAsyGC5iYXN0aW9uLnYxLk1mYUNoYWxsZW5nZUgAQgYKBHN0ZXAiNQoMTWZhQ2hhbGxlbmdlEhEKCW1mYV90b2tlbhgBIAEoCRISCgpleHBpcmVzX2luGAIgASgFIjMKEFZlcmlmeU1mYVJlcXVlc3QSEQoJbWZhX3Rva2VuGAEgASgJEgwKBGNvZGUYAiABKAkiiAEKEVZlcmlmeU1mYVJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiZgoPUmVmcmVzaFJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBSImCg1Mb2dvdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEAoOTG9nb3V0UmVzcG9uc2UiEgoQTG9nb3V0QWxsUmVxdWVzdCITChFMb2dvdXRBbGxSZXNwb25zZSJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkijQEKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRISCgpleHBpcmVzX2luGAQgASgFEh4KBHVzZXIYBSABKAsyEC5iYXN0aW9uLnYxLlVzZXIy0QQKC0F1dGhTZXJ2aWNlEkUKCFJlZ2lzdGVyEhsuYmFzdGlvbi52MS5SZWdpc3RlclJlcXVlc3QaHC5iYXN0aW9uLnYxLlJlZ2lzdGVyUmVzcG9uc2USPAoFTG9naW4SGC5iYXN0aW9uLnYxLkxvZ2luUmVxdWVzdBoZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZRJLCgpCZWdpbkxvZ2luEh0uYmFzdGlvbi52MS5CZWdpbkxvZ2luUmVxdWVzdBoeLmJhc3Rpb24udjEuQmVnaW5Mb2dpblJlc3BvbnNlEkgKCVZlcmlmeU1mYRIcLmJhc3Rpb24udjEuVmVyaWZ5TWZhUmVxdWVzdBodLmJhc3Rpb24udjEuVmVyaWZ5TWZhUmVzcG9uc2USQgoHUmVmcmVzaBIaLmJhc3Rpb24udjEuUmVmcmVzaFJlcXVlc3QaGy5iYXN0aW9uLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5iYXN0aW9uLnYxLkxvZ291dFJlcXVlc3QaGi5iYXN0aW9uLnYxLkxvZ291dFJlc3BvbnNlEkgKCUxvZ291dEFsbBIcLmJhc3Rpb24udjEuTG9nb3V0QWxsUmVxdWVzdBodLmJhc3Rpb24udjEuTG9nb3V0QWxsUmVzcG9uc2USVwoOQ2hhbmdlUGFzc3dvcmQSIS5iYXN0aW9uLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBoiLmJhc3Rpb24udjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZWIGcHJvdG8z", [file_bastion_v1_user_service]);
+  fileDesc("Ch1iYXN0aW9uL3YxL2F1dGhfc2VydmljZS5wcm90bxIKYmFzdGlvbi52MSJACg9SZWdpc3RlclJlcXVlc3QSDQoFZW1haWwYASABKAkSDAoEbmFtZRgCIAEoCRIQCghwYXNzd29yZBgDIAEoCSIyChBSZWdpc3RlclJlc3BvbnNlEh4KBHVzZXIYASABKAsyEC5iYXN0aW9uLnYxLlVzZXIiLwoMTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJIoQBCg1Mb2dpblJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIjQKEUJlZ2luTG9naW5SZXF1ZXN0Eg0KBWVtYWlsGAEgASgJEhAKCHBhc3N3b3JkGAIgASgJInsKEkJlZ2luTG9naW5SZXNwb25zZRIqCgVsb2dpbhgBIAEoCzIZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZUgAEjEKDW1mYV9jaGFsbGVuZ2UYAiABKAsyGC5iYXN0aW9uLnYxLk1mYUNoYWxsZW5nZUgAQgYKBHN0ZXAiNQoMTWZhQ2hhbGxlbmdlEhEKCW1mYV90b2tlbhgBIAEoCRISCgpleHBpcmVzX2luGAIgASgFIjMKEFZlcmlmeU1mYVJlcXVlc3QSEQoJbWZhX3Rva2VuGAEgASgJEgwKBGNvZGUYAiABKAkiiAEKEVZlcmlmeU1mYVJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBRIeCgR1c2VyGAUgASgLMhAuYmFzdGlvbi52MS5Vc2VyIicKDlJlZnJlc2hSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiZgoPUmVmcmVzaFJlc3BvbnNlEhQKDGFjY2Vzc190b2tlbhgBIAEoCRIVCg1yZWZyZXNoX3Rva2VuGAIgASgJEhIKCnRva2VuX3R5cGUYAyABKAkSEgoKZXhwaXJlc19pbhgEIAEoBSImCg1Mb2dvdXRSZXF1ZXN0EhUKDXJlZnJlc2hfdG9rZW4YASABKAkiEAoOTG9nb3V0UmVzcG9uc2UiEgoQTG9nb3V0QWxsUmVxdWVzdCITChFMb2dvdXRBbGxSZXNwb25zZSJHChVDaGFuZ2VQYXNzd29yZFJlcXVlc3QSGAoQY3VycmVudF9wYXNzd29yZBgBIAEoCRIUCgxuZXdfcGFzc3dvcmQYAiABKAkijQEKFkNoYW5nZVBhc3N3b3JkUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEhUKDXJlZnJlc2hfdG9rZW4YAiABKAkSEgoKdG9rZW5fdHlwZRgDIAEoCRISCgpleHBpcmVzX2luGAQgASgFEh4KBHVzZXIYBSABKAsyEC5iYXN0aW9uLnYxLlVzZXIiyAEKB1Nlc3Npb24SCgoCaWQYASABKAkSLgoKY3JlYXRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMbGFzdF91c2VkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIXCgp1c2VyX2FnZW50GAQgASgJSACIAQESDwoCaXAYBSABKAlIAYgBARIPCgdjdXJyZW50GAYgASgIQg0KC191c2VyX2FnZW50QgUKA19pcCI0ChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg0KBWxpbWl0GAEgASgFEg4KBmN1cnNvchgCIAEoCSJSChRMaXN0U2Vzc2lvbnNSZXNwb25zZRIlCghzZXNzaW9ucxgBIAMoCzITLmJhc3Rpb24udjEuU2Vzc2lvbhITCgtuZXh0X2N1cnNvchgCIAEoCSIiChRSZXZva2VTZXNzaW9uUmVxdWVzdBIKCgJpZBgBIAEoCSIXChVSZXZva2VTZXNzaW9uUmVzcG9uc2Uy+gUKC0F1dGhTZXJ2aWNlEkUKCFJlZ2lzdGVyEhsuYmFzdGlvbi52MS5SZWdpc3RlclJlcXVlc3QaHC5iYXN0aW9uLnYxLlJlZ2lzdGVyUmVzcG9uc2USPAoFTG9naW4SGC5iYXN0aW9uLnYxLkxvZ2luUmVxdWVzdBoZLmJhc3Rpb24udjEuTG9naW5SZXNwb25zZRJLCgpCZWdpbkxvZ2luEh0uYmFzdGlvbi52MS5CZWdpbkxvZ2luUmVxdWVzdBoeLmJhc3Rpb24udjEuQmVnaW5Mb2dpblJlc3BvbnNlEkgKCVZlcmlmeU1mYRIcLmJhc3Rpb24udjEuVmVyaWZ5TWZhUmVxdWVzdBodLmJhc3Rpb24udjEuVmVyaWZ5TWZhUmVzcG9uc2USQgoHUmVmcmVzaBIaLmJhc3Rpb24udjEuUmVmcmVzaFJlcXVlc3QaGy5iYXN0aW9uLnYxLlJlZnJlc2hSZXNwb25zZRI/CgZMb2dvdXQSGS5iYXN0aW9uLnYxLkxvZ291dFJlcXVlc3QaGi5iYXN0aW9uLnYxLkxvZ291dFJlc3BvbnNlEkgKCUxvZ291dEFsbBIcLmJhc3Rpb24udjEuTG9nb3V0QWxsUmVxdWVzdBodLmJhc3Rpb24udjEuTG9nb3V0QWxsUmVzcG9uc2USVwoOQ2hhbmdlUGFzc3dvcmQSIS5iYXN0aW9uLnYxLkNoYW5nZVBhc3N3b3JkUmVxdWVzdBoiLmJhc3Rpb24udjEuQ2hhbmdlUGFzc3dvcmRSZXNwb25zZRJRCgxMaXN0U2Vzc2lvbnMSHy5iYXN0aW9uLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIC5iYXN0aW9uLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlElQKDVJldm9rZVNlc3Npb24SIC5iYXN0aW9uLnYxLlJldm9rZVNlc3Npb25SZXF1ZXN0GiEuYmFzdGlvbi52MS5SZXZva2VTZXNzaW9uUmVzcG9uc2ViBnByb3RvMw", [file_bastion_v1_user_service, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message bastion.v1.RegisterRequest
@@ -428,6 +430,134 @@ export const ChangePasswordResponseSchema: GenMessage<ChangePasswordResponse> = 
   messageDesc(file_bastion_v1_auth_service, 16);
 
 /**
+ * A login (a refresh-token family) and where it came from.
+ *
+ * @generated from message bastion.v1.Session
+ */
+export type Session = Message<"bastion.v1.Session"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp created_at = 2;
+   */
+  createdAt?: Timestamp | undefined;
+
+  /**
+   * The last login or refresh of this session.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 3;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: optional string user_agent = 4;
+   */
+  userAgent?: string | undefined;
+
+  /**
+   * @generated from field: optional string ip = 5;
+   */
+  ip?: string | undefined;
+
+  /**
+   * The session whose access token made this call.
+   *
+   * @generated from field: bool current = 6;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message bastion.v1.Session.
+ * Use `create(SessionSchema)` to create a new message.
+ */
+export const SessionSchema: GenMessage<Session> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 17);
+
+/**
+ * @generated from message bastion.v1.ListSessionsRequest
+ */
+export type ListSessionsRequest = Message<"bastion.v1.ListSessionsRequest"> & {
+  /**
+   * 1-100; 0 means 10.
+   *
+   * @generated from field: int32 limit = 1;
+   */
+  limit: number;
+
+  /**
+   * From the previous page's next_cursor; empty: the first page.
+   *
+   * @generated from field: string cursor = 2;
+   */
+  cursor: string;
+};
+
+/**
+ * Describes the message bastion.v1.ListSessionsRequest.
+ * Use `create(ListSessionsRequestSchema)` to create a new message.
+ */
+export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 18);
+
+/**
+ * @generated from message bastion.v1.ListSessionsResponse
+ */
+export type ListSessionsResponse = Message<"bastion.v1.ListSessionsResponse"> & {
+  /**
+   * @generated from field: repeated bastion.v1.Session sessions = 1;
+   */
+  sessions: Session[];
+
+  /**
+   * Empty at the end.
+   *
+   * @generated from field: string next_cursor = 2;
+   */
+  nextCursor: string;
+};
+
+/**
+ * Describes the message bastion.v1.ListSessionsResponse.
+ * Use `create(ListSessionsResponseSchema)` to create a new message.
+ */
+export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 19);
+
+/**
+ * @generated from message bastion.v1.RevokeSessionRequest
+ */
+export type RevokeSessionRequest = Message<"bastion.v1.RevokeSessionRequest"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+};
+
+/**
+ * Describes the message bastion.v1.RevokeSessionRequest.
+ * Use `create(RevokeSessionRequestSchema)` to create a new message.
+ */
+export const RevokeSessionRequestSchema: GenMessage<RevokeSessionRequest> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 20);
+
+/**
+ * @generated from message bastion.v1.RevokeSessionResponse
+ */
+export type RevokeSessionResponse = Message<"bastion.v1.RevokeSessionResponse"> & {
+};
+
+/**
+ * Describes the message bastion.v1.RevokeSessionResponse.
+ * Use `create(RevokeSessionResponseSchema)` to create a new message.
+ */
+export const RevokeSessionResponseSchema: GenMessage<RevokeSessionResponse> = /*@__PURE__*/
+  messageDesc(file_bastion_v1_auth_service, 21);
+
+/**
  * Authentication: the REST API's /api/v1/auth routes. LogoutAll and ChangePassword need
  * `authorization: Bearer <token>`; the others take no token.
  *
@@ -515,6 +645,27 @@ export const AuthService: GenService<{
     methodKind: "unary";
     input: typeof ChangePasswordRequestSchema;
     output: typeof ChangePasswordResponseSchema;
+  },
+  /**
+   * The caller's live sessions (logins), newest first; `current` marks the one of this call's token.
+   *
+   * @generated from rpc bastion.v1.AuthService.ListSessions
+   */
+  listSessions: {
+    methodKind: "unary";
+    input: typeof ListSessionsRequestSchema;
+    output: typeof ListSessionsResponseSchema;
+  },
+  /**
+   * Ends one of the caller's sessions: its refresh tokens at once, its access tokens within a second
+   * on every instance. Someone else's or an unknown one: NOT_FOUND.
+   *
+   * @generated from rpc bastion.v1.AuthService.RevokeSession
+   */
+  revokeSession: {
+    methodKind: "unary";
+    input: typeof RevokeSessionRequestSchema;
+    output: typeof RevokeSessionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_bastion_v1_auth_service, 0);
