@@ -1,7 +1,8 @@
 // The expiry sweep's list of pending transfers that can still time out (pending_timeouts,
 // migration 0018): an existing ledger upgraded to it lists exactly its unresolved timed reservations,
-// and afterwards the ledger's own functions keep the list exact as transfers are reserved, posted,
-// voided and expired, so a tick reads only what is still open however much the ledger resolved.
+// and afterwards the trigger on transfers keeps the list exact as transfers are reserved, posted,
+// voided and expired through the ledger, so a tick reads only what is still open however much the
+// ledger resolved.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { cp, mkdtemp, readdir, rm } from 'node:fs/promises';

@@ -138,10 +138,6 @@ begin
            m.description, m.principal, m.now
     from moves m
     order by m.item
-  ), timed as (
-    -- A reservation with a timeout is what the expiry sweep watches, until it is resolved.
-    insert into pending_timeouts (transfer_id, expires_at)
-    select m.id, m.expires_at from moves m where m.pending and m.expires_at is not null
   ), entered as (
     insert into entries (transfer_id, account_id, amount, created_at)
     select m.id, e.account_id, e.amount, m.now
@@ -251,7 +247,6 @@ begin
                          initiated_by, created_at)
   values (p_id, p_action, v_from.id, v_to.id, v_amount, v_pending.currency, p_pending_id, v_pending.description,
           p_actor_id, p_now);
-  delete from pending_timeouts where transfer_id = p_pending_id;
   if v_from.owner_id is not null then
     update accounts set pending_debits = pending_debits - v_pending.amount, updated_at = p_now where id = v_from.id;
     v_from.pending_debits := v_from.pending_debits - v_pending.amount;

@@ -7,7 +7,7 @@ import type { AuthService } from '../../components/auth/index.js';
 import { callOrigin, principalOf, untilDeadline } from './call-context.js';
 import type { ApiKeyService as ApiKeyServiceDesc } from './gen/bastion/v1/api_key_service_pb.js';
 import { renderApiKey } from './render.js';
-import { checkerFor, checkUuid, unlessZero } from './validate.js';
+import { checkerFor, checkUuid, cursorQuery } from './validate.js';
 
 const checkCreate = checkerFor(CreateApiKeyBody);
 const checkList = checkerFor(ApiKeyListQuery);
@@ -29,11 +29,7 @@ export function apiKeyServiceImpl(apiKeys: ApiKeysService, auth: AuthService): S
 
     async listApiKeys(request, context) {
       const principal = await principalOf(auth, context);
-      const query: Record<string, unknown> = {
-        ...unlessZero('limit', request.limit),
-        ...(request.cursor !== '' ? { cursor: request.cursor } : {}),
-        ...(request.ownerId !== undefined ? { ownerId: request.ownerId } : {}),
-      };
+      const query = { ...cursorQuery(request), ...(request.ownerId !== undefined ? { ownerId: request.ownerId } : {}) };
       checkList(query);
       const page = await untilDeadline(context, apiKeys.list(principal, query as Parameters<ApiKeysService['list']>[1]));
       return { apiKeys: page.data.map(renderApiKey), nextCursor: page.meta.nextCursor ?? '' };

@@ -9,7 +9,7 @@ import { callOrigin, clientIpKey, principalOf, untilDeadline } from './call-cont
 import type { AuthService as AuthServiceDesc } from './gen/bastion/v1/auth_service_pb.js';
 import { renderLogin, renderSession, renderTokens, renderUser } from './render.js';
 import { canonicalEmail } from '../../platform/email.js';
-import { checkerFor, checkUuid, unlessZero } from './validate.js';
+import { checkerFor, checkUuid, cursorQuery } from './validate.js';
 
 const checkRegister = checkerFor(RegisterBody);
 const checkLogin = checkerFor(LoginBody);
@@ -68,7 +68,7 @@ export function authServiceImpl(auth: AuthService, users: UsersService): Service
 
     async listSessions(request, context) {
       const principal = await principalOf(auth, context);
-      const query: Record<string, unknown> = { ...unlessZero('limit', request.limit), ...(request.cursor !== '' ? { cursor: request.cursor } : {}) };
+      const query = cursorQuery(request);
       checkSessionList(query);
       const page = await untilDeadline(context, auth.listSessions(principal, query as Parameters<AuthService['listSessions']>[1]));
       return { sessions: page.data.map(renderSession), nextCursor: page.meta.nextCursor ?? '' };

@@ -21,7 +21,7 @@ import { authorize, type Principal } from '../../components/access/index.js';
 import { callOrigin, principalOf, requestIdKey, throwIfPastDeadline, untilDeadline } from './call-context.js';
 import type { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';
 import { renderAccount, renderPageMeta, renderTransfer } from './render.js';
-import { amountOf, checkerFor, checkUuid, refuse, unlessZero } from './validate.js';
+import { amountOf, checkerFor, checkUuid, cursorQuery, refuse, unlessZero } from './validate.js';
 import { traceparentOf } from '../../platform/trace-context.js';
 
 const checkCreateAccount = checkerFor(CreateAccountBody);
@@ -150,7 +150,7 @@ export function ledgerServiceImpl(ledger: LedgerService, auth: AuthService): Ser
     async listAccountTransfers(request, context) {
       const principal = await principalOf(auth, context);
       checkUuid('account_id', request.accountId);
-      const query: Record<string, unknown> = { ...unlessZero('limit', request.limit), ...(request.cursor !== '' ? { cursor: request.cursor } : {}) };
+      const query = cursorQuery(request);
       checkHistory(query);
       const page = await untilDeadline(
         context,

@@ -17,6 +17,12 @@ export function refuse(fieldErrors: readonly FieldError[]): void {
 /** proto3 has no absent scalar: 0 means "not given", so the schema's default applies. */
 export const unlessZero = <T extends number>(name: string, value: T): Record<string, T> => (value === 0 ? {} : { [name]: value });
 
+/** A cursor-paginated list's request (limit 0: the default; cursor empty: the first page) as REST's query. */
+export const cursorQuery = (request: { readonly limit: number; readonly cursor: string }): Record<string, unknown> => ({
+  ...unlessZero('limit', request.limit),
+  ...(request.cursor !== '' ? { cursor: request.cursor } : {}),
+});
+
 /**
  * int64 amounts arrive as bigint; the ledger takes numbers up to 2^53-1. Any value outside that
  * range is refused by the schema's bounds, and any inside converts exactly.
