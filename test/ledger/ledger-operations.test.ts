@@ -56,7 +56,7 @@ describe('ledger operations [postgres]', async () => {
     }
   });
 
-  it('when idempotency keys are older than 24 h, then the purge removes them and keeps the recent ones', { skip }, async () => {
+  it('when idempotency keys are older than 24 h, then the purge removes them (in statements of 5,000) and keeps the recent ones', { skip }, async () => {
     const db = server.app.database.db;
     const admin = await db.selectFrom('users').select('id').where('role', '=', 'admin').executeTakeFirstOrThrow();
     const fresh = await db.selectFrom('idempotency_keys').select('key').execute();
@@ -73,8 +73,13 @@ describe('ledger operations [postgres]', async () => {
         created_at: sql<Date>`now() - interval '25 hours'`,
       })
       .execute();
+    // More than one purge statement's worth (5,000 a statement) of old keys, too.
+    await sql`
+      insert into idempotency_keys (principal_id, key, fingerprint, outcome, request_id, created_at)
+      select ${admin.id}::uuid, 'old-key-' || n, '\\x00'::bytea, 'INSUFFICIENT_FUNDS', 'old-request', now() - interval '25 hours' - n * interval '1 ms'
+      from generate_series(1, 11000) n`.execute(db);
     const purged = await server.app.ledger.purgeIdempotencyKeys();
-    assert.equal(purged, 1);
+    assert.equal(purged, 11_001);
     const left = (await db.selectFrom('idempotency_keys').select('key').execute()).map((row) => row.key);
     assert.ok(!left.includes('old-key'));
     assert.deepEqual(left.sort(), fresh.map((row) => row.key).sort());

@@ -378,12 +378,13 @@ export async function listAccountTransfers(
 
 // ---- idempotency ----
 
-export async function deleteIdempotencyKeysOlderThan(executor: Executor, seconds: number): Promise<number> {
-  const result = await executor
-    .deleteFrom('idempotency_keys')
-    .where('created_at', '<', sql<Date>`now() - make_interval(secs => ${seconds})`)
-    .executeTakeFirst();
-  return Number(result.numDeletedRows);
+/** Deletes at most `limit` keys stored before `cutoff`, oldest first (the created_at index); resolves to how many. */
+export async function deleteIdempotencyKeysOlderThan(executor: Executor, cutoff: Date, limit: number): Promise<number> {
+  const result = await sql`
+    delete from idempotency_keys k
+    using (select principal_id, key from idempotency_keys where created_at < ${cutoff} order by created_at limit ${limit}) old
+    where k.principal_id = old.principal_id and k.key = old.key`.execute(executor);
+  return Number(result.numAffectedRows ?? 0);
 }
 
 /**

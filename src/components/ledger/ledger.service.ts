@@ -181,6 +181,9 @@ interface LedgerServiceDeps {
   readonly registry?: Registry;
 }
 
+/** Idempotency keys per purge statement: keeps each purge transaction short on a large table. */
+const PURGE_BATCH_KEYS = 5_000;
+
 const postedTopic = (accountId: string) => `ledger.transfer-posted:${accountId}`;
 
 // User balances are capped at 2^53 - 1 (a CHECK and the BALANCE_LIMIT_EXCEEDED rule), so they are
@@ -272,7 +275,20 @@ export function createLedgerService(deps: LedgerServiceDeps): LedgerService {
   /** Keys being executed by this instance; other instances are covered by the advisory lock. */
   const inFlight = new Set<string>();
   const stops: Array<() => void> = [];
-  const purgeIdempotencyKeys = () => repo.deleteIdempotencyKeysOlderThan(db, deps.idempotencyKeyTtlSeconds);
+  /**
+   * Keys past their TTL, in statements of at most PURGE_BATCH_KEYS rows: an hour's keys under load
+   * are millions, and one DELETE of them all would be one long transaction and one burst of WAL.
+   * The cutoff is fixed first, so keys written meanwhile cannot keep the loop going.
+   */
+  const purgeIdempotencyKeys = async (): Promise<number> => {
+    const cutoff = new Date(now().getTime() - deps.idempotencyKeyTtlSeconds * 1000);
+    let total = 0;
+    for (;;) {
+      const deleted = await repo.deleteIdempotencyKeysOlderThan(db, cutoff, PURGE_BATCH_KEYS);
+      total += deleted;
+      if (deleted < PURGE_BATCH_KEYS) return total;
+    }
+  };
 
   const readVisibleAccount = async (principal: Principal, id: string): Promise<repo.AccountRow> => {
     const row = await repo.findAccount(db, id);
