@@ -305,6 +305,10 @@ describeOnBackends('TOTP secrets at rest across KEY_ENCRYPTION_SECRET', ({ it, b
     const refused = await old.client.post(VERIFY, { mfaToken, code: await freshCode(user.secret) });
     expectError(refused, 503, 'SERVICE_UNAVAILABLE');
     assert.equal(await failures(), failuresBefore, 'nothing was tried: the wrong-code budget is untouched');
+    // Disabling with a code there is the same transient, and spends nothing either.
+    const disable = await old.client.request('DELETE', ENROL, { code: await freshCode(user.secret) }, { token: user.session.accessToken });
+    expectError(disable, 503, 'SERVICE_UNAVAILABLE');
+    assert.equal(await failures(), failuresBefore, 'disabling tried nothing either');
     assert.ok(Number(refused.headers.get('retry-after')) >= 1, refused.text);
     assert.ok(
       old.logs.some((line) => {

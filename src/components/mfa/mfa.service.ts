@@ -162,6 +162,15 @@ export function createMfa(deps: MfaDeps): MfaService {
       throw secretUnavailable();
     }
   };
+  /** The secret, for a check of a reserved attempt: if this instance cannot open it, nothing was tried, so the attempt goes back. */
+  const secretFor = async (stored: Uint8Array, userId: string, reservation: { readonly window_ends_at: Date } | undefined): Promise<string> => {
+    try {
+      return await secretOf(stored);
+    } catch (error) {
+      if (reservation) await repo.refundAttempt(db, userId, reservation.window_ends_at);
+      throw error;
+    }
+  };
 
   /**
    * Counts an attempt against the user's wrong-code budget, or fails RATE_LIMITED; `inactive` when
@@ -235,7 +244,7 @@ export function createMfa(deps: MfaDeps): MfaService {
       const reservation = enrolment.confirmed ? await reserve(userId, at, noEnrolment) : undefined;
       let step: number | undefined;
       if ('code' in proof) {
-        step = await stepOfCode(await secretOf(enrolment.secret), proof.code, at);
+        step = await stepOfCode(await secretFor(enrolment.secret, userId, reservation), proof.code, at);
         if (step === undefined || (enrolment.last_step !== null && step <= enrolment.last_step)) throw invalidMfaCode();
         await pauses?.afterCodeCheck?.(userId);
       } else {
@@ -316,15 +325,7 @@ export function createMfa(deps: MfaDeps): MfaService {
       const reservation = await reserve(userId, at, invalidMfaToken);
 
       const recoveryCode = normalizedRecoveryCode(code);
-      let secret: string;
-      try {
-        secret = await secretOf(reservation.secret);
-      } catch (error) {
-        // Nothing was tried (this instance cannot open the secret): the attempt goes back.
-        await repo.refundAttempt(db, userId, reservation.window_ends_at);
-        throw error;
-      }
-      const step = await stepOfCode(secret, code, at);
+      const step = await stepOfCode(await secretFor(reservation.secret, userId, reservation), code, at);
       const usable = step !== undefined || isRecoveryCodeShape(recoveryCode);
       if (usable) {
         if (step !== undefined) await pauses?.afterCodeCheck?.(userId);
