@@ -27,8 +27,3 @@ export const newTraceparent = (): string => `00-${randomUUID().replaceAll('-', '
 
 /** The request's traceparent: the one it carried if valid, else a new trace. */
 export const traceparentOf = (header: string | readonly string[] | undefined): string => parseTraceparent(header) ?? newTraceparent();
-
-/** What caused a change made for a request: its trace (EventOrigin of the events component). */
-export const originOf = (traceparentHeader: string | readonly string[] | undefined | null): { readonly traceparent: string } => ({
-  traceparent: traceparentOf(traceparentHeader ?? undefined),
-});

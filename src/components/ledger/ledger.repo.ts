@@ -38,7 +38,7 @@ interface SystemAccountShardsTable {
   balance: number | bigint;
 }
 
-/** The pending transfers that can still time out (ledger.sql writes and deletes them). */
+/** The pending transfers that can still time out (kept by a trigger on transfers: migration 0018). */
 interface PendingTimeoutsTable {
   transfer_id: string;
   expires_at: Date;

@@ -1,5 +1,6 @@
 // Ledger use cases: accounts, money movements (transfers, deposits, withdrawals, two-phase), history,
 // idempotency, and the background work that expires pending transfers and old idempotency keys.
+import { Histogram, type Registry } from 'prom-client';
 import { sha256 } from '../../platform/digest.js';
 import { authorize, can, scopeOf, type Principal } from '../access/index.js';
 import type { Database, Tx } from '../../platform/db/index.js';
@@ -14,7 +15,6 @@ import { localSchedule } from '../../platform/periodic.js';
 import type { EventOrigin, Outbox } from '../events/index.js';
 import type { UsersService } from '../users/index.js';
 import { accountNotEmpty, idempotencyInProgress, idempotencyKeyReused, outcomeError } from './ledger.errors.js';
-import { Histogram, type Registry } from 'prom-client';
 import * as repo from './ledger.repo.js';
 import { createMoveBatcher } from './move-batcher.js';
 

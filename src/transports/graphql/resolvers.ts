@@ -114,16 +114,16 @@ function render(outcome: MoneyOutcome) {
   return { transfer: outcome.transfer, replayed: outcome.replayed, requestId: outcome.requestId };
 }
 
-/**
- * An edge's cursor: the ledger's history cursor of that transfer (its position: createdAt and id),
- * the form listAccountTransfers issues as nextCursor and accepts back as `cursor`.
- */
 /** A cursor-paginated list as a page: its nodes and where the next page starts. */
 const pageOf = <T>(list: { data: T[]; meta: { nextCursor: string | null } }) => ({
   nodes: list.data,
   pageInfo: { hasNextPage: list.meta.nextCursor !== null, endCursor: list.meta.nextCursor },
 });
 
+/**
+ * An edge's cursor: the ledger's history cursor of that transfer (its position: createdAt and id),
+ * the form listAccountTransfers issues as nextCursor and accepts back as `cursor`.
+ */
 const cursorOf = (transfer: Transfer): string => Buffer.from(`${transfer.createdAt}|${transfer.id}`).toString('base64url');
 
 /** `logger`: an unexpected failure refusing a subscription is logged, as the error formatter logs one over HTTP. */

@@ -6,7 +6,7 @@ import { bearerTokenOf, type AuthService } from '../../components/auth/index.js'
 import type { Principal } from '../../components/access/index.js';
 import { unauthenticated } from '../../platform/errors.js';
 import { userAgentOf, type RequestOrigin } from '../../platform/request-origin.js';
-import { originOf } from '../../platform/trace-context.js';
+import { traceparentOf } from '../../platform/trace-context.js';
 
 /** Set per call by the server's interceptor (server.ts) from the x-request-id metadata or anew. */
 export const requestIdKey = createContextKey<string>('', { description: 'bastion request id' });
@@ -62,6 +62,9 @@ export function untilDeadline<T>(context: HandlerContext, work: Promise<T>): Pro
   });
 }
 
+/** The call's `traceparent` metadata (W3C trace context), or a new trace: all the money path needs of its origin. */
+export const callTraceparent = (context: HandlerContext): string => traceparentOf(context.requestHeader.get('traceparent') ?? undefined);
+
 /**
  * What sessions, audit records and events note of the call, as REST's originOfRequest: the
  * `traceparent` metadata (W3C trace context, or a new trace), the connection's address, the
@@ -70,7 +73,7 @@ export function untilDeadline<T>(context: HandlerContext, work: Promise<T>): Pro
 export const callOrigin = (context: HandlerContext): RequestOrigin & { readonly traceparent: string } => {
   const userAgent = userAgentOf(context.requestHeader.get('user-agent') ?? undefined);
   return {
-    ...originOf(context.requestHeader.get('traceparent')),
+    traceparent: callTraceparent(context),
     ip: context.values.get(clientIpKey),
     requestId: context.values.get(requestIdKey),
     ...(userAgent ? { userAgent } : {}),

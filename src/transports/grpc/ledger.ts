@@ -18,11 +18,10 @@ import {
   PostPendingBody,
 } from '../../components/ledger/index.js';
 import { authorize, type Principal } from '../../components/access/index.js';
-import { callOrigin, principalOf, requestIdKey, throwIfPastDeadline, untilDeadline } from './call-context.js';
+import { callOrigin, callTraceparent, principalOf, requestIdKey, throwIfPastDeadline, untilDeadline } from './call-context.js';
 import type { LedgerService as LedgerServiceDesc } from './gen/bastion/v1/ledger_service_pb.js';
 import { renderAccount, renderPageMeta, renderTransfer } from './render.js';
 import { amountOf, checkerFor, checkUuid, cursorQuery, refuse, unlessZero } from './validate.js';
-import { traceparentOf } from '../../platform/trace-context.js';
 
 const checkCreateAccount = checkerFor(CreateAccountBody);
 const checkListAccounts = checkerFor(ListAccountsQuery);
@@ -39,7 +38,7 @@ function moneyContext(context: HandlerContext, key: string, required: boolean): 
   if (key.length > MAX_KEY_LENGTH) refuse([{ path: 'idempotency_key', message: `must NOT have more than ${MAX_KEY_LENGTH} characters` }]);
   return {
     requestId: context.values.get(requestIdKey),
-    traceparent: traceparentOf(context.requestHeader.get('traceparent') ?? undefined),
+    traceparent: callTraceparent(context),
     ...(key !== '' ? { idempotencyKey: key } : {}),
   };
 }
